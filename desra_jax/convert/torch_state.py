@@ -1,0 +1,123 @@
+"""Reading PyTorch state_dicts and mapping their tensors onto Flax parameter trees.
+
+Every converter walks the foreign keys through a :class:`StateDictReader`: each tensor is taken exactly once,
+its shape is checked against what the Flax module expects, and whatever is left over at the end is an error.
+Values may be torch tensors or numpy arrays; torch is imported only to read a ``.pth`` file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+
+class ConversionError(ValueError):
+    """A foreign checkpoint does not match the architecture it is converted to."""
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A torch tensor (any device, any dtype) or array-like as a float32/int numpy array."""
+    if hasattr(value, "detach"):  # torch.Tensor, without importing torch
+        value = value.detach().cpu()
+        if str(value.dtype) in ("torch.bfloat16", "torch.float16"):
+            value = value.float()
+        value = value.numpy()
+    array = np.asarray(value)
+    if array.dtype.kind == "f" and array.dtype != np.float32:
+        array = array.astype(np.float32)
+    return array
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """Tensors of a ``.pth``/``.pt``/``.bin`` (torch.load, weights_only) or ``.safetensors`` file, as saved."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        return dict(load_file(path))
+    try:
+        import torch
+    except ImportError as error:
+        raise ImportError(
+            f"{path}: reading a PyTorch checkpoint needs torch (pip install torch); "
+            "a .safetensors file needs no torch"
+        ) from error
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises pickle, runtime and zip errors alike
+        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
+    if not isinstance(state, Mapping):
+        raise ConversionError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(state)}")
+    return dict(state)
+
+
+def unwrap_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The tensors of a BasicSR-style checkpoint: ``params_ema`` if present, else ``params``, else as is.
+
+    BasicSR and Real-ESRGAN save ``{'params_ema': ..., 'params': ...}``; the EMA weights are the released ones.
+    Lightning and mmseg wrap theirs in ``state_dict``.
+    """
+    for wrapper in ("params_ema", "params", "state_dict"):
+        inner = state.get(wrapper)
+        if isinstance(inner, Mapping):
+            return dict(inner)
+    return dict(state)
+
+
+class StateDictReader:
+    """Takes tensors out of a state_dict by name, checking shapes, and reports what was never taken."""
+
+    def __init__(self, state: Mapping[str, Any], source: str = "state_dict"):
+        self._state = dict(state)
+        self._source = source
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._state
+
+    def keys(self) -> list[str]:
+        return list(self._state)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """The shape of ``key`` without taking it."""
+        if key not in self._state:
+            raise ConversionError(f"{self._source}: missing key {key!r}")
+        return tuple(np.shape(self._state[key]))
+
+    def take(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        """Removes and returns ``key`` as numpy, checking its shape when ``shape`` is given."""
+        if key not in self._state:
+            raise ConversionError(f"{self._source}: missing key {key!r}")
+        array = to_numpy(self._state.pop(key))
+        if shape is not None and tuple(array.shape) != tuple(shape):
+            raise ConversionError(
+                f"{self._source}: key {key!r} has shape {tuple(array.shape)}, expected {tuple(shape)}"
+            )
+        return array
+
+    def conv(self, prefix: str, in_ch: int, out_ch: int, kernel: int = 3, bias: bool = True) -> dict:
+        """A torch Conv2d (OIHW weight) at ``prefix`` as a flax ``nn.Conv`` param dict (HWIO kernel)."""
+        weight = self.take(f"{prefix}.weight", (out_ch, in_ch, kernel, kernel))
+        params = {"kernel": np.transpose(weight, (2, 3, 1, 0))}
+        if bias:
+            params["bias"] = self.take(f"{prefix}.bias", (out_ch,))
+        return params
+
+    def linear(self, prefix: str, in_features: int, out_features: int, bias: bool = True) -> dict:
+        """A torch Linear ((out, in) weight) at ``prefix`` as a flax ``nn.Dense`` param dict."""
+        params = {"kernel": self.take(f"{prefix}.weight", (out_features, in_features)).T}
+        if bias:
+            params["bias"] = self.take(f"{prefix}.bias", (out_features,))
+        return params
+
+    def finish(self, ignore: tuple[str, ...] = ()) -> None:
+        """Raises if any key other than those ending in ``ignore`` suffixes was not taken."""
+        leftover = sorted(k for k in self._state if not k.endswith(ignore))
+        if leftover:
+            shown = ", ".join(f"{k!r} {tuple(np.shape(self._state[k]))}" for k in leftover[:10])
+            more = f" and {len(leftover) - 10} more" if len(leftover) > 10 else ""
+            raise ConversionError(f"{self._source}: unexpected keys {shown}{more}")

@@ -1,0 +1,1 @@
+"""Image I/O, datasets, degradations and host-to-device feeding."""

@@ -1,0 +1,23 @@
+"""The embedded default data: real RGB photographs that ship inside scikit-image (no download)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Colour photographs bundled with scikit-image, in a fixed order (the first ones train, the last validate).
+PHOTOGRAPH_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
+
+
+def bundled_photograph(name: str) -> np.ndarray:
+    """One bundled photograph as float32 RGB in [0, 1], shape (H, W, 3)."""
+    import skimage.data
+
+    if name not in PHOTOGRAPH_NAMES:
+        raise ValueError(f"unknown bundled photograph {name!r}; choose one of {', '.join(PHOTOGRAPH_NAMES)}")
+    image = getattr(skimage.data, name)()
+    return image.astype(np.float32) / 255.0
+
+
+def bundled_photographs() -> dict[str, np.ndarray]:
+    """All bundled photographs by name, float32 RGB in [0, 1]."""
+    return {name: bundled_photograph(name) for name in PHOTOGRAPH_NAMES}

@@ -1,0 +1,1 @@
+"""Losses: pure functions returning batch-mean scalars, jit-safe."""

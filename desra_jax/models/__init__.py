@@ -1,0 +1,1 @@
+"""Flax (linen) networks, NHWC, float32 in [0, 1]."""

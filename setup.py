@@ -1,0 +1,34 @@
+"""desra-jax: GAN super-resolution training, DeSRA artifact detection and deletion, in JAX/Flax."""
+from setuptools import find_packages, setup
+
+setup(
+    name="desra-jax",
+    version="0.1.0",
+    description=(
+        "Train ESRGAN-family super-resolution models, detect and delete their artifacts (DeSRA), "
+        "and localize artifacts of other restoration models, in JAX/Flax."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["desra_jax", "desra_jax.*", "configs", "experiments"]),
+    install_requires=[
+        "jax",
+        "flax",
+        "optax",
+        "orbax-checkpoint",
+        "numpy",
+        "opencv-python-headless",
+        "ml-collections",
+        "absl-py",
+        "scikit-image",
+        "scipy",
+        "tqdm",
+        "safetensors",
+    ],
+    extras_require={
+        # torch pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA build.
+        "test": ["pytest", "torch==2.13.0", "transformers", "safetensors"],
+        "bench": ["torch==2.13.0"],
+    },
+)

@@ -1,0 +1,35 @@
+"""Shared fixtures: the bundled photographs as small NHWC crops, and torch set to be deterministic."""
+
+import numpy as np
+import pytest
+
+from desra_jax.data.bundled import bundled_photograph
+
+
+def photo_crop(name: str, size: tuple[int, int], top: int = 0, left: int = 0) -> np.ndarray:
+    """A (1, h, w, 3) float32 crop in [0, 1] of a bundled photograph."""
+    image = bundled_photograph(name)
+    h, w = size
+    crop = image[top : top + h, left : left + w]
+    assert crop.shape == (h, w, 3), f"{name} is too small for a {size} crop at ({top}, {left})"
+    return crop[None]
+
+
+@pytest.fixture
+def photo_batch():
+    """Two crops of different photographs, (2, h, w, 3) float32 in [0, 1]: ``photo_batch(h, w)``."""
+
+    def make(h: int, w: int) -> np.ndarray:
+        return np.concatenate([photo_crop("astronaut", (h, w), 100, 150), photo_crop("coffee", (h, w), 50, 200)])
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Keeps torch (when a test imports it) from oversubscribing the CPU that JAX also uses."""
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(2)
+    yield
