@@ -1,2 +1,3 @@
 """Weights from PyTorch / Hugging Face checkpoints into Flax parameter trees (never downloaded)."""
 from desra_jax.convert.torch_state import ConversionError, read_state_dict, unwrap_state_dict
+from desra_jax.convert.rrdbnet import load_rrdbnet, rrdbnet_from_torch

@@ -1,1 +1,2 @@
 """Flax (linen) networks, NHWC, float32 in [0, 1]."""
+from desra_jax.models.rrdbnet import RRDBNet
