@@ -1,0 +1,20 @@
+"""DeSRA artifact detection as pure, jitted JAX functions (NHWC float32 in [0, 1], batched over N)."""
+
+from desra_jax.detection.indicator import (
+    indicator_absolute,
+    indicator_d,
+    indicator_unnormalized,
+    ldl_artifact_map,
+    local_moments,
+    luminance,
+)
+from desra_jax.detection.morphology import (
+    component_areas,
+    dilate,
+    erode,
+    fill_holes,
+    label_components,
+    remove_small_regions,
+)
+from desra_jax.detection.pipeline import LDL_THRESHOLDS, artifact_mask, detect_artifacts, ldl_detect, refine_mask
+from desra_jax.detection.semantic import load_class_adjustment, semantic_weights
