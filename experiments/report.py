@@ -1,0 +1,112 @@
+"""The visual report of the detection CLI: D maps in colour, mask overlays, thumbnails and an HTML gallery.
+
+Presentation only (colour maps, HTML), so it lives in ``experiments/`` beside the CLI that uses it, not in the
+library. Images are float32 RGB in [0, 1], (H, W, 3).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from desra_jax.data.image_io import write_bytes_atomic
+
+#: Longest side of the gallery thumbnails: four columns of this fit a laptop screen.
+THUMBNAIL_SIDE = 384
+
+#: Columns of the gallery, in order: (key of a row's image paths, heading).
+GALLERY_COLUMNS = (("mse", "MSE-SR"), ("gan", "GAN-SR"), ("d", "D (dark = low = artifact-like)"), ("overlay", "mask overlay"))
+
+
+def colorize_d(d: np.ndarray) -> np.ndarray:
+    """The indicator D, (H, W) in [0, 1] (clipped), as an RGB viridis image (H, W, 3) in [0, 1].
+
+    Viridis is monotonic in lightness, so low D (artifact-like texture) is dark in colour and in grey print.
+    """
+    levels = np.round(np.clip(np.nan_to_num(d), 0.0, 1.0) * 255).astype(np.uint8)
+    bgr = cv2.applyColorMap(levels, cv2.COLORMAP_VIRIDIS)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.45) -> np.ndarray:
+    """The mask (H, W) bool tinted red over the image (H, W, 3), with a solid red outline so that thin or
+    pale regions stay visible in a thumbnail. Returns (H, W, 3) float32 in [0, 1]."""
+    red = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+    tinted = np.where(mask[:, :, None], (1 - opacity) * image + opacity * red, image).astype(np.float32)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    thickness = max(1, round(max(mask.shape) / 400))
+    return cv2.drawContours(np.ascontiguousarray(tinted), contours, -1, tuple(map(float, red)), thickness)
+
+
+def thumbnail(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """The image shrunk (area averaging) so that its longest side is at most ``side``; smaller ones unchanged."""
+    height, width = image.shape[:2]
+    scale = side / max(height, width)
+    if scale >= 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _figure(out_dir: Path, page_dir: Path, relative: str, caption: str) -> str:
+    source = html.escape(Path(os.path.relpath(out_dir / relative, page_dir)).as_posix(), quote=True)
+    return f'<td><a href="{source}"><img src="{source}" alt="{html.escape(caption, quote=True)}"></a></td>'
+
+
+def write_gallery(
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    title: str,
+    summary: Sequence[tuple[str, str]],
+    rows: Sequence[dict],
+    problems: Sequence[str],
+) -> None:
+    """Writes the HTML gallery: summary numbers and problems at the top, then one row per image pair.
+
+    Args:
+      path: the HTML file (written atomically).
+      out_dir: folder that the images of ``rows`` are relative to; the page links them relatively, so the
+        folder can be moved or archived as a whole.
+      summary: (label, value) pairs shown at the top.
+      rows: {"name", "caption", "mse", "gan", "d", "overlay"}; the last four are image paths relative to
+        ``out_dir``.
+      problems: one line per file that could not be processed.
+    """
+    path, out_dir = Path(path), Path(out_dir)
+    summary_html = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary)
+    problems_html = (
+        "<h2>Problems</h2><ul class=problems>" + "".join(f"<li>{html.escape(p)}</li>" for p in problems) + "</ul>"
+        if problems
+        else ""
+    )
+    header = "".join(f"<th>{html.escape(heading)}</th>" for _, heading in GALLERY_COLUMNS)
+    body = "".join(
+        f"<tr><th colspan={len(GALLERY_COLUMNS)} class=name>{html.escape(row['name'])} "
+        f"<span>{html.escape(row['caption'])}</span></th></tr><tr>"
+        + "".join(_figure(out_dir, path.parent, row[key], f"{row['name']} {heading}") for key, heading in GALLERY_COLUMNS)
+        + "</tr>"
+        for row in rows
+    )
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
+table.summary th {{ text-align: left; padding-right: 1em; }}
+table.gallery {{ border-collapse: collapse; width: 100%; table-layout: fixed; }}
+table.gallery td {{ padding: 3px; vertical-align: top; }}
+table.gallery img {{ width: 100%; height: auto; display: block; }}
+th.name {{ text-align: left; padding-top: 1em; }} th.name span {{ font-weight: normal; color: #555; }}
+ul.problems {{ color: #a00; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<table class=summary>{summary_html}</table>
+{problems_html}
+<table class=gallery><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>
+</body></html>
+"""
+    write_bytes_atomic(path, page.encode("utf-8"))
