@@ -41,8 +41,8 @@ def imresize(image: np.ndarray, scale: float) -> np.ndarray:
     out_h, out_w = math.ceil(in_h * scale), math.ceil(in_w * scale)
     rows = _resize_matrix(in_h, out_h, float(scale))
     cols = _resize_matrix(in_w, out_w, float(scale))
-    resized = np.einsum("oh,...hwc->...owc", rows, image.astype(np.float64))
-    resized = np.einsum("pw,...owc->...opc", cols, resized)
+    resized = np.einsum("oh,...hwc->...owc", rows, image.astype(np.float64), optimize=True)
+    resized = np.einsum("pw,...owc->...opc", cols, resized, optimize=True)
     return resized.astype(np.float32)
 
 
