@@ -1,0 +1,165 @@
+"""Paired LR/HR training patches made on the host from HR images: numpy, deterministic from a seed.
+
+The recipe of BasicSR's ``PairedImageDataset`` with the LR made on the fly (DESIGN.md: "random HR crop, flips and
+90-degree rotations, LR by antialiased bicubic downsampling"): crop an HR patch, apply one random element of the
+dihedral group (BasicSR's ``augment``), and make the LR patch with ``bicubic_downsample``, the degradation that
+made DIV2K's LR images.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from desra_jax.data.bundled import PHOTOGRAPH_NAMES, bundled_photograph
+from desra_jax.data.degradations import bicubic_downsample
+from desra_jax.data.image_io import list_images, read_image
+
+NamedImage = tuple[str, np.ndarray]
+
+#: Validation photographs of the bundled split: natural RGB scenes (fur and a cup on a table, with flat and
+#: textured regions, where GAN-SR artifacts show); the other bundled photographs train.
+BUNDLED_VALIDATION = ("chelsea", "coffee")
+
+
+def random_crop_pair(
+    hr: np.ndarray, lr: np.ndarray, hr_patch: int, scale: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned random patches of an existing HR/LR pair (BasicSR's ``paired_random_crop``).
+
+    hr: (H, W, C), lr: (H / scale, W / scale, C). The position is drawn on the LR grid, so the HR patch starts at
+    ``scale`` times it. Returns (hr_patch, hr_patch, C) and (hr_patch / scale, hr_patch / scale, C) views.
+    """
+    lr_patch = _lr_patch_size(hr_patch, scale)
+    (hr_h, hr_w), (lr_h, lr_w) = hr.shape[:2], lr.shape[:2]
+    if (hr_h, hr_w) != (lr_h * scale, lr_w * scale):
+        raise ValueError(f"random_crop_pair: HR shape {hr.shape} is not {scale} times LR shape {lr.shape}")
+    if min(lr_h, lr_w) < lr_patch:
+        raise ValueError(f"random_crop_pair: LR shape {lr.shape} is smaller than the LR patch {lr_patch}x{lr_patch}")
+    top, left = rng.integers(lr_h - lr_patch + 1), rng.integers(lr_w - lr_patch + 1)
+    lr_crop = lr[top : top + lr_patch, left : left + lr_patch]
+    hr_crop = hr[top * scale : (top + lr_patch) * scale, left * scale : (left + lr_patch) * scale]
+    return hr_crop, lr_crop
+
+
+def augment(images: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """The same random flips and rotation applied to every (H, W, C) image (BasicSR's ``augment``).
+
+    Horizontal flip, vertical flip and a transpose, each with probability 1/2: BasicSR's "rot90" is the
+    transpose, which with the two flips reaches all 8 rotations and reflections of the square, equally likely.
+    """
+    hflip, vflip, transpose = rng.random(3) < 0.5
+    return [_dihedral(image, hflip, vflip, transpose) for image in images]
+
+
+def _dihedral(image: np.ndarray, hflip: bool, vflip: bool, transpose: bool) -> np.ndarray:
+    if hflip:
+        image = image[:, ::-1]
+    if vflip:
+        image = image[::-1]
+    if transpose:
+        image = image.transpose(1, 0, 2)
+    return image
+
+
+class PatchSampler:
+    """Batches of random (LR, HR) training patches, each batch a pure function of (seed, step).
+
+    images: HR images as float (H, W, 3) arrays or (name, array) pairs; the names appear in errors. Each sample
+    picks an image uniformly (each image equally often, as an epoch of BasicSR's dataset does, whatever its
+    size), a uniformly placed ``hr_patch`` square in it, and one of the 8 dihedral variants; its LR is
+    ``bicubic_downsample(hr, scale)``.
+
+    Sample i of the global batch of step s draws from ``numpy.random.default_rng((seed, s, i))`` and its LR is
+    computed alone, so ``batch(s)`` is the same bit for bit whether steps run in order, resume after a restart, or
+    are split over hosts: process p of P computes the contiguous rows [p B / P, (p + 1) B / P) of the global batch
+    of ``batch_size`` B.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray | NamedImage],
+        hr_patch: int,
+        scale: int,
+        batch_size: int,
+        seed: int,
+        process_index: int = 0,
+        process_count: int = 1,
+    ):
+        _lr_patch_size(hr_patch, scale)
+        if batch_size < 1 or batch_size % process_count:
+            raise ValueError(f"PatchSampler: batch_size {batch_size} is not a positive multiple of process_count {process_count}")
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"PatchSampler: process_index {process_index} is outside [0, {process_count})")
+        if seed < 0:
+            raise ValueError(f"PatchSampler: expected a non-negative seed, got {seed}")
+        named = [item if isinstance(item, tuple) else (f"image {i}", item) for i, item in enumerate(images)]
+        if not named:
+            raise ValueError("PatchSampler: no training images")
+        self.names = [name for name, _ in named]
+        self.images = [_checked_training_image(name, image, hr_patch) for name, image in named]
+        self.hr_patch, self.scale, self.seed = hr_patch, scale, seed
+        self.local_batch_size = batch_size // process_count
+        self._first_row = process_index * self.local_batch_size
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        """This process's rows of the global batch of ``step``: {'lr': (b, p / scale, p / scale, 3),
+        'hr': (b, p, p, 3)} float32, b = batch_size / process_count, p = hr_patch."""
+        rows = range(self._first_row, self._first_row + self.local_batch_size)
+        hr = [self._hr_sample(step, row) for row in rows]
+        return {
+            "lr": np.stack([bicubic_downsample(patch, self.scale) for patch in hr]),
+            "hr": np.stack(hr),
+        }
+
+    def iterate(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        """``batch(step)`` for step = start_step, start_step + 1, ... (endless)."""
+        return map(self.batch, itertools.count(start_step))
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self.iterate(0)
+
+    def _hr_sample(self, step: int, row: int) -> np.ndarray:
+        rng = np.random.default_rng((self.seed, step, row))
+        image = self.images[rng.integers(len(self.images))]
+        top = rng.integers(image.shape[0] - self.hr_patch + 1)
+        left = rng.integers(image.shape[1] - self.hr_patch + 1)
+        (patch,) = augment([image[top : top + self.hr_patch, left : left + self.hr_patch]], rng)
+        return np.ascontiguousarray(patch)
+
+
+def _lr_patch_size(hr_patch: int, scale: int) -> int:
+    if scale < 1 or hr_patch < scale or hr_patch % scale:
+        raise ValueError(f"expected an HR patch size divisible by the scale {scale}, got {hr_patch}")
+    return hr_patch // scale
+
+
+def _checked_training_image(name: str, image: np.ndarray, hr_patch: int) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"{name}: expected an (H, W, 3) RGB image, got shape {image.shape}")
+    if min(image.shape[:2]) < hr_patch:
+        raise ValueError(f"{name}: image of {image.shape[0]}x{image.shape[1]} is smaller than the HR patch {hr_patch}x{hr_patch}")
+    if not np.isfinite(image).all():
+        raise ValueError(f"{name}: image contains NaN or infinite values")
+    return image
+
+
+def load_folder(folder: str | os.PathLike) -> list[NamedImage]:
+    """Every image in ``folder`` (recursively, sorted) as (path, float32 RGB (H, W, 3) in [0, 1])."""
+    paths = [os.path.join(folder, relative) for relative in list_images(folder)]
+    return [(path, read_image(path)) for path in paths]
+
+
+def bundled_split() -> tuple[list[NamedImage], list[NamedImage]]:
+    """(train, val) lists of (name, image) from the photographs bundled with scikit-image.
+
+    Validation: ``BUNDLED_VALIDATION`` (chelsea, coffee); training: the other four (astronaut, rocket,
+    immunohistochemistry, hubble_deep_field), in ``PHOTOGRAPH_NAMES`` order.
+    """
+    train = [(name, bundled_photograph(name)) for name in PHOTOGRAPH_NAMES if name not in BUNDLED_VALIDATION]
+    val = [(name, bundled_photograph(name)) for name in BUNDLED_VALIDATION]
+    return train, val
