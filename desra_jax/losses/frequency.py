@@ -25,6 +25,9 @@ GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 #: Added to |F|^2 before the logarithm so that a zero frequency component gives a finite log power.
 LOG_POWER_EPS = 1e-8
 
+#: A 1-D log-power profile whose range (natural-log units) is below this is flat and normalizes to zeros.
+MIN_LOG_POWER_SPREAD = 1e-3
+
 
 def _check_pair(sr: jnp.ndarray, hr: jnp.ndarray) -> None:
     if sr.ndim != 4 or sr.shape != hr.shape:
@@ -82,7 +85,8 @@ def power_spectrum_1d(images: jnp.ndarray) -> jnp.ndarray:
     term, k = 0 .. min(H, W) / 2 - 1 (the paper's AI(w_k), as a mean over each ring rather than an integral so that
     rings of different length compare); then min-max normalization of each profile to [0, 1]. The released code's
     20 ln|F| differs from log|F|^2 only by a factor that the min-max normalization removes. A profile with no
-    spread (a constant image) is all zeros. Values in [0, 1], differentiable.
+    spread (range below ``MIN_LOG_POWER_SPREAD``, e.g. a black image) is all zeros; a flat nonzero image gives 1 at
+    k = 0 and 0 elsewhere. Values in [0, 1], differentiable.
     """
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected RGB images of shape (N, H, W, 3), got shape {images.shape}")
@@ -95,7 +99,15 @@ def power_spectrum_1d(images: jnp.ndarray) -> jnp.ndarray:
     profile = jnp.einsum("nhw,hwk->nk", log_power, jnp.asarray(rings, dtype=log_power.dtype))
     low = jnp.min(profile, axis=1, keepdims=True)
     spread = jnp.max(profile, axis=1, keepdims=True) - low
-    return jnp.where(spread > 0, (profile - low) / jnp.where(spread > 0, spread, 1.0), 0.0)
+    # Ring means of a flat log spectrum differ by float rounding only; stretching that to [0, 1] would be noise.
+    has_spread = spread > MIN_LOG_POWER_SPREAD
+    return jnp.where(has_spread, (profile - low) / jnp.where(has_spread, spread, 1.0), 0.0)
+
+
+def _clamped_log(p: jnp.ndarray) -> jnp.ndarray:
+    """max(log p, -100) for p in [0, 1] (torch.nn.BCELoss's clamp), with a zero gradient, not NaN, at p = 0."""
+    positive = p > 0
+    return jnp.maximum(jnp.where(positive, jnp.log(jnp.where(positive, p, 1.0)), -100.0), -100.0)
 
 
 def spectral_loss(sr: jnp.ndarray, hr: jnp.ndarray) -> jnp.ndarray:
@@ -111,9 +123,7 @@ def spectral_loss(sr: jnp.ndarray, hr: jnp.ndarray) -> jnp.ndarray:
     _check_pair(sr, hr)
     target = jax.lax.stop_gradient(power_spectrum_1d(hr))
     predicted = power_spectrum_1d(sr)
-    log_p = jnp.maximum(jnp.log(predicted), -100.0)
-    log_not_p = jnp.maximum(jnp.log1p(-predicted), -100.0)
-    return -jnp.mean(target * log_p + (1.0 - target) * log_not_p)
+    return -jnp.mean(target * _clamped_log(predicted) + (1.0 - target) * _clamped_log(1.0 - predicted))
 
 
 def spectrum_discrepancy(sr: jnp.ndarray, hr: jnp.ndarray) -> jnp.ndarray:
