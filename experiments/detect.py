@@ -84,7 +84,7 @@ def _by_name(folder: Path, problems: list[str]) -> dict[str, Path]:
 def pair_files(gan_dir: Path, mse_dir: Path, gt_dir: Path | None = None) -> tuple[list[Pair], list[str]]:
     """Pairs GAN-SR and MSE-SR files by relative name; returns (sorted pairs, problems found on the way).
 
-    A missing ground-truth file is a problem too, but the pair is still detected (it only lacks metrics).
+    ``Pair.gt`` is None when ``gt_dir`` has no mask of that name.
     """
     problems: list[str] = []
     gans, mses = _by_name(gan_dir, problems), _by_name(mse_dir, problems)
@@ -95,8 +95,6 @@ def pair_files(gan_dir: Path, mse_dir: Path, gt_dir: Path | None = None) -> tupl
         gt = None
         if gt_dir is not None:
             gt = next((gt_dir / f"{name}{ext}" for ext in GT_EXTENSIONS if (gt_dir / f"{name}{ext}").is_file()), None)
-            if gt is None:
-                problems.append(f"{gt_dir / name}.*: no ground-truth mask for {gans[name]}; no metrics for it")
         pairs.append(Pair(name, gans[name], mses[name], gt))
     return pairs, problems
 
@@ -107,6 +105,20 @@ def load_pair(pair: Pair, alpha: str) -> tuple[np.ndarray, np.ndarray]:
     if gan.shape != mse.shape:
         raise ValueError(f"{pair.gan}: size {gan.shape[:2]} differs from {pair.mse}: {mse.shape[:2]}")
     return gan, mse
+
+
+def load_ground_truth(pair: Pair, gt_dir: Path | None, shape: tuple[int, int], problems: list[str]):
+    """The pair's ground-truth mask, (H, W) bool, or None (no ``gt_dir``; missing or bad mask: a problem)."""
+    if gt_dir is None:
+        return None
+    if pair.gt is None:
+        problems.append(f"{gt_dir / pair.name}.*: no ground-truth mask for {pair.gan}; no metrics for it")
+        return None
+    try:
+        return read_mask(pair.gt, shape=shape)
+    except ValueError as error:
+        problems.append(f"{error}; no metrics for {pair.gan}")
+        return None
 
 
 @functools.cache
@@ -179,12 +191,7 @@ def run(gan_dir, mse_dir, out_dir, gt_dir=None, threshold=0.7, min_area=4000, ba
         except ValueError as error:
             problems.append(f"{error}; skipped")
             continue
-        gt = None
-        if pair.gt is not None:
-            try:
-                gt = read_mask(pair.gt, shape=gan.shape[:2])
-            except ValueError as error:
-                problems.append(f"{error}; no metrics for {pair.gan}")
+        gt = load_ground_truth(pair, gt_dir, gan.shape[:2], problems)
         pending[gan.shape].append((pair, gan, mse, gt))
         if len(pending[gan.shape]) == batch_size:
             flush(gan.shape)
