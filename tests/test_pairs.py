@@ -102,7 +102,8 @@ def test_random_crop_pair_keeps_lr_and_hr_aligned():
         assert hr_crop.shape == (HR_PATCH, HR_PATCH, 3) and lr_crop.shape == (4, 4, 3)
         windows = np.lib.stride_tricks.sliding_window_view(lr, lr_crop.shape)[..., 0, :, :, :]
         (top,), (left,) = np.nonzero(np.all(windows == lr_crop, axis=(-3, -2, -1)))
-        np.testing.assert_array_equal(hr_crop, hr[top * SCALE : top * SCALE + HR_PATCH, left * SCALE : left * SCALE + HR_PATCH])
+        hr_top, hr_left = top * SCALE, left * SCALE
+        np.testing.assert_array_equal(hr_crop, hr[hr_top : hr_top + HR_PATCH, hr_left : hr_left + HR_PATCH])
     with pytest.raises(ValueError, match="not 4 times"):
         random_crop_pair(hr, lr[:-1], HR_PATCH, SCALE, rng)
 

@@ -55,7 +55,9 @@ def bicubic_downsample(hr: np.ndarray, scale: int) -> np.ndarray:
     hr = np.asarray(hr)
     _check_integer_scale(scale)
     if hr.ndim < 3 or hr.shape[-3] % scale or hr.shape[-2] % scale:
-        raise ValueError(f"bicubic_downsample: expected (..., H, W, C) with H and W divisible by {scale}, got shape {hr.shape}")
+        raise ValueError(
+            f"bicubic_downsample: expected (..., H, W, C) with H and W divisible by {scale}, got shape {hr.shape}"
+        )
     return imresize(hr, 1.0 / scale)
 
 

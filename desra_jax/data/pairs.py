@@ -1,9 +1,9 @@
 """Paired LR/HR training patches made on the host from HR images: numpy, deterministic from a seed.
 
-The recipe of BasicSR's ``PairedImageDataset`` with the LR made on the fly (DESIGN.md: "random HR crop, flips and
-90-degree rotations, LR by antialiased bicubic downsampling"): crop an HR patch, apply one random element of the
-dihedral group (BasicSR's ``augment``), and make the LR patch with ``bicubic_downsample``, the degradation that
-made DIV2K's LR images.
+BasicSR's ``PairedImageDataset`` with the LR made on the fly (issue 4: "random HR crop, flips and 90-degree
+rotations, LR by antialiased bicubic downsampling"): crop an HR patch, apply one random element of the dihedral
+group (BasicSR's ``augment``), and make the LR patch with ``bicubic_downsample``, the degradation that made
+DIV2K's LR images.
 """
 
 from __future__ import annotations
@@ -91,7 +91,9 @@ class PatchSampler:
     ):
         _lr_patch_size(hr_patch, scale)
         if batch_size < 1 or batch_size % process_count:
-            raise ValueError(f"PatchSampler: batch_size {batch_size} is not a positive multiple of process_count {process_count}")
+            raise ValueError(
+                f"PatchSampler: batch_size {batch_size} is not a positive multiple of process_count {process_count}"
+            )
         if not 0 <= process_index < process_count:
             raise ValueError(f"PatchSampler: process_index {process_index} is outside [0, {process_count})")
         if seed < 0:
@@ -142,7 +144,8 @@ def _checked_training_image(name: str, image: np.ndarray, hr_patch: int) -> np.n
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"{name}: expected an (H, W, 3) RGB image, got shape {image.shape}")
     if min(image.shape[:2]) < hr_patch:
-        raise ValueError(f"{name}: image of {image.shape[0]}x{image.shape[1]} is smaller than the HR patch {hr_patch}x{hr_patch}")
+        height, width = image.shape[:2]
+        raise ValueError(f"{name}: image of {height}x{width} is smaller than the HR patch {hr_patch}x{hr_patch}")
     if not np.isfinite(image).all():
         raise ValueError(f"{name}: image contains NaN or infinite values")
     return image

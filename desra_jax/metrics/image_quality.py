@@ -8,7 +8,8 @@ over the map and then over the channels. One value per image, shape (N,).
 
 Nothing is rounded: BasicSR quantises only because its images come from 8-bit files (``tensor2img`` rounds to
 uint8); these functions take the float images as they are. To reproduce numbers computed on saved 8-bit
-images, quantise first (``jnp.round(x * 255) / 255``).
+images, quantise first (``jnp.round(x * 255) / 255``). Nor is anything clipped: clip model outputs to [0, 1]
+before measuring, as BasicSR's ``tensor2img`` does.
 
 All functions are jit-able; ``crop_border`` and ``test_y_channel`` are static (Python) arguments.
 """
@@ -69,7 +70,9 @@ def ssim(pred: jax.Array, target: jax.Array, crop_border: int = 0, test_y_channe
     pred, target = _prepare("ssim", pred, target, crop_border, test_y_channel)
     height, width = pred.shape[1:3]
     if min(height, width) < _SSIM_WINDOW:
-        raise ValueError(f"ssim: expected images of at least {_SSIM_WINDOW}x{_SSIM_WINDOW} after cropping, got {height}x{width}")
+        raise ValueError(
+            f"ssim: expected images of at least {_SSIM_WINDOW}x{_SSIM_WINDOW} after cropping, got {height}x{width}"
+        )
     # Second moments as E[x^2] - E[x]^2 cancel badly in float32 on the [0, 255] scale; shifting both images by
     # the same per-channel constant leaves variances and covariance unchanged and keeps the terms small.
     shift = jnp.mean(target, axis=(1, 2), keepdims=True)
@@ -96,7 +99,9 @@ def _prepare(
     """Checks shapes, crops the border, optionally takes luma, and scales to [0, 255] as BasicSR does."""
     pred, target = jnp.asarray(pred), jnp.asarray(target)
     if pred.ndim != 4 or pred.shape != target.shape:
-        raise ValueError(f"{name}: expected pred and target of the same (N, H, W, C) shape, got {pred.shape} and {target.shape}")
+        raise ValueError(
+            f"{name}: expected pred and target of the same (N, H, W, C) shape, got {pred.shape} and {target.shape}"
+        )
     height, width = pred.shape[1:3]
     if crop_border < 0 or 2 * crop_border >= min(height, width):
         raise ValueError(f"{name}: crop_border={crop_border} leaves nothing of images of shape {pred.shape}")
