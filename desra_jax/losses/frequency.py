@@ -111,12 +111,13 @@ def _clamped_log(p: jnp.ndarray) -> jnp.ndarray:
 
 
 def spectral_loss(sr: jnp.ndarray, hr: jnp.ndarray) -> jnp.ndarray:
-    """Durall et al. (2020), spectral regularization: BCE between the normalized 1-D spectra of the real and the generated image.
+    """Durall et al. (2020)'s spectral regularization: BCE between normalized 1-D spectra of real and generated images.
 
     L = -1/K sum_k [p_hr(k) log p_sr(k) + (1 - p_hr(k)) log(1 - p_sr(k))], p = :func:`power_spectrum_1d`, with the
     HR (real) spectrum as the target (under stop_gradient) and the SR (generated) one as the prediction, as the
-    paper writes it; averaged over the bins and the batch (SR has a paired HR image, so each SR spectrum is compared
-    with its own HR spectrum). Logs are clamped at -100 as in ``torch.nn.BCELoss``, because min-max normalization
+    paper writes it (their released training script passes the two the other way round to ``nn.BCELoss``);
+    averaged over the bins and the batch (an SR image has a paired HR image, so each SR spectrum is compared with
+    its own HR spectrum). Logs are clamped at -100 as in ``torch.nn.BCELoss``, because min-max normalization
     puts exact 0s and 1s in every profile. The minimum over p_sr is at p_sr = p_hr, where the loss is the entropy of
     p_hr, not 0. sr, hr: (N, H, W, 3) RGB. Returns a scalar.
     """
