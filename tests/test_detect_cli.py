@@ -163,3 +163,26 @@ def test_gallery_renders_in_headless_chromium(cli_run, tmp_path):
     # text alone covers a few percent; the thumbnails fill most of the first screen, and the overlay's red shows
     assert non_white > 0.3, non_white
     assert red > 0.002, red
+
+
+def test_pairing_by_relative_name_without_extension(tmp_path):
+    from experiments.detect import pair_files
+
+    for name in ("gan/x.png", "gan/sub/y.png", "gan/dup.png", "gan/dup.jpg", "mse/x.jpg", "mse/sub/y.png",
+                 "mse/dup.png", "gt/sub/y.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    pairs, problems = pair_files(tmp_path / "gan", tmp_path / "mse", tmp_path / "gt")
+    assert [(p.name, p.gan.name, p.mse.name, p.gt and p.gt.name) for p in pairs] == [
+        ("dup", "dup.jpg", "dup.png", None), ("sub/y", "y.png", "y.png", "y.json"), ("x", "x.png", "x.jpg", None)]
+    assert len(problems) == 1 and re.search(r"gan/dup\.png: same name as .*gan/dup\.jpg", problems[0])
+
+
+def test_cli_without_any_pair_exits_with_1_and_names_the_folder(tmp_path):
+    (tmp_path / "gan").mkdir()
+    command = [sys.executable, "-m", "experiments.detect", f"--gan_dir={tmp_path / 'gan'}",
+               f"--mse_dir={tmp_path / 'missing'}", f"--out_dir={tmp_path / 'out'}"]
+    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 1 and "Traceback" not in completed.stderr
+    assert re.search(r"gan: no image files", completed.stderr) and re.search(r"missing: not a folder", completed.stderr)
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["processed"] == 0
