@@ -1,0 +1,167 @@
+"""The one on-disk layout of a saved model, for converters, training and the detection tools.
+
+A model directory holds::
+
+    model.json    {"architecture": "RRDBNet", "config": {"scale": 4, "num_feat": 64, ..., "dtype": "float32"}}
+    variables/    an orbax StandardCheckpointer tree: {"params": ..., plus e.g. "batch_stats": ...}
+
+``config`` is every constructor field of the linen module (its dataclass fields less ``parent`` and ``name``);
+dtypes are stored by name. :func:`load_model` rebuilds the module from a fixed table of architectures, so a
+model directory never imports code it names. Saving is atomic on a local filesystem: everything is written
+into a hidden temporary sibling which is renamed into place last, so a kill leaves either no model or a
+whole one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+CONFIG_FILE = "model.json"
+VARIABLES_DIR = "variables"
+
+#: Architectures a model directory may name, as (module path, class name); imported only when looked up.
+ARCHITECTURES = {
+    "RRDBNet": ("desra_jax.models.rrdbnet", "RRDBNet"),
+    "VGGStyleDiscriminator": ("desra_jax.models.discriminators", "VGGStyleDiscriminator"),
+    "UNetDiscriminatorSN": ("desra_jax.models.discriminators", "UNetDiscriminatorSN"),
+    "VGG19Features": ("desra_jax.models.vgg", "VGG19Features"),
+}
+
+
+def architecture(name: str) -> type[nn.Module]:
+    """The module class registered as ``name`` in :data:`ARCHITECTURES`."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+    module_path, class_name = ARCHITECTURES[name]
+    return getattr(importlib.import_module(module_path), class_name)
+
+
+def _field_to_json(module_name: str, field: str, value: Any) -> Any:
+    """A constructor field as JSON: plain values as they are, dtypes as ``{"dtype": name}``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        return [_field_to_json(module_name, field, v) for v in value]
+    try:
+        return {"dtype": jnp.dtype(value).name}
+    except TypeError:
+        raise ValueError(
+            f"{module_name}.{field}: cannot store a {type(value).__name__} in {CONFIG_FILE}"
+        ) from None
+
+
+def _field_from_json(value: Any) -> Any:
+    """Inverse of :func:`_field_to_json`; lists come back as tuples (linen fields must be hashable)."""
+    if isinstance(value, list):
+        return tuple(_field_from_json(v) for v in value)
+    if isinstance(value, dict):
+        return jnp.dtype(value["dtype"])
+    return value
+
+
+def module_config(module: nn.Module) -> dict[str, Any]:
+    """``{"architecture": class name, "config": {field: value}}`` of a linen module, JSON-ready."""
+    name = type(module).__name__
+    fields = {
+        f.name: _field_to_json(name, f.name, getattr(module, f.name))
+        for f in dataclasses.fields(module)
+        if f.init and f.name not in ("parent", "name")
+    }
+    return {"architecture": name, "config": fields}
+
+
+def save_model(
+    directory: str | os.PathLike,
+    module: nn.Module,
+    params: Any,
+    extra_variables: Mapping[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+) -> str:
+    """Writes ``module``'s config and variables ``{"params": params, **extra_variables}`` to ``directory``.
+
+    ``extra_variables`` holds other collections, e.g. ``{"batch_stats": ...}``. The module's class must be
+    in :data:`ARCHITECTURES` so that :func:`load_model` can rebuild it. An existing ``directory`` is replaced
+    only with ``overwrite=True``. Returns the absolute path written.
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    config = module_config(module)
+    if architecture(config["architecture"]) is not type(module):
+        raise ValueError(f"{directory}: {type(module)} is not the registered {config['architecture']}")
+    extra_variables = dict(extra_variables or {})
+    if "params" in extra_variables:
+        raise ValueError(f"{directory}: pass params as `params`, not inside extra_variables")
+    if os.path.exists(directory) and not overwrite:
+        raise FileExistsError(f"{directory}: already exists (pass overwrite=True to replace it)")
+
+    parent, name = os.path.split(directory)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
+    try:
+        with open(os.path.join(staging, CONFIG_FILE), "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2)
+        variables = {"params": params, **extra_variables}
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(os.path.join(staging, VARIABLES_DIR), variables)
+            checkpointer.wait_until_finished()
+        _move_into_place(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def _move_into_place(staging: str, directory: str) -> None:
+    """Renames ``staging`` to ``directory``; an existing ``directory`` is moved aside first, removed after."""
+    if not os.path.exists(directory):
+        os.rename(staging, directory)
+        return
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.old-", dir=os.path.dirname(directory))
+    os.rmdir(old)
+    os.rename(directory, old)
+    os.rename(staging, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_model(directory: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """``(module, variables)`` saved by :func:`save_model`; ``module.apply(variables, x)`` runs it.
+
+    ``variables`` is ``{"params": ..., plus any extra collections saved}`` with jax arrays as leaves.
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    config_path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{directory}: no such model directory")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{directory}: no {CONFIG_FILE}; not a model written by save_model")
+    with open(config_path, encoding="utf-8") as f:
+        saved = json.load(f)
+    try:
+        cls = architecture(saved["architecture"])
+    except ValueError as error:
+        raise ValueError(f"{config_path}: {error}") from None
+    try:
+        module = cls(**{k: _field_from_json(v) for k, v in saved["config"].items()})
+    except TypeError as error:
+        raise ValueError(f"{config_path}: config does not fit {saved['architecture']} ({error})") from None
+    with ocp.StandardCheckpointer() as checkpointer:
+        variables = checkpointer.restore(os.path.join(directory, VARIABLES_DIR))
+    return module, jax.tree.map(jnp.asarray, variables)
+
+
+def count_parameters(params: Any) -> int:
+    """The number of scalars in a parameter tree."""
+    return sum(int(np.size(leaf)) for leaf in jax.tree.leaves(params))
