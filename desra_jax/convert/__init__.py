@@ -1,3 +1,4 @@
 """Weights from PyTorch / Hugging Face checkpoints into Flax parameter trees (never downloaded)."""
 from desra_jax.convert.torch_state import ConversionError, read_state_dict, unwrap_state_dict
 from desra_jax.convert.rrdbnet import load_rrdbnet, rrdbnet_from_torch
+from desra_jax.convert.discriminators import discriminator_from_torch, load_discriminator

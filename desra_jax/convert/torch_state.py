@@ -114,6 +114,24 @@ class StateDictReader:
             params["bias"] = self.take(f"{prefix}.bias", (out_features,))
         return params
 
+    def batch_norm(self, prefix: str, channels: int) -> tuple[dict, dict]:
+        """A torch BatchNorm2d at ``prefix`` as flax ``nn.BatchNorm`` ``(params, batch_stats)`` dicts.
+
+        ``num_batches_tracked`` (saved since torch 0.4.1) is dropped: flax keeps no step count, and it only
+        matters for torch's ``momentum=None`` cumulative average.
+        """
+        params = {
+            "scale": self.take(f"{prefix}.weight", (channels,)),
+            "bias": self.take(f"{prefix}.bias", (channels,)),
+        }
+        stats = {
+            "mean": self.take(f"{prefix}.running_mean", (channels,)),
+            "var": self.take(f"{prefix}.running_var", (channels,)),
+        }
+        if f"{prefix}.num_batches_tracked" in self:
+            self.take(f"{prefix}.num_batches_tracked", ())
+        return params, stats
+
     def finish(self, ignore: tuple[str, ...] = ()) -> None:
         """Raises if any key other than those ending in ``ignore`` suffixes was not taken."""
         leftover = sorted(k for k in self._state if not k.endswith(ignore))

@@ -1,2 +1,3 @@
 """Flax (linen) networks, NHWC, float32 in [0, 1]."""
 from desra_jax.models.rrdbnet import RRDBNet
+from desra_jax.models.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator
