@@ -20,7 +20,12 @@ from desra_jax.data.image_io import write_bytes_atomic
 THUMBNAIL_SIDE = 384
 
 #: Columns of the gallery, in order: (key of a row's image paths, heading).
-GALLERY_COLUMNS = (("mse", "MSE-SR"), ("gan", "GAN-SR"), ("d", "D (dark = low = artifact-like)"), ("overlay", "mask overlay"))
+GALLERY_COLUMNS = (
+    ("mse", "MSE-SR"),
+    ("gan", "GAN-SR"),
+    ("d", "D (dark = low = artifact-like)"),
+    ("overlay", "mask overlay"),
+)
 
 
 def colorize_d(d: np.ndarray) -> np.ndarray:
@@ -88,7 +93,9 @@ def write_gallery(
     body = "".join(
         f"<tr><th colspan={len(GALLERY_COLUMNS)} class=name>{html.escape(row['name'])} "
         f"<span>{html.escape(row['caption'])}</span></th></tr><tr>"
-        + "".join(_figure(out_dir, path.parent, row[key], f"{row['name']} {heading}") for key, heading in GALLERY_COLUMNS)
+        + "".join(
+            _figure(out_dir, path.parent, row[key], f"{row['name']} {heading}") for key, heading in GALLERY_COLUMNS
+        )
         + "</tr>"
         for row in rows
     )

@@ -42,7 +42,8 @@ def gan_like_pair(photo, size, corner, square):
     rows, cols = np.mgrid[0:side, 0:side]
     texture = 0.5 + 0.4 * np.sign(np.sin(2.1 * rows + 1.3 * cols))
     gan = mse.copy()
-    gan[top : top + side, left : left + side] = 0.4 * gan[top : top + side, left : left + side] + 0.6 * texture[..., None]
+    square_pixels = (slice(top, top + side), slice(left, left + side))
+    gan[square_pixels] = 0.4 * gan[square_pixels] + 0.6 * texture[..., None]
     return gan, mse
 
 
@@ -83,6 +84,7 @@ def cli_run(tmp_path_factory):
     return root, completed
 
 
+@pytest.mark.slow
 def test_cli_runs_and_reports_bad_files_by_name(cli_run):
     root, completed = cli_run
     assert completed.returncode == 0, completed.stderr
@@ -100,6 +102,7 @@ def test_cli_runs_and_reports_bad_files_by_name(cli_run):
         assert not (root / "out" / "masks" / f"{bad}.png").exists()
 
 
+@pytest.mark.slow
 def test_cli_masks_match_the_library_and_the_summaries(cli_run):
     root, _ = cli_run
     out = root / "out"
@@ -144,6 +147,7 @@ def find_chromium():
     return found
 
 
+@pytest.mark.slow
 def test_gallery_renders_in_headless_chromium(cli_run, tmp_path):
     root, _ = cli_run
     page = root / "out" / "index.html"
@@ -178,6 +182,7 @@ def test_pairing_by_relative_name_without_extension(tmp_path):
     assert len(problems) == 1 and re.search(r"gan/dup\.png: same name as .*gan/dup\.jpg", problems[0])
 
 
+@pytest.mark.slow
 def test_cli_without_any_pair_exits_with_1_and_names_the_folder(tmp_path):
     (tmp_path / "gan").mkdir()
     command = [sys.executable, "-m", "experiments.detect", f"--gan_dir={tmp_path / 'gan'}",

@@ -22,7 +22,9 @@ _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.ndim != 2 or pred.shape != gt.shape:
-        raise ValueError(f"expected a predicted and a ground-truth mask of the same (H, W) shape, got {pred.shape} and {gt.shape}")
+        raise ValueError(
+            f"expected a predicted and a ground-truth mask of the same (H, W) shape, got {pred.shape} and {gt.shape}"
+        )
     return pred.astype(bool), gt.astype(bool)
 
 
