@@ -39,7 +39,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     if path.endswith(".safetensors"):
         from safetensors.numpy import load_file
 
-        return dict(load_file(path))
+        try:
+            return dict(load_file(path))
+        except Exception as error:  # SafetensorError derives from Exception only
+            raise ConversionError(f"{path}: not a readable safetensors file ({error})") from error
     try:
         import torch
     except ImportError as error:
