@@ -13,7 +13,7 @@ import numpy as np
 
 from desra_jax.data.image_io import read_image
 
-#: File name extensions ``read_mask`` understands: labelme JSON, or any image ``read_image`` reads.
+#: The extension of labelme annotation files; ``read_mask`` reads every other file as an image.
 LABELME_EXTENSION = ".json"
 
 
