@@ -10,6 +10,7 @@ import html
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import cv2
 import numpy as np
@@ -59,7 +60,8 @@ def thumbnail(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
 
 
 def _figure(out_dir: Path, page_dir: Path, relative: str, caption: str) -> str:
-    source = html.escape(Path(os.path.relpath(out_dir / relative, page_dir)).as_posix(), quote=True)
+    # percent-encoded: a '#' or '?' in a file name would otherwise cut the link short
+    source = html.escape(quote(Path(os.path.relpath(out_dir / relative, page_dir)).as_posix()), quote=True)
     return f'<td><a href="{source}"><img src="{source}" alt="{html.escape(caption, quote=True)}"></a></td>'
 
 
