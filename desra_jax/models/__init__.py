@@ -1,3 +1,4 @@
 """Flax (linen) networks, NHWC, float32 in [0, 1]."""
 from desra_jax.models.rrdbnet import RRDBNet
 from desra_jax.models.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator
+from desra_jax.models.vgg import VGG19Features
