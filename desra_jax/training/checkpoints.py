@@ -19,7 +19,7 @@ import importlib
 import json
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -109,7 +109,8 @@ def save_model(
 
     parent, name = os.path.split(directory)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
+    staging = os.path.join(parent, f".{name}.partial-{uuid.uuid4().hex[:12]}")
+    os.mkdir(staging)  # not tempfile.mkdtemp: its 0700 mode would stay on the model directory
     try:
         with open(os.path.join(staging, CONFIG_FILE), "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2)
@@ -125,12 +126,15 @@ def save_model(
 
 
 def _move_into_place(staging: str, directory: str) -> None:
-    """Renames ``staging`` to ``directory``; an existing ``directory`` is moved aside first, removed after."""
+    """Renames ``staging`` to ``directory``; an existing ``directory`` is moved aside first, removed after.
+
+    Linux cannot swap two directories in one rename, so a kill between the two renames leaves the previous
+    model whole in the hidden ``<staging>.old`` sibling and nothing at ``directory``.
+    """
     if not os.path.exists(directory):
         os.rename(staging, directory)
         return
-    old = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.old-", dir=os.path.dirname(directory))
-    os.rmdir(old)
+    old = f"{staging}.old"
     os.rename(directory, old)
     os.rename(staging, directory)
     shutil.rmtree(old, ignore_errors=True)
