@@ -33,18 +33,20 @@ def window_weights(window: int, kind: str) -> np.ndarray:
     return weights / weights.sum()
 
 
-def _pad_for_border(x: jnp.ndarray, window: int, border: str) -> jnp.ndarray:
-    """Pads the two spatial axes of (B, H, W) by window//2 with mirror padding, or leaves them for 'valid'."""
-    if border == "reflect":
-        half = window // 2
-        if min(x.shape[1:]) <= half:
-            raise ValueError(f"border='reflect': expected images larger than {half} px, got shape {x.shape}")
-        return jnp.pad(x, ((0, 0), (half, half), (half, half)), mode="reflect")
+def _pad_axis(x: jnp.ndarray, window: int, border: str, axis: int) -> jnp.ndarray:
+    """Mirror-pads one axis by window // 2 (numpy 'reflect' = cv2.BORDER_REFLECT_101), or not for 'valid'."""
+    half = window // 2
     if border == "valid":
-        if min(x.shape[1:]) < window:
+        if x.shape[axis] < window:
             raise ValueError(f"border='valid': expected images of at least {window} px, got shape {x.shape}")
         return x
-    raise ValueError(f"border: expected 'reflect' or 'valid', got {border!r}")
+    if border != "reflect":
+        raise ValueError(f"border: expected 'reflect' or 'valid', got {border!r}")
+    if x.shape[axis] <= half:
+        raise ValueError(f"border='reflect': expected images larger than {half} px, got shape {x.shape}")
+    padding = [(0, 0)] * x.ndim
+    padding[axis] = (half, half)
+    return jnp.pad(x, padding, mode="reflect")
 
 
 def _shifted(a: jnp.ndarray, offset: int, length: int, axis: int) -> jnp.ndarray:
@@ -58,21 +60,22 @@ def _weighted_taps(x: jnp.ndarray, weights: np.ndarray, axis: int) -> jnp.ndarra
     return sum(float(w) * _shifted(x, k, length, axis) for k, w in enumerate(weights))
 
 
-def _centred_taps(mean_in, m2_in, weights, axis):
-    """One separable pass of the pairwise (Chan et al.) mean/variance combination along axis.
+def _combine_groups(mean_in, m2_in, weights, axis):
+    """One separable pass: mean and variance of weighted groups (mean_k, m2_k) along axis, 'valid'.
 
-    Each output combines the window's groups k: mean = sum w_k mean_k and
-    m2 = sum w_k (m2_k + (mean_k - mean)^2), which equals the weighted variance exactly (weights sum to 1) and
-    never subtracts two large numbers, unlike E[x^2] - E[x]^2. m2_in=None means single pixels (m2_k = 0).
+    mean = sum w_k mean_k and var = sum w_k m2_k + sum w_k (mean_k - o)^2 - (mean - o)^2 for any offset o that
+    is constant over each output's window (exact, weights sum to 1). o = the window's centre group mean, so the
+    squared terms are local differences: no cancellation between large numbers as in E[x^2] - E[x]^2 on bright
+    smooth regions. m2_in=None means single pixels (m2_k = 0).
     """
+    length = mean_in.shape[axis] - len(weights) + 1
+    centre = _shifted(mean_in, len(weights) // 2, length, axis)
     mean = _weighted_taps(mean_in, weights, axis)
-    length = mean.shape[axis]
-    m2 = 0.0
-    for k, w in enumerate(weights):
-        spread = _shifted(mean_in, k, length, axis) - mean
-        group_m2 = spread * spread if m2_in is None else _shifted(m2_in, k, length, axis) + spread * spread
-        m2 = m2 + float(w) * group_m2
-    return mean, m2
+    spread = sum(float(w) * (_shifted(mean_in, k, length, axis) - centre) ** 2 for k, w in enumerate(weights))
+    var = spread - (mean - centre) ** 2
+    if m2_in is not None:
+        var = var + _weighted_taps(m2_in, weights, axis)
+    return mean, var
 
 
 def local_moments(x: jnp.ndarray, window: int = 11, kind: str = "gaussian", border: str = "reflect"):
@@ -88,21 +91,22 @@ def local_moments(x: jnp.ndarray, window: int = 11, kind: str = "gaussian", bord
         which is the released script's crop of window // 2 pixels per side.
 
     Returns:
-      (mean, var), each (N, H', W', C) float32; var >= 0 by construction.
+      (mean, var), each (N, H', W', C) float32; var >= 0.
 
     The window is applied as two 1-D passes of shifted slices on a (N*C, H, W) layout (W innermost, so XLA
-    vectorises along rows). Variance uses the stable two-pass combination of `_centred_taps` rather than
-    E[x^2] - E[x]^2, whose float32 cancellation on bright smooth regions (E[x^2] ~ 1, var ~ 1e-6) would
-    move D by ~1e-4.
+    vectorises along rows). Variance uses the offset form of `_combine_groups` rather than E[x^2] - E[x]^2,
+    whose float32 cancellation on bright smooth regions (E[x^2] ~ 1, var ~ 1e-6) moves D by ~1e-4 and even
+    makes the variance negative.
     """
     if x.ndim != 4:
         raise ValueError(f"local_moments: expected an (N, H, W, C) array, got shape {x.shape}")
     weights = window_weights(window, kind)
     n, _, _, c = x.shape
     planes = jnp.moveaxis(x.astype(jnp.float32), 3, 1).reshape((n * c,) + x.shape[1:3])
-    planes = _pad_for_border(planes, window, border)
-    row_mean, row_m2 = _centred_taps(planes, None, weights, axis=2)
-    mean, var = _centred_taps(row_mean, row_m2, weights, axis=1)
+    row_mean, row_var = _combine_groups(_pad_axis(planes, window, border, 2), None, weights, axis=2)
+    mean, var = _combine_groups(_pad_axis(row_mean, window, border, 1), _pad_axis(row_var, window, border, 1),
+                                weights, axis=1)
+    var = jnp.maximum(var, 0.0)
 
     def to_nhwc(a):
         return jnp.moveaxis(a.reshape((n, c) + a.shape[1:]), 1, 3)
