@@ -8,6 +8,7 @@ import torch
 from desra_jax.convert.discriminators import discriminator_from_torch, load_discriminator
 from desra_jax.convert.torch_state import ConversionError
 from desra_jax.models.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator, upsample_bilinear_x2
+from desra_jax.training.checkpoints import load_model, save_model
 from tests.conftest import photo_crop
 from tests.references import discriminators_torch as reference_arch
 
@@ -152,6 +153,14 @@ def test_unet_discriminator_gradients_match_torch(photo_batch):
         np.testing.assert_allclose(grads[name]["kernel"], expected, rtol=0, atol=1e-4 * np.abs(expected).max())
 
 
+def test_fresh_spectral_vectors_estimate_the_largest_singular_value(photo_batch):
+    variables = UNetDiscriminatorSN(num_feat=NUM_FEAT).init(jax.random.key(0), photo_batch(16, 16))
+    for name, vectors in variables["spectral"].items():
+        matrix = np.asarray(variables["params"][name]["kernel"]).reshape(-1, vectors["u"].shape[0])
+        sigma = np.asarray(vectors["v"]) @ matrix @ np.asarray(vectors["u"])
+        assert 0 < sigma <= np.linalg.svd(matrix, compute_uv=False)[0] * (1 + 1e-5), name
+
+
 def test_load_discriminator_reads_a_basicsr_checkpoint(tmp_path, photo_batch):
     reference = vgg_reference(64).eval()
     path = tmp_path / "net_d_5000.pth"
@@ -163,6 +172,18 @@ def test_load_discriminator_reads_a_basicsr_checkpoint(tmp_path, photo_batch):
     with torch.no_grad():
         expected = reference(to_nchw(images)).numpy()
     np.testing.assert_allclose(np.asarray(module.apply(variables, images)), expected, rtol=0, atol=1e-4)
+
+
+def test_converted_unet_survives_save_model_and_load_model(tmp_path, photo_batch):
+    images = photo_batch(16, 24)
+    module, variables = discriminator_from_torch(snapshot(unet_reference(True, warmup=images[::-1])))
+    save_model(tmp_path / "net_d", module, variables["params"], {"spectral": variables["spectral"]})
+
+    loaded, loaded_variables = load_model(tmp_path / "net_d")
+
+    assert loaded == module
+    jax.tree.map(np.testing.assert_array_equal, loaded_variables, variables)
+    np.testing.assert_allclose(loaded.apply(loaded_variables, images), module.apply(variables, images), atol=1e-6)
 
 
 def test_wrong_input_size_is_refused(photo_batch):

@@ -63,9 +63,8 @@ class SpectralNormConv(nn.Module):
         u = self.variable(
             "spectral", "u", lambda: _normalize(jax.random.normal(self.make_rng("params"), (matrix.shape[1],)))
         )
-        v = self.variable(
-            "spectral", "v", lambda: _normalize(jax.random.normal(self.make_rng("params"), (matrix.shape[0],)))
-        )
+        # torch starts v at random too; starting it at normalize(M u) instead keeps the first sigma positive.
+        v = self.variable("spectral", "v", lambda: _normalize(jax.lax.stop_gradient(matrix) @ u.value))
         if update_stats:
             fixed = jax.lax.stop_gradient(matrix)
             v.value = _normalize(fixed @ u.value)
