@@ -62,37 +62,47 @@ def _neighbourhood_min(labels: jnp.ndarray, background: int) -> jnp.ndarray:
 
 
 def _propagate_labels(member: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
-    """Labels of the 8-connected components of `member`, by min-label propagation with pointer jumping.
+    """Labels of the 8-connected components of `member` by parallel union-find (hooking + pointer jumping).
 
-    Label l > 0 names pixel l - 1 of the flattened image (which lies in the same component); label 0 is a root
-    shared by all pixels that start with it. Each sweep takes the 3x3 minimum over members, then replaces every
-    label by its pixel's label twice (pointer jumping), so labels cross a component in a number of sweeps that
-    grows like log(diameter) on blob-like regions instead of the diameter. Non-members get the largest label.
+    Every pixel keeps a parent pointer into a per-image forest stored as a flat array: entry 0 is a shared root,
+    entry p + 1 is pixel p, the last entry is a sink for non-members. Pointers only ever decrease, so the forest
+    stays acyclic. Each sweep (1) takes for every member the smallest parent in its 3x3 neighbourhood,
+    (2) hooks: lowers the parent of the pixel's current parent to that value (a scatter-min, so whole trees
+    merge at once, as in Shiloach-Vishkin), and (3) halves every path twice by pointer jumping. The number of
+    sweeps grows like log(component size) on blob-like regions instead of their diameter.
 
     Args:
       member: (N, H, W) bool, the pixels to label.
-      labels: (N, H, W) int32 start labels of the members: pixel index + 1, or 0 to join the root.
+      labels: (N, H, W) int32 start labels of the members: pixel index + 1, or 0 to join the shared root.
 
     Returns:
-      (N, H, W) int32: per component the smallest start label reachable in it; H * W + 1 off `member`.
+      (N, H, W) int32: per component the smallest start label in it; H * W + 1 off `member`.
     """
     n, h, w = member.shape
-    outside = h * w + 1
-    labels = jnp.where(member, labels, outside)
+    size = h * w
+    sink = size + 1
+    pixels = jnp.where(member, labels, sink).reshape(n, size)
+    parents = jnp.concatenate(
+        [jnp.zeros((n, 1), jnp.int32), pixels.astype(jnp.int32), jnp.full((n, 1), sink, jnp.int32)], axis=1)
 
-    def jump(flat):
-        pointed = jnp.take_along_axis(flat, jnp.clip(flat - 1, 0, h * w - 1), axis=1)
-        return jnp.where((flat > 0) & (flat < outside), pointed, flat)
+    def pixel_parents(parents):
+        return parents[:, 1 : size + 1]
+
+    def jump(parents):
+        return jnp.take_along_axis(parents, parents, axis=1)
 
     def sweep(state):
-        labels, _ = state
-        spread = jnp.where(member, jnp.minimum(labels, _neighbourhood_min(labels, outside)), outside)
-        flat = jump(jump(spread.reshape(n, h * w)))
-        new = flat.reshape(n, h, w)
-        return new, jnp.any(new != labels)
+        parents, _ = state
+        current = pixel_parents(parents)
+        smallest = _neighbourhood_min(current.reshape(n, h, w), sink).reshape(n, size)
+        smallest = jnp.where(member.reshape(n, size), jnp.minimum(current, smallest), sink)
+        hooked = jax.vmap(lambda p, at, value: p.at[at].min(value))(parents, current, smallest)
+        hooked = hooked.at[:, 1 : size + 1].min(smallest)
+        new = jump(jump(hooked))
+        return new, jnp.any(new != parents)
 
-    labels, _ = lax.while_loop(lambda state: state[1], sweep, (labels, jnp.array(True)))
-    return labels
+    parents, _ = lax.while_loop(lambda state: state[1], sweep, (parents, jnp.array(True)))
+    return pixel_parents(parents).reshape(n, h, w)
 
 
 def _pixel_ids(shape) -> jnp.ndarray:
