@@ -223,3 +223,14 @@ def test_load_model_errors_name_the_problem(tmp_path):
         json.dump(dict(saved, architecture="SwinIR"), f)
     with pytest.raises(ValueError, match="unknown architecture 'SwinIR'"):
         load_model(path)
+
+
+def test_initialisation_follows_basicsr():
+    """Dense-block convs: Kaiming normal times 0.1 (BasicSR default_init_weights); others: torch's default."""
+    model = RRDBNet(num_feat=16, num_block=1, num_grow_ch=8)
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+    conv5 = np.asarray(params["body_0"]["rdb1"]["conv5"]["kernel"])  # fan_in 9 * (16 + 4 * 8) = 432
+    assert abs(conv5.std() / (0.1 * np.sqrt(2 / 432)) - 1) < 0.05
+    first = np.asarray(params["conv_first"]["kernel"])  # uniform(-1/sqrt(27), 1/sqrt(27))
+    assert np.abs(first).max() <= 1 / np.sqrt(27) and np.abs(first).max() > 0.9 / np.sqrt(27)
+    assert all(not np.any(b) for b in jax.tree.leaves(jax.tree.map(np.asarray, params)) if b.ndim == 1)

@@ -100,12 +100,12 @@ class RRDB(nn.Module):
 
 
 class RRDBNet(nn.Module):
-    """The ESRGAN / Real-ESRGAN generator. (N, H, W, num_in_ch) in [0, 1] -> (N, 4H', 4W', num_out_ch) where
-    H' = H for scale 4, H / 2 for scale 2 and H / 4 for scale 1, i.e. the output is ``scale`` times the input.
+    """The ESRGAN / Real-ESRGAN generator: (N, H, W, num_in_ch) in [0, 1] -> (N, scale H, scale W, num_out_ch).
 
-    Scale 2 and 1 pixel-unshuffle the input by 2 or 4 first (Real-ESRGAN), so H and W must be multiples of
-    2 or 4 there. The output is not clamped (BasicSR clamps when saving images). Parameters are float32;
-    ``dtype`` is the computation dtype (e.g. ``jnp.bfloat16`` for mixed precision) and the output's dtype.
+    The trunk always upsamples x4; scale 2 and 1 pixel-unshuffle the input by 2 or 4 first (Real-ESRGAN), so
+    H and W must be multiples of 2 or 4 there. The output is not clamped (BasicSR clamps when saving images).
+    Parameters are float32; ``dtype`` is the computation dtype (e.g. ``jnp.bfloat16`` for mixed precision)
+    and the output's dtype. Defaults are ESRGAN's: 23 blocks, 64 features, growth 32.
     """
 
     scale: int = 4

@@ -163,7 +163,7 @@ def load_model(directory: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
         raise ValueError(f"{config_path}: config does not fit {saved['architecture']} ({error})") from None
     with ocp.StandardCheckpointer() as checkpointer:
         variables = checkpointer.restore(os.path.join(directory, VARIABLES_DIR))
-    return module, jax.tree.map(jnp.asarray, variables)
+    return module, jax.tree.map(jnp.asarray, variables)  # leaves saved from numpy come back as numpy
 
 
 def count_parameters(params: Any) -> int:
