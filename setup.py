@@ -25,6 +25,7 @@ setup(
         "scipy",
         "tqdm",
         "safetensors",
+        "tensorboardX",
     ],
     extras_require={
         # torch pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA build.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Colour photographs bundled with scikit-image, in a fixed order (the first ones train, the last validate).
+#: Colour photographs bundled with scikit-image (data.pairs.bundled_split chooses which train and which validate).
 PHOTOGRAPH_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
 
 

@@ -1,0 +1,52 @@
+"""Train states for the generator (with an EMA of its weights) and the discriminator (with its mutable
+collections, e.g. BatchNorm statistics or spectral-norm vectors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+
+class TrainState(train_state.TrainState):
+    """optax TrainState plus the model's non-parameter collections and an optional EMA of the parameters.
+
+    `model_state` holds every variable collection other than `params` (empty for RRDBNet, `batch_stats` for
+    the VGG-style discriminator, the spectral-norm vectors for the U-Net one). `ema_params` is None when no
+    EMA is kept (the discriminator).
+    """
+
+    model_state: Any = flax.struct.field(default_factory=dict)
+    ema_params: Any = None
+
+
+def step_decay_schedule(learning_rate: float, milestones, gamma: float = 0.5) -> optax.Schedule:
+    """Learning rate multiplied by `gamma` at each milestone (BasicSR's MultiStepLR, ESRGAN's decay)."""
+    return optax.piecewise_constant_schedule(learning_rate, {int(m): gamma for m in milestones})
+
+
+def adam(learning_rate: float, milestones=(), gamma: float = 0.5, b1: float = 0.9, b2: float = 0.99):
+    """Adam with the step decay of ESRGAN (betas 0.9, 0.99 as in BasicSR's configs)."""
+    return optax.adam(step_decay_schedule(learning_rate, milestones, gamma), b1=b1, b2=b2)
+
+
+def create_state(module, variables, tx, *, ema: bool) -> TrainState:
+    """A TrainState from a module, its initialised (or converted) variables and an optax transformation."""
+    variables = dict(variables)
+    params = variables.pop("params")
+    return TrainState.create(
+        apply_fn=module.apply,
+        params=params,
+        tx=tx,
+        model_state=variables,
+        ema_params=jax.tree.map(jnp.copy, params) if ema else None,  # own buffers: states are donated
+    )
+
+
+def ema_update(ema_params, params, decay: float):
+    """Exponential moving average of the weights: ema <- decay * ema + (1 - decay) * params (BasicSR model_ema)."""
+    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
