@@ -1,0 +1,90 @@
+"""The settings every experiment shares, as published (ESRGAN sec. 4.1, BasicSR's configs), and the `tiny`
+variant that runs any experiment end to end on 2 CPU cores in a few minutes."""
+
+import ml_collections
+
+VARIANTS = ("", "tiny")
+
+
+def base_config(name: str) -> ml_collections.ConfigDict:
+    """ESRGAN x4: 23 RRDB blocks of 64 features, HR patch 128, batch 16, Adam 1e-4 (0.9, 0.99), EMA 0.999."""
+    config = ml_collections.ConfigDict()
+    config.name = name
+    config.variant = ""  # set by the `:variant` suffix of --config
+    config.seed = 0
+    config.scale = 4
+    config.phase = "gan"  # "pixel": MSE-SR pretraining; "gan": adversarial training
+    # An MSE-SR model to start from: a directory written by this library (experiments.main or
+    # experiments.convert) or a PyTorch RRDBNet .pth / .safetensors file.
+    config.init_from = ""
+
+    config.model = ml_collections.ConfigDict(dict(num_feat=64, num_block=23, num_grow_ch=32))
+    config.discriminator = ml_collections.ConfigDict(dict(kind="vgg", num_feat=64))
+
+    config.data = ml_collections.ConfigDict()
+    config.data.train_dir = ""  # empty: the photographs bundled with scikit-image
+    config.data.val_dir = ""
+    config.data.hr_patch = 128
+    config.data.batch_size = 16  # global, split over all devices
+    config.data.prefetch = 2  # batches prepared ahead of the step, on the devices
+
+    config.train = ml_collections.ConfigDict()
+    config.train.num_steps = 400_000
+    config.train.learning_rate = 1e-4
+    config.train.milestones = (50_000, 100_000, 200_000, 300_000)
+    config.train.gamma = 0.5
+    config.train.ema_decay = 0.999
+    config.train.log_every = 100
+    config.train.eval_every = 5_000
+    config.train.checkpoint_every = 5_000
+    config.train.keep_checkpoints = 3
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.pixel_kind = "l1"
+    config.loss.pixel_weight = 1e-2
+    config.loss.perceptual_weight = 1.0
+    config.loss.perceptual_layer = "conv5_4"  # before activation, as ESRGAN
+    config.loss.perceptual_criterion = "l1"
+    # ImageNet VGG19 weights for the perceptual loss: a torchvision vgg19 .pth, or a directory written by
+    # `python -m experiments.convert vgg19`. Required when perceptual_weight > 0; never downloaded.
+    config.loss.vgg19 = ""
+    config.loss.gan_kind = "rasgan"
+    config.loss.gan_weight = 5e-3
+    config.loss.gradient_penalty_weight = 0.0
+    config.loss.fft_weight = 0.0
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.max_size = 512  # validation images are centre-cropped to at most this HR size
+    config.eval.num_samples = 2  # validation images shown in the sample grid
+    return config
+
+
+def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """Apply the variant named after the colon of `--config=configs/x.py:variant`."""
+    arg = arg or ""
+    if arg not in VARIANTS:
+        raise ValueError(f"unknown config variant {arg!r}; choose one of {VARIANTS[1:]} or none")
+    config.variant = arg
+    if arg == "tiny":
+        _tiny(config)
+    return config
+
+
+def _tiny(config: ml_collections.ConfigDict) -> None:
+    """A few-minute CPU run of the same job: small network, small patches, few steps.
+
+    No ImageNet VGG19 weights ship with the package, so the tiny runs leave the perceptual loss out
+    (set `loss.vgg19` and `loss.perceptual_weight` to put it back).
+    """
+    config.model.update(num_feat=16, num_block=1, num_grow_ch=8)
+    config.discriminator.num_feat = 8
+    config.data.update(hr_patch=64, batch_size=8)
+    config.loss.perceptual_weight = 0.0
+    config.eval.max_size = 256
+    # EMA 0.99: at 0.999 a few hundred steps leave the averaged weights close to their initialisation.
+    config.train.ema_decay = 0.99
+    if config.phase == "pixel":  # enough to beat bicubic on the validation photographs (+0.5 dB PSNR-Y)
+        config.train.update(num_steps=800, learning_rate=2e-3, milestones=(600,))
+    else:
+        config.train.update(num_steps=40, milestones=(30,))
+    config.train.update(log_every=10, eval_every=200, checkpoint_every=100)

@@ -1,0 +1,52 @@
+"""Train a GAN super-resolution model: `python -m experiments.main --config=configs/ragp_fft.py[:tiny]`.
+
+Flags: `--config` (an ml_collections config file; `:variant` after the path, `--config.a.b=value` overrides
+any key) and `--workdir` (default ./runs/<config name>[_<variant>]). Rerunning the same command resumes.
+Launched as one process per host on a pod, pass `--distributed` to call jax.distributed.initialize().
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:variant]).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, logs, samples and the final model go.")
+flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() before anything else.")
+flags.mark_flag_as_required("config")
+FLAGS = flags.FLAGS
+
+
+def default_workdir(config) -> str:
+    """runs/<name>[_<variant>], e.g. runs/ragp_fft_tiny for configs/ragp_fft.py:tiny."""
+    return os.path.join("runs", f"{config.name}_{config.variant}" if config.variant else config.name)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import jax
+
+    if FLAGS.distributed:
+        jax.distributed.initialize()
+    from experiments import train
+
+    logging.set_verbosity(logging.INFO)
+    workdir = FLAGS.workdir or default_workdir(FLAGS.config)
+    logging.info("config %s, workdir %s, %d devices on %d processes", FLAGS["config"].config_filename, workdir,
+                 jax.device_count(), jax.process_count())
+    try:
+        summary = train.train_and_evaluate(FLAGS.config, workdir)
+    except train.TrainingInterrupted as stopped:
+        print(f"interrupted by {stopped}", file=sys.stderr)
+        sys.exit(130)
+    except ValueError as error:  # bad config values and bad data: a message, not a traceback
+        logging.debug("traceback", exc_info=True)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    print(f"done: {workdir}/model; validation " + ", ".join(f"{k}={v:.4f}" for k, v in summary.items()))
+
+
+if __name__ == "__main__":
+    app.run(main)
