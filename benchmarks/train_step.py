@@ -92,7 +92,7 @@ def photo_pairs(batch: int, hr_patch: int) -> tuple[np.ndarray, np.ndarray]:
 
 def penalty_weights(key: jax.Array, batch: int) -> np.ndarray:
     """The interpolation weights eps (batch, 1, 1, 1) that `gradient_penalty` draws from `key` for NHWC images."""
-    return np.asarray(jax.random.uniform(key, (batch, 1, 1, 1), dtype=jnp.float32))
+    return np.array(jax.random.uniform(key, (batch, 1, 1, 1), dtype=jnp.float32))  # a writable copy for torch
 
 
 def nchw(array: np.ndarray, device: str) -> torch.Tensor:
