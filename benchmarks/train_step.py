@@ -207,7 +207,7 @@ def compare(step: int, jax_metrics: dict, torch_metrics: dict, rtol: float, atol
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"small sizes: {QUICK_SIZES}")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per framework (default 5, quick 10)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per framework (default 5, quick 3)")
     parser.add_argument("--warmup", type=int, default=2,
                         help="untimed steps per framework, the first compiles JAX; all are compared (at least 1)")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 on the GPU in both (default: full float32)")
@@ -215,7 +215,7 @@ def main() -> None:
     if args.warmup < 1:
         parser.error("--warmup must be at least 1: the first step is the sanity check")
     sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
-    steps = args.steps or (10 if args.quick else 5)
+    steps = args.steps or (3 if args.quick else 5)
 
     jax.config.update("jax_default_matmul_precision", "default" if args.tf32 else "highest")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
