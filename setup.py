@@ -29,7 +29,7 @@ setup(
     ],
     extras_require={
         # torch pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA build.
-        "test": ["pytest", "torch==2.13.0", "transformers", "safetensors"],
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", "safetensors"],
         "bench": ["torch==2.13.0"],
     },
 )

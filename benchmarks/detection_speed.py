@@ -22,7 +22,6 @@ import time
 
 import cv2
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from desra_jax import detection

@@ -126,7 +126,7 @@ from desra_jax.training.sharding import data_mesh
 
 config = ragp_fft.get_config("tiny")
 for phase in (config, config.pretrain):
-    phase.train.update(num_steps=6, log_every=1, eval_every=100)
+    phase.train.update(num_steps=4, log_every=1, eval_every=100)
 losses = {}
 for n in (1, 8):
     workdir = f"{sys.argv[1]}/devices_{n}"
@@ -145,13 +145,14 @@ def test_one_and_eight_devices_give_the_same_losses(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     losses = json.loads(result.stdout.strip().splitlines()[-1])
     one, eight = losses["1"], losses["8"]
-    assert [r["step"] for r in one] == [r["step"] for r in eight] == list(range(1, 7)) * 2
-    # Only the order of float32 reductions differs. Measured: losses agree to ~5e-6 relative; the mean logits
-    # (sums of terms of both signs near 0) to ~5e-4 absolute.
+    assert [r["step"] for r in one] == [r["step"] for r in eight] == list(range(1, 5)) * 2
+    # Only the order of float32 reductions differs, and Adam's first steps (about sign(g) * lr) amplify it where a
+    # gradient is near 0. Measured: losses agree to 5e-6..1e-4 relative; the mean logits (sums of terms of both
+    # signs near 0) to ~5e-4 absolute. A sharding mistake (per-device batch statistics or means) is order 1.
     for a, b in zip(one, eight):
         for name in a:
             if name.startswith("l_"):
-                assert b[name] == pytest.approx(a[name], rel=1e-4), (a["phase"], a["step"], name)
+                assert b[name] == pytest.approx(a[name], rel=1e-4, abs=5e-4), (a["phase"], a["step"], name)
             elif name.startswith("out_d_"):
                 assert b[name] == pytest.approx(a[name], abs=3e-3), (a["phase"], a["step"], name)
 
