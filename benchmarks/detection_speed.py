@@ -17,28 +17,18 @@ JAX runs on its default device (CPU here, the GPU where there is one); cv2/scipy
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import cv2
 import jax
 import numpy as np
 
+from benchmarks.timing import median_seconds
 from desra_jax import detection
 from desra_jax.data.bundled import PHOTOGRAPH_NAMES, bundled_photograph
 from tests.references import desra_numpy as cv2_pipeline
 from tests.references.synthetic_artifacts import synthetic_batch
 
-
-def median_seconds(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls after one warm-up call; fn must block until done."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def square_photographs(count: int, size: int) -> list[np.ndarray]:

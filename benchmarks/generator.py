@@ -21,8 +21,6 @@ that their outputs agree before timing anything.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import flax.linen as nn
 import jax
@@ -31,21 +29,11 @@ import numpy as np
 import optax
 import torch
 
+from benchmarks.timing import median_seconds
 from desra_jax.convert import rrdbnet_from_torch
 from desra_jax.data.bundled import bundled_photograph
 from tests.references.rrdbnet_torch import RRDBNetTorch
 
-
-def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` calls; fn must block until done."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def conv_flops(model: nn.Module, params, input_shape: tuple[int, ...]) -> int:

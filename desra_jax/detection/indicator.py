@@ -12,6 +12,8 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from desra_jax.metrics.image_quality import gaussian_window
+
 #: The authors' 1e-8 inside sqrt(var + eps), stated on the [0, 255] scale, converted to the [0, 1] scale.
 VAR_EPS = 1e-8 / 255.0**2
 
@@ -20,17 +22,14 @@ INDICATORS = ("relative", "absolute", "unnormalized")
 
 
 def window_weights(window: int, kind: str) -> np.ndarray:
-    """1-D weights (window,) summing to 1: Gaussian sigma 1.5 (cv2.getGaussianKernel(11, 1.5)) or uniform."""
+    """1-D weights (window,) summing to 1: SSIM's Gaussian, sigma 1.5 (cv2.getGaussianKernel(11, 1.5)), or uniform."""
     if window < 1 or window % 2 == 0:
         raise ValueError(f"window: expected an odd size >= 1, got {window}")
     if kind == "gaussian":
-        offsets = np.arange(window, dtype=np.float64) - window // 2
-        weights = np.exp(-(offsets**2) / (2 * 1.5**2))
-    elif kind == "box":
-        weights = np.ones(window, np.float64)
-    else:
-        raise ValueError(f"kind: expected 'gaussian' or 'box', got {kind!r}")
-    return weights / weights.sum()
+        return gaussian_window(window, sigma=1.5)
+    if kind == "box":
+        return np.full(window, 1.0 / window)
+    raise ValueError(f"kind: expected 'gaussian' or 'box', got {kind!r}")
 
 
 def _pad_axis(x: jnp.ndarray, window: int, border: str, axis: int) -> jnp.ndarray:

@@ -114,10 +114,11 @@ def _prepare(
     return pred.astype(dtype) * 255.0, target.astype(dtype) * 255.0
 
 
-def _gaussian_window_1d() -> np.ndarray:
-    """The 1-D factor of SSIM's window, as ``cv2.getGaussianKernel(11, 1.5)``: sampled Gaussian, sum 1."""
-    offsets = np.arange(_SSIM_WINDOW) - (_SSIM_WINDOW - 1) / 2
-    kernel = np.exp(-(offsets**2) / (2 * _SSIM_SIGMA**2))
+def gaussian_window(size: int = _SSIM_WINDOW, sigma: float = _SSIM_SIGMA) -> np.ndarray:
+    """The 1-D factor of SSIM's window (size, ) float64, as ``cv2.getGaussianKernel(11, 1.5)``: sampled
+    Gaussian, sum 1. DeSRA's indicator uses the same window (detection.indicator)."""
+    offsets = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    kernel = np.exp(-(offsets**2) / (2 * sigma**2))
     return kernel / kernel.sum()
 
 
@@ -127,7 +128,7 @@ def _gaussian_filter_valid(images: jax.Array) -> jax.Array:
     The 2-D window is the outer product of the 1-D one (as in BasicSR), applied as two 1-D depthwise passes.
     """
     channels = images.shape[-1]
-    kernel = jnp.asarray(_gaussian_window_1d(), dtype=images.dtype)
+    kernel = jnp.asarray(gaussian_window(), dtype=images.dtype)
     for window_shape in ((_SSIM_WINDOW, 1), (1, _SSIM_WINDOW)):
         depthwise = jnp.broadcast_to(kernel.reshape(window_shape + (1, 1)), window_shape + (1, channels))
         images = jax.lax.conv_general_dilated(
