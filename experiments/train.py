@@ -189,14 +189,14 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
         options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints, create=True),
     )
     start = manager.latest_step() or 0
-    if start:
-        states = manager.restore(start, args=ocp.args.StandardRestore(states))
-        logging.info("%s: resumed from step %d", workdir, start)
     num_steps = config.train.num_steps
     if start >= num_steps and os.path.isdir(os.path.join(workdir, "model")):
         logging.info("%s: already trained to step %d", workdir, start)
         with open(os.path.join(workdir, f"eval_{start:07d}.json"), encoding="utf-8") as f:
             return json.load(f)["summary"]
+    if start:
+        states = manager.restore(start, args=ocp.args.StandardRestore(states))
+        logging.info("%s: resumed from step %d", workdir, start)
 
     vgg, vgg_params = None, None
     if config.phase == "gan" and config.loss.perceptual_weight:
@@ -279,14 +279,14 @@ def _compile_step(config, mesh, vgg=None):
 
 
 def _compile_upscale(generator, mesh):
-    """Jitted whole-image SR of one (H, W, 3) LR image; compiled once per validation image size."""
-    apply = jax.jit(lambda params, lr: generator.apply({"params": params}, lr[None])[0],
-                    out_shardings=sharding.replicated(mesh))
-    return lambda params: lambda lr: np.asarray(apply(params, lr))
+    """Jitted whole-image SR `(params, lr (H, W, 3)) -> sr`; compiled once per validation image size."""
+    return jax.jit(lambda params, lr: generator.apply({"params": params}, lr[None])[0],
+                   out_shardings=sharding.replicated(mesh))
 
 
 def _evaluate(upscale, params, val_pairs, config, workdir, step, writer) -> dict:
-    summary, per_image, outputs = evaluation.evaluate(upscale(params), val_pairs, config.scale)
+    summary, per_image, outputs = evaluation.evaluate(lambda lr: np.asarray(upscale(params, lr)), val_pairs,
+                                                      config.scale)
     if writer:
         writer.write(step, {f"val/{k}": v for k, v in summary.items()})
         write_image(os.path.join(workdir, "samples", f"step_{step:07d}.png"),
