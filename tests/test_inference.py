@@ -1,0 +1,67 @@
+"""Tiled whole-image SR: the tiles cover the image, and tiling leaves no seams."""
+
+import jax
+import numpy as np
+import pytest
+
+from desra_jax.inference import tile_spans, upscale
+from desra_jax.models import RRDBNet
+from tests.conftest import photo_crop
+
+
+@pytest.mark.parametrize("length,tile,overlap", [(100, 32, 8), (97, 40, 30), (64, 64, 8), (20, 64, 8), (33, 32, 2)])
+def test_tile_spans_partition_the_axis_with_the_overlap(length, tile, overlap):
+    spans = tile_spans(length, tile, overlap)
+    assert spans[0][0] == 0 and spans[-1][1] == length
+    assert all(stop - start == min(tile, length) for start, stop, _, _ in spans)
+    kept = np.concatenate([np.arange(keep, keep_stop) for _, _, keep, keep_stop in spans])
+    np.testing.assert_array_equal(kept, np.arange(length))
+    for (start, stop, _, cut), (next_start, _, _, _) in zip(spans, spans[1:]):
+        assert stop - next_start >= overlap  # adjacent tiles share at least `overlap` pixels
+        assert min(cut - next_start, stop - cut) >= overlap // 2  # kept pixels have that context
+
+
+def test_tile_spans_refuse_an_overlap_as_large_as_the_tile():
+    with pytest.raises(ValueError, match="tile"):
+        tile_spans(100, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def tiny_generator():
+    model = RRDBNet(scale=2, num_feat=8, num_block=1, num_grow_ch=4)
+    params = model.init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32))["params"]
+    return model, params
+
+
+def test_tiles_wider_than_the_receptive_field_give_the_whole_image_result(tiny_generator):
+    """The x2 model's receptive radius: pixel-unshuffle 2 px + 17 convs at half resolution (2 px each) + 2 at
+    full resolution -> under 40 input pixels, so an overlap of 80 leaves every kept pixel its whole context."""
+    model, params = tiny_generator
+    lr = photo_crop("astronaut", (140, 124), 60, 180)[0]
+    whole = np.asarray(model.apply({"params": params}, lr[None]))[0]
+    tiled = upscale(model, params, lr, tile=100, overlap=80, batch_size=3)
+    assert tiled.shape == whole.shape == (280, 248, 3)
+    np.testing.assert_allclose(tiled, whole, atol=2e-5)
+
+
+def test_small_overlaps_leave_no_visible_seam(tiny_generator):
+    """With a small overlap the tiles differ from the whole image only near the cuts, far below a grey level."""
+    model, params = tiny_generator
+    lr = photo_crop("coffee", (96, 96), 100, 100)
+    whole = np.asarray(model.apply({"params": params}, lr))
+    tiled = upscale(model, params, lr, tile=48, overlap=16, batch_size=8)
+    assert np.abs(tiled - whole).max() < 1 / 255
+    assert np.abs(tiled - whole).max() > 0  # the overlap is within the receptive field: not trivially equal
+
+
+def test_an_image_smaller_than_a_tile_runs_whole_and_batches_keep_images_apart(tiny_generator):
+    model, params = tiny_generator
+    lr = np.concatenate([photo_crop("astronaut", (40, 56), 10, 10), photo_crop("chelsea", (40, 56), 50, 80)])
+    whole = np.asarray(model.apply({"params": params}, lr))
+    np.testing.assert_allclose(upscale(model, params, lr, tile=64, overlap=8, batch_size=1), whole, atol=2e-5)
+
+
+def test_upscale_names_a_bad_shape(tiny_generator):
+    model, params = tiny_generator
+    with pytest.raises(ValueError, match=r"\(H, W, C\)"):
+        upscale(model, params, np.zeros((8, 8), np.float32))
