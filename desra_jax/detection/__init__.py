@@ -18,3 +18,10 @@ from desra_jax.detection.morphology import (
 )
 from desra_jax.detection.pipeline import LDL_THRESHOLDS, artifact_mask, detect_artifacts, ldl_detect, refine_mask
 from desra_jax.detection.semantic import load_class_adjustment, semantic_weights
+from desra_jax.detection.calibration import (
+    accumulate,
+    calibrate_class_adjustment,
+    class_adjustment_from_histograms,
+    init_histograms,
+)
+from desra_jax.detection.semantic import ClassAdjustment, save_class_adjustment
