@@ -1,17 +1,26 @@
 r"""Detects GAN-SR artifacts in a folder of GAN-SR / MSE-SR result pairs (DeSRA, section 3.2 and appendix A.2).
 
     python -m experiments.detect --gan_dir A --mse_dir B --out_dir C [--gt_dir M] [--threshold 0.7] \
-        [--min_area 4000] [--batch_size 4] [--alpha error]
+        [--min_area 4000] [--batch_size 4] [--alpha error] \
+        [--segformer DIR [--class_adjustment FILE] [--segment gan|mse]]
 
 Files are paired by their path relative to the folder, without the extension (``A/sub/x.png`` with
 ``B/sub/x.jpg``), as in the authors' layout of one sub-folder per model. Ground-truth masks, when given, are
-``M/<same path>.png`` (nonzero = artifact) or ``M/<same path>.json`` (labelme). Detection is the semantics-free
-variant (``labels=None``: Table 4, third row), since no segmentation weights are read here.
+``M/<same path>.png`` (nonzero = artifact) or ``M/<same path>.json`` (labelme).
+
+Without ``--segformer`` detection is the semantics-free variant (``labels=None``: Table 4, third row). With
+``--segformer DIR`` (a Hugging Face SegFormer directory or an mmseg checkpoint, `desra_jax.convert.load_segformer`)
+each pair is segmented and D is adjusted per class (eq. 9/14) by the table of ``--class_adjustment`` (the authors'
+published ADE20K table by default; also their ``name--bin`` text file or a JSON from ``experiments.calibrate``).
+``--segment gan`` (default) segments the GAN-SR image, as the authors' released detection script does; the
+paper's text (appendix A.2) says the MSE-SR image: ``--segment mse``.
 
 Writes into ``C``: ``masks/<name>.png`` (0 / 255), ``overlays/<name>.png`` (mask on the GAN-SR image),
-``d_maps/<name>.png`` (D in colour, viridis: dark = low D = artifact-like), ``summary.csv``, ``summary.json``
-(artifact area per image; mean IoU, precision and recall with ``--gt_dir``) and ``index.html``, a gallery
-(MSE-SR | GAN-SR | D | mask overlay) whose thumbnails lie in ``gallery/``. Every file appears atomically.
+``d_maps/<name>.png`` (D in colour, viridis: dark = low D = artifact-like), with ``--segformer`` also
+``segmentation/<name>.png`` (class labels in colour), ``summary.csv``, ``summary.json`` (artifact area per image;
+the classes present with ``--segformer``; mean IoU, precision and recall with ``--gt_dir``) and ``index.html``, a
+gallery (MSE-SR | GAN-SR | D | mask overlay [| segmentation with a legend of class names]) whose thumbnails lie in
+``gallery/``. Every file appears atomically.
 
 A pair that cannot be processed (no partner, unreadable, alpha channel under ``--alpha error``, sizes that
 differ) is logged by file name, listed in ``summary.json`` and at the top of the gallery, and the rest of the
@@ -28,7 +37,9 @@ import io
 import json
 import math
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -37,21 +48,45 @@ from tqdm import tqdm
 
 from desra_jax.data.image_io import IMAGE_EXTENSIONS, list_images, read_image, write_bytes_atomic, write_image
 from desra_jax.data.masks import LABELME_EXTENSION, read_mask
-from desra_jax.detection import detect_artifacts
+from desra_jax.detection import detect_artifacts, load_class_adjustment
+from desra_jax.detection.semantic import ADE20K_ADJUSTMENT_TSV
 from desra_jax.metrics.detection import evaluate_detection, label_regions
 from experiments import report
 
-_GAN_DIR = flags.DEFINE_string("gan_dir", None, "Folder of GAN-SR results.", required=True)
-_MSE_DIR = flags.DEFINE_string("mse_dir", None, "Folder of MSE-SR results, same relative names.", required=True)
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "Folder for masks, D maps, summaries and the gallery.", required=True)
-_GT_DIR = flags.DEFINE_string("gt_dir", None, "Optional folder of ground-truth masks (PNG or labelme JSON).")
-_THRESHOLD = flags.DEFINE_float("threshold", 0.7, "Artifact where clip(D / A, 0, 1) < threshold (eq. 9/14).")
-_MIN_AREA = flags.DEFINE_integer("min_area", 4000, "Keep 8-connected regions of more than this many pixels.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 4, "Pairs of equal size detected together on the device.")
-_ALPHA = flags.DEFINE_enum("alpha", "error", ["error", "drop"], "Images with an alpha channel: skip or drop it.")
+FLAGS = flags.FLAGS
 
 #: Ground-truth extensions tried in this order for each pair (the first file that exists is used).
 GT_EXTENSIONS = (".png", LABELME_EXTENSION) + tuple(e for e in IMAGE_EXTENSIONS if e != ".png")
+
+#: Which image of a pair SegFormer segments by default: the GAN-SR one, as the authors' released script does.
+DEFAULT_SEGMENT = "gan"
+
+
+def define_pair_flags() -> None:
+    """The flags that this CLI and experiments.calibrate share: folders, batching, alpha policy, SegFormer.
+
+    Defined on demand rather than at import, so that calibrate can import this module's functions.
+    """
+    flags.DEFINE_string("gan_dir", None, "Folder of GAN-SR results.", required=True)
+    flags.DEFINE_string("mse_dir", None, "Folder of MSE-SR results, same relative names.", required=True)
+    flags.DEFINE_integer("batch_size", 4, "Pairs of equal size processed together on the device.")
+    flags.DEFINE_enum("alpha", "error", ["error", "drop"], "Images with an alpha channel: skip or drop it.")
+    flags.DEFINE_string("segformer", None, "SegFormer for the semantic adjustment: a Hugging Face directory "
+                        "(config.json + weights) or an mmseg checkpoint (desra_jax.convert.load_segformer).")
+    flags.DEFINE_enum("segment", DEFAULT_SEGMENT, ["gan", "mse"],
+                      "Which image of a pair SegFormer segments: 'gan' (default) as the authors' released detection "
+                      "script does; 'mse' as the paper's text says (appendix A.2).")
+
+
+def _define_detect_flags() -> None:
+    define_pair_flags()
+    flags.DEFINE_string("out_dir", None, "Folder for masks, D maps, summaries and the gallery.", required=True)
+    flags.DEFINE_string("gt_dir", None, "Optional folder of ground-truth masks (PNG or labelme JSON).")
+    flags.DEFINE_float("threshold", 0.7, "Artifact where clip(D / A, 0, 1) < threshold (eq. 9/14).")
+    flags.DEFINE_integer("min_area", 4000, "Keep 8-connected regions of more than this many pixels.")
+    flags.DEFINE_string("class_adjustment", None, "With --segformer: the per-class A_k table, the authors' "
+                        "'name--bin' text file, their table as TSV or a JSON from experiments.calibrate "
+                        f"(default: the published ADE20K table, {ADE20K_ADJUSTMENT_TSV.name}).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +142,60 @@ def load_pair(pair: Pair, alpha: str) -> tuple[np.ndarray, np.ndarray]:
     return gan, mse
 
 
+def batches_by_size(pairs: list[Pair], batch_size: int, alpha: str, problems: list[str], desc: str
+                    ) -> Iterator[list[tuple[Pair, np.ndarray, np.ndarray]]]:
+    """The pairs loaded and grouped by image size: lists of up to ``batch_size`` (pair, gan, mse), each list of
+    one size; a full batch comes as soon as it is complete, the incomplete ones at the end. A pair that cannot
+    be loaded becomes a line in ``problems``. Shows a progress bar named ``desc``."""
+    pending = defaultdict(list)
+    for pair in tqdm(pairs, desc=desc, unit="pair"):
+        try:
+            gan, mse = load_pair(pair, alpha)
+        except ValueError as error:
+            problems.append(f"{error}; skipped")
+            continue
+        pending[gan.shape].append((pair, gan, mse))
+        if len(pending[gan.shape]) == batch_size:
+            yield pending.pop(gan.shape)
+    yield from pending.values()
+
+
+def stack_padded(images: list[np.ndarray], batch_size: int) -> np.ndarray:
+    """(batch_size, ...) stack of ``images``, a short list padded by repeating its last image, so that each image
+    size compiles once; the caller drops (or ignores) the rows past ``len(images)``."""
+    return np.stack(images + [images[-1]] * (batch_size - len(images)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Segmenter:
+    """A converted SegFormer (`desra_jax.convert.load_segformer`) and which image of a pair it segments."""
+
+    model: Any
+    params: Any
+    names: tuple[str, ...]
+    source: str = DEFAULT_SEGMENT
+
+    def __call__(self, gans: np.ndarray, mses: np.ndarray) -> np.ndarray:
+        """(N, H, W) int32 class labels of the ``source`` images, (N, H, W, 3) each, batched and jitted."""
+        from desra_jax.detection import segment
+
+        return np.asarray(segment(gans if self.source == "gan" else mses, self.model, self.params))
+
+
+def load_segmenter(path: str | Path, source: str = DEFAULT_SEGMENT) -> Segmenter:
+    """Reads a SegFormer; ValueError naming ``path`` when it cannot be read."""
+    from desra_jax.convert import load_segformer
+
+    if source not in ("gan", "mse"):
+        raise ValueError(f"segment: expected 'gan' or 'mse', got {source!r}")
+    try:
+        model, params, id2label = load_segformer(path)
+    except (OSError, KeyError) as error:
+        raise ValueError(f"{path}: cannot read the SegFormer ({error})") from error
+    id2label = {int(key): str(value).strip() for key, value in id2label.items()}
+    return Segmenter(model, params, tuple(id2label[i] for i in range(len(id2label))), source)
+
+
 def load_ground_truth(pair: Pair, gt_dir: Path | None, shape: tuple[int, int], problems: list[str]):
     """The pair's ground-truth mask, (H, W) bool, or None (no ``gt_dir``; missing or bad mask: a problem)."""
     if gt_dir is None:
@@ -126,24 +215,31 @@ def _jitted_detector(threshold: float, min_area: int):
     return jax.jit(functools.partial(detect_artifacts, threshold=threshold, min_area=min_area))
 
 
-def detect_batch(gans: list[np.ndarray], mses: list[np.ndarray], batch_size: int, threshold: float, min_area: int):
-    """Masks (bool) and D maps (float32), (H, W) each, for up to ``batch_size`` pairs of one size.
+def detect_batch(gans: list[np.ndarray], mses: list[np.ndarray], batch_size: int, threshold: float, min_area: int,
+                 segmenter: Segmenter | None = None, class_adjustment: np.ndarray | None = None):
+    """Masks (bool), D maps (float32) and labels (int32, or None without ``segmenter``), (H, W) each, for up to
+    ``batch_size`` pairs of one size. With a segmenter, D is adjusted by ``class_adjustment`` (K,) per class."""
+    gan_batch, mse_batch = stack_padded(gans, batch_size), stack_padded(mses, batch_size)
+    detector, count = _jitted_detector(threshold, min_area), len(gans)
+    if segmenter is None:
+        mask, d = detector(gan_batch, mse_batch)
+        return np.asarray(mask)[:count], np.asarray(d)[:count], None
+    labels = segmenter(gan_batch, mse_batch)
+    mask, d = detector(gan_batch, mse_batch, labels=labels, class_adjustment=class_adjustment)
+    return np.asarray(mask)[:count], np.asarray(d)[:count], labels[:count]
 
-    A short batch is padded to ``batch_size`` by repeating its last pair, so each image size compiles once.
-    """
-    padding = [gans[-1]] * (batch_size - len(gans)), [mses[-1]] * (batch_size - len(mses))
-    detector = _jitted_detector(threshold, min_area)
-    mask, d = detector(np.stack(gans + padding[0]), np.stack(mses + padding[1]))
-    return np.asarray(mask)[: len(gans)], np.asarray(d)[: len(gans)]
 
-
-def write_outputs(out_dir: Path, name: str, gan: np.ndarray, mse: np.ndarray, mask: np.ndarray, d: np.ndarray):
-    """The per-image files: full-size mask, overlay and D map, and the four gallery thumbnails."""
+def write_outputs(out_dir: Path, name: str, gan: np.ndarray, mse: np.ndarray, mask: np.ndarray, d: np.ndarray,
+                  labels: np.ndarray | None = None, num_classes: int = 0):
+    """The per-image files: full-size mask, overlay, D map (and segmentation), and the gallery thumbnails."""
     overlay, d_colour = report.overlay_mask(gan, mask), report.colorize_d(d)
     write_image(out_dir / "masks" / f"{name}.png", mask)
     write_image(out_dir / "overlays" / f"{name}.png", overlay)
     write_image(out_dir / "d_maps" / f"{name}.png", d_colour)
     thumbnails = {"mse": mse, "gan": gan, "d": d_colour, "overlay": overlay}
+    if labels is not None:
+        thumbnails["segmentation"] = report.colorize_labels(labels, num_classes)
+        write_image(out_dir / "segmentation" / f"{name}.png", thumbnails["segmentation"])
     for key, image in thumbnails.items():
         write_image(out_dir / "gallery" / f"{name}_{key}.png", report.thumbnail(image))
     return {key: f"gallery/{name}_{key}.png" for key in thumbnails}
@@ -162,41 +258,55 @@ def _csv_text(records: list[dict], columns: list[str]) -> str:
     return buffer.getvalue()
 
 
-def run(gan_dir, mse_dir, out_dir, gt_dir=None, threshold=0.7, min_area=4000, batch_size=4, alpha="error") -> dict:
-    """Detects every pair, writes the per-image files, the summaries and the gallery; returns the summary."""
+def _semantics(segformer, class_adjustment, segment_source):
+    """(segmenter, A (K,), settings) for ``--segformer``, or (None, None, None) without it."""
+    if segformer is None:
+        if class_adjustment is not None:
+            raise ValueError(f"{class_adjustment}: a class adjustment table needs --segformer")
+        return None, None, None
+    table = Path(class_adjustment) if class_adjustment else ADE20K_ADJUSTMENT_TSV
+    segmenter = load_segmenter(segformer, segment_source)
+    adjustment, _ = load_class_adjustment(table)
+    if len(adjustment) != len(segmenter.names):
+        raise ValueError(f"{table}: {len(adjustment)} classes, but the SegFormer {segformer} predicts "
+                         f"{len(segmenter.names)}")
+    settings = {"segformer": str(segformer), "segment": segment_source, "class_adjustment": str(table)}
+    return segmenter, adjustment, settings
+
+
+def run(gan_dir, mse_dir, out_dir, gt_dir=None, threshold=0.7, min_area=4000, batch_size=4, alpha="error",
+        segformer=None, class_adjustment=None, segment_source=DEFAULT_SEGMENT) -> dict:
+    """Detects every pair, writes the per-image files, the summaries and the gallery; returns the summary.
+
+    ``segformer``: path of a SegFormer for the semantic adjustment (None: semantics-free); ``class_adjustment``:
+    path of its A_k table (None: the published ADE20K table); ``segment_source``: 'gan' or 'mse', the image that
+    is segmented. A SegFormer or table that cannot be read raises ValueError naming the file.
+    """
     gan_dir, mse_dir, out_dir = Path(gan_dir), Path(mse_dir), Path(out_dir)
     gt_dir = Path(gt_dir) if gt_dir else None
+    segmenter, adjustment, semantics = _semantics(segformer, class_adjustment, segment_source)
     pairs, problems = pair_files(gan_dir, mse_dir, gt_dir)
     records, gallery_rows, preds, gts = [], {}, {}, {}
-    pending = defaultdict(list)  # image size -> pairs waiting for a full batch
-
-    def flush(size):
-        batch = pending.pop(size)
-        masks, ds = detect_batch([b[1] for b in batch], [b[2] for b in batch], batch_size, threshold, min_area)
-        for (pair, gan, mse, gt), mask, d in zip(batch, masks, ds):
-            gallery_rows[pair.name] = write_outputs(out_dir, pair.name, gan, mse, mask, d)
-            records.append(
-                {
-                    "name": pair.name, "gan": str(pair.gan), "mse": str(pair.mse), "height": mask.shape[0],
-                    "width": mask.shape[1], "artifact_pixels": int(mask.sum()),
-                    "artifact_fraction": float(mask.mean()), "regions": label_regions(mask)[1],
-                }
-            )
+    for batch in batches_by_size(pairs, batch_size, alpha, problems, desc="detect"):
+        gans, mses = [b[1] for b in batch], [b[2] for b in batch]
+        masks, ds, labels = detect_batch(gans, mses, batch_size, threshold, min_area, segmenter, adjustment)
+        for i, ((pair, gan, mse), mask, d) in enumerate(zip(batch, masks, ds)):
+            image_labels = None if labels is None else labels[i]
+            num_classes = 0 if segmenter is None else len(segmenter.names)
+            row = write_outputs(out_dir, pair.name, gan, mse, mask, d, image_labels, num_classes)
+            record = {
+                "name": pair.name, "gan": str(pair.gan), "mse": str(pair.mse), "height": mask.shape[0],
+                "width": mask.shape[1], "artifact_pixels": int(mask.sum()),
+                "artifact_fraction": float(mask.mean()), "regions": label_regions(mask)[1],
+            }
+            if image_labels is not None:
+                row["legend"] = report.label_legend(image_labels, segmenter.names)
+                record["classes"] = {entry["name"]: entry["fraction"] for entry in row["legend"]}
+            gallery_rows[pair.name] = row
+            records.append(record)
+            gt = load_ground_truth(pair, gt_dir, gan.shape[:2], problems)
             if gt is not None:
                 preds[pair.name], gts[pair.name] = mask, gt
-
-    for pair in tqdm(pairs, desc="detect", unit="pair"):
-        try:
-            gan, mse = load_pair(pair, alpha)
-        except ValueError as error:
-            problems.append(f"{error}; skipped")
-            continue
-        gt = load_ground_truth(pair, gt_dir, gan.shape[:2], problems)
-        pending[gan.shape].append((pair, gan, mse, gt))
-        if len(pending[gan.shape]) == batch_size:
-            flush(gan.shape)
-    for size in list(pending):
-        flush(size)
 
     records.sort(key=lambda r: r["name"])
     metrics = None
@@ -210,7 +320,7 @@ def run(gan_dir, mse_dir, out_dir, gt_dir=None, threshold=0.7, min_area=4000, ba
     summary = {
         "settings": {"gan_dir": str(gan_dir), "mse_dir": str(mse_dir), "gt_dir": str(gt_dir) if gt_dir else None,
                      "threshold": threshold, "min_area": min_area, "batch_size": batch_size, "alpha": alpha,
-                     "semantics": None},
+                     "semantics": semantics},
         "pairs": len(pairs), "processed": len(records), "problems": problems, "metrics": metrics,
         "images": [{key: _finite_or_none(value) for key, value in record.items()} for record in records],
     }
@@ -224,9 +334,14 @@ def _write_summaries(out_dir: Path, summary: dict, gallery_rows: dict) -> None:
         columns += ["iou", "precision", "recall", "n_s", "n_t", "n_g", "n_r"]
     write_bytes_atomic(out_dir / "summary.csv", _csv_text(summary["images"], columns).encode("utf-8"))
     write_bytes_atomic(out_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"))
+    settings = summary["settings"]
     numbers = [("pairs processed", f"{summary['processed']} of {summary['pairs']}"),
                ("problems", str(len(summary["problems"]))),
-               ("threshold / min_area", f"{summary['settings']['threshold']} / {summary['settings']['min_area']}")]
+               ("threshold / min_area", f"{settings['threshold']} / {settings['min_area']}")]
+    if settings["semantics"] is not None:
+        semantics = settings["semantics"]
+        numbers += [("semantic adjustment", f"SegFormer {semantics['segformer']} on the "
+                     f"{semantics['segment'].upper()}-SR image, A_k from {semantics['class_adjustment']}")]
     if summary["metrics"] is not None:
         numbers += [(key, "n/a" if summary["metrics"][key] is None else f"{summary['metrics'][key]:.4f}")
                     for key in ("mean_iou", "precision", "recall")]
@@ -236,18 +351,23 @@ def _write_summaries(out_dir: Path, summary: dict, gallery_rows: dict) -> None:
         if record.get("iou") is not None:
             caption += f", IoU {record['iou']:.3f}"
         rows.append({"name": record["name"], "caption": caption, **gallery_rows[record["name"]]})
+    columns = report.GALLERY_COLUMNS + ((report.SEGMENTATION_COLUMN,) if settings["semantics"] else ())
     report.write_gallery(out_dir / "index.html", out_dir, "DeSRA artifact detection", numbers, rows,
-                         summary["problems"])
+                         summary["problems"], columns)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if _BATCH_SIZE.value < 1:
-        raise app.UsageError(f"--batch_size must be at least 1, got {_BATCH_SIZE.value}")
-    summary = run(_GAN_DIR.value, _MSE_DIR.value, _OUT_DIR.value, _GT_DIR.value, _THRESHOLD.value,
-                  _MIN_AREA.value, _BATCH_SIZE.value, _ALPHA.value)
-    out_dir = Path(_OUT_DIR.value)
+    if FLAGS.batch_size < 1:
+        raise app.UsageError(f"--batch_size must be at least 1, got {FLAGS.batch_size}")
+    try:
+        summary = run(FLAGS.gan_dir, FLAGS.mse_dir, FLAGS.out_dir, FLAGS.gt_dir, FLAGS.threshold, FLAGS.min_area,
+                      FLAGS.batch_size, FLAGS.alpha, FLAGS.segformer, FLAGS.class_adjustment, FLAGS.segment)
+    except ValueError as error:  # an unreadable SegFormer or adjustment table: nothing can run
+        logging.error("%s", error)
+        return 1
+    out_dir = Path(FLAGS.out_dir)
     for problem in summary["problems"]:
         logging.warning("%s", problem)
     logging.info("processed %d of %d pairs, %d problem(s); gallery: %s, summary: %s", summary["processed"],
@@ -256,4 +376,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_detect_flags()
     app.run(main)

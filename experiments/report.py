@@ -1,4 +1,5 @@
-"""The visual report of the detection CLI: D maps in colour, mask overlays, thumbnails and an HTML gallery.
+"""The visual report of the detection CLI: D maps and segmentations in colour, mask overlays, thumbnails and an
+HTML gallery.
 
 Presentation only (colour maps, HTML), so it lives in ``experiments/`` beside the CLI that uses it, not in the
 library. Images are float32 RGB in [0, 1], (H, W, 3).
@@ -6,6 +7,7 @@ library. Images are float32 RGB in [0, 1], (H, W, 3).
 
 from __future__ import annotations
 
+import colorsys
 import html
 import os
 from collections.abc import Sequence
@@ -28,6 +30,12 @@ GALLERY_COLUMNS = (
     ("overlay", "mask overlay"),
 )
 
+#: The column added with the semantic adjustment; its cells carry a legend of the classes present.
+SEGMENTATION_COLUMN = ("segmentation", "segmentation (classes)")
+
+#: Classes listed in a legend: the largest ones, so a cluttered segmentation stays readable.
+LEGEND_CLASSES = 12
+
 
 def colorize_d(d: np.ndarray) -> np.ndarray:
     """The indicator D, (H, W) in [0, 1] (clipped), as an RGB viridis image (H, W, 3) in [0, 1].
@@ -37,6 +45,36 @@ def colorize_d(d: np.ndarray) -> np.ndarray:
     levels = np.round(np.clip(np.nan_to_num(d), 0.0, 1.0) * 255).astype(np.uint8)
     bgr = cv2.applyColorMap(levels, cv2.COLORMAP_VIRIDIS)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+
+
+def label_palette(num_classes: int) -> np.ndarray:
+    """(num_classes, 3) float32 RGB colours, one per class, in [0, 1].
+
+    Hues step by the golden ratio of a turn, so classes with neighbouring indices get far-apart hues; saturation
+    and value alternate as well, which separates classes whose hues come close again after many steps.
+    """
+    index = np.arange(num_classes)
+    hues = (index * 0.6180339887) % 1.0
+    saturations = 0.5 + 0.2 * (index % 3)
+    values = 0.95 - 0.25 * (index % 2)
+    return np.array([colorsys.hsv_to_rgb(*hsv) for hsv in zip(hues, saturations, values)], np.float32).reshape(-1, 3)
+
+
+def colorize_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Class labels (H, W) int as an RGB image (H, W, 3) float32 in [0, 1]; labels outside [0, K) are black."""
+    palette = np.concatenate([label_palette(num_classes), np.zeros((1, 3), np.float32)])
+    return palette[np.where((labels >= 0) & (labels < num_classes), labels, num_classes)]
+
+
+def label_legend(labels: np.ndarray, names: Sequence[str]) -> list[dict]:
+    """The classes present in (H, W) labels, largest first: [{'name', 'colour' ('#rrggbb'), 'fraction'}]."""
+    counts = np.bincount(labels[(labels >= 0) & (labels < len(names))].ravel(), minlength=len(names))
+    palette = np.round(label_palette(len(names)) * 255).astype(int)
+    return [
+        {"name": names[k], "colour": "#{:02x}{:02x}{:02x}".format(*palette[k]),
+         "fraction": round(float(counts[k]) / labels.size, 6)}
+        for k in np.argsort(-counts, kind="stable") if counts[k]
+    ]
 
 
 def overlay_mask(image: np.ndarray, mask: np.ndarray, opacity: float = 0.45) -> np.ndarray:
@@ -62,7 +100,18 @@ def thumbnail(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
 def _figure(out_dir: Path, page_dir: Path, relative: str, caption: str) -> str:
     # percent-encoded: a '#' or '?' in a file name would otherwise cut the link short
     source = html.escape(quote(Path(os.path.relpath(out_dir / relative, page_dir)).as_posix()), quote=True)
-    return f'<td><a href="{source}"><img src="{source}" alt="{html.escape(caption, quote=True)}"></a></td>'
+    return f'<a href="{source}"><img src="{source}" alt="{html.escape(caption, quote=True)}"></a>'
+
+
+def _legend(entries: Sequence[dict]) -> str:
+    """A list of colour swatches and class names with their share of the image."""
+    items = "".join(
+        f'<li><span class=swatch style="background:{html.escape(e["colour"])}"></span>'
+        f'{html.escape(e["name"])} {e["fraction"]:.1%}</li>'
+        for e in entries[:LEGEND_CLASSES]
+    )
+    more = f"<li>and {len(entries) - LEGEND_CLASSES} more</li>" if len(entries) > LEGEND_CLASSES else ""
+    return f"<ul class=legend>{items}{more}</ul>"
 
 
 def write_gallery(
@@ -72,6 +121,7 @@ def write_gallery(
     summary: Sequence[tuple[str, str]],
     rows: Sequence[dict],
     problems: Sequence[str],
+    columns: Sequence[tuple[str, str]] = GALLERY_COLUMNS,
 ) -> None:
     """Writes the HTML gallery: summary numbers and problems at the top, then one row per image pair.
 
@@ -80,9 +130,10 @@ def write_gallery(
       out_dir: folder that the images of ``rows`` are relative to; the page links them relatively, so the
         folder can be moved or archived as a whole.
       summary: (label, value) pairs shown at the top.
-      rows: {"name", "caption", "mse", "gan", "d", "overlay"}; the last four are image paths relative to
-        ``out_dir``.
+      rows: {"name", "caption"} and an image path relative to ``out_dir`` for each column key ("mse", "gan",
+        "d", "overlay"; "segmentation"); with the segmentation column also "legend" (`label_legend`).
       problems: one line per file that could not be processed.
+      columns: (row key, heading) of the images shown side by side; `SEGMENTATION_COLUMN` may be added.
     """
     path, out_dir = Path(path), Path(out_dir)
     summary_html = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in summary)
@@ -91,13 +142,17 @@ def write_gallery(
         if problems
         else ""
     )
-    header = "".join(f"<th>{html.escape(heading)}</th>" for _, heading in GALLERY_COLUMNS)
+    header = "".join(f"<th>{html.escape(heading)}</th>" for _, heading in columns)
+
+    def cell(row, key, heading):
+        legend = _legend(row["legend"]) if key == SEGMENTATION_COLUMN[0] else ""
+        figure = _figure(out_dir, path.parent, row[key], f"{row['name']} {heading}")
+        return f"<td>{figure}{legend}</td>"
+
     body = "".join(
-        f"<tr><th colspan={len(GALLERY_COLUMNS)} class=name>{html.escape(row['name'])} "
+        f"<tr><th colspan={len(columns)} class=name>{html.escape(row['name'])} "
         f"<span>{html.escape(row['caption'])}</span></th></tr><tr>"
-        + "".join(
-            _figure(out_dir, path.parent, row[key], f"{row['name']} {heading}") for key, heading in GALLERY_COLUMNS
-        )
+        + "".join(cell(row, key, heading) for key, heading in columns)
         + "</tr>"
         for row in rows
     )
@@ -111,6 +166,9 @@ table.gallery td {{ padding: 3px; vertical-align: top; }}
 table.gallery img {{ width: 100%; height: auto; display: block; }}
 th.name {{ text-align: left; padding-top: 1em; }} th.name span {{ font-weight: normal; color: #555; }}
 ul.problems {{ color: #a00; }}
+ul.legend {{ list-style: none; padding: 0; margin: 4px 0; font-size: 85%; columns: 2; }}
+span.swatch {{ display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.3em; vertical-align: middle;
+  border: 1px solid #888; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <table class=summary>{summary_html}</table>

@@ -91,8 +91,7 @@ def class_adjustment_from_histograms(histograms, names: Sequence[str] | None = N
                          f"got {len(names)}")
     if num_bins % ADJUSTMENT_BINS:
         raise ValueError(f"expected a multiple of {ADJUSTMENT_BINS} bins, got histograms of shape {histograms.shape}")
-    if not 0 < percentile <= 100:
-        raise ValueError(f"percentile: expected a value in (0, 100], got {percentile}")
+    _check_percentile(percentile)
     pixels = histograms.sum(axis=1)
     # pixels with D >= j / B, for every bin j: counts summed from the top bin down
     at_or_above = np.cumsum(histograms[:, ::-1], axis=1)[:, ::-1]
@@ -121,6 +120,7 @@ def calibrate_class_adjustment(batches: Iterable[tuple], names: Sequence[str] | 
       num_bins: histogram bins of D on [0, 1] (a multiple of 20); the exact values' resolution is 1 / num_bins.
     """
     names = ade20k_class_names() if names is None else tuple(names)
+    _check_percentile(percentile)  # before the data set is read, not after
     device = init_histograms(len(names), num_bins)
     total = np.zeros(device.shape, np.int64)
     pending = 0  # pixels in `device` since the last flush: an upper bound on any of its counts
@@ -131,3 +131,8 @@ def calibrate_class_adjustment(batches: Iterable[tuple], names: Sequence[str] | 
         device = accumulate(device, jnp.asarray(d), jnp.asarray(labels))
         pending += np.size(d)
     return class_adjustment_from_histograms(total + np.asarray(device), names, percentile)
+
+
+def _check_percentile(percentile: float) -> None:
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile: expected a value in (0, 100], got {percentile}")
