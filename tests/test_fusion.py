@@ -6,6 +6,7 @@ import pytest
 
 from desra_jax.fusion import confidence_weights, fuse
 from desra_jax.metrics import psnr
+from tests.conftest import photo_crop
 
 SIZE = 64
 #: Damaged box (top, left, side) of each model; 16 px apart, more than the feather reach of 3 * sigma.
@@ -23,9 +24,8 @@ def box(top, left, side, grow=0):
 @pytest.fixture(scope="module")
 def constructed():
     """(clean (N, H, W, 3), outputs (M, N, H, W, 3), masks (M, N, H, W)) for N = 2 photographs, M = 3 models."""
-    from tests.conftest import photo_crop
-
-    clean = np.concatenate([photo_crop("astronaut", (SIZE, SIZE), 100, 150), photo_crop("coffee", (SIZE, SIZE), 50, 200)])
+    crops = photo_crop("astronaut", (SIZE, SIZE), 100, 150), photo_crop("coffee", (SIZE, SIZE), 50, 200)
+    clean = np.concatenate(crops)
     rows, cols = np.mgrid[:SIZE, :SIZE]
     streaks = 0.6 * ((rows + 2 * cols) % 7 < 2)[None, :, :, None]  # bright diagonal rain streaks
     rng = np.random.default_rng(0)

@@ -8,25 +8,15 @@ from desra_jax.convert.lpips import load_lpips, lpips_from_torch
 from desra_jax.convert.torch_state import ConversionError
 from desra_jax.metrics.lpips import lpips, tap_widths
 from tests.conftest import photo_crop
-from tests.references.lpips_torch import LPIPSTorch
+from tests.references.lpips_torch import LPIPSTorch, random_lpips, save_released_layout
 
 
 @pytest.fixture(scope="module", params=["alex", "vgg"])
 def converted(request, tmp_path_factory):
     """(net, torch reference, params converted from .pth files laid out as the package's and torchvision's)."""
     net = request.param
-    torch.manual_seed(0)
-    reference = LPIPSTorch(net).eval()
-    with torch.no_grad():
-        for k in range(5):  # trained lin weights are non-negative (the package clamps them while training)
-            weight = getattr(reference.lins, f"lin{k}").model[1].weight
-            weight.copy_(weight.abs())
-    folder = tmp_path_factory.mktemp(f"lpips_{net}")
-    backbone_state = dict(reference.backbone.state_dict())
-    backbone_state["classifier.6.weight"] = torch.zeros(1000, 4096)  # torchvision's head: dropped
-    torch.save(backbone_state, folder / "backbone.pth")
-    torch.save(reference.lins.state_dict(), folder / f"{net}.pth")
-    _, params = load_lpips(folder / f"{net}.pth", folder / "backbone.pth", net)
+    reference = random_lpips(net)
+    _, params = load_lpips(*save_released_layout(reference, tmp_path_factory.mktemp(f"lpips_{net}"), net), net)
     return net, reference, params
 
 

@@ -94,3 +94,25 @@ class LPIPSTorch(nn.Module):
             diff = (normalize_tensor(f0) - normalize_tensor(f1)) ** 2
             total = total + getattr(self.lins, f"lin{k}")(diff).mean(dim=(2, 3), keepdim=True)
         return total[:, 0, 0, 0]
+
+
+def random_lpips(net: str, seed: int = 0) -> LPIPSTorch:
+    """Torch's default random init, lin weights made non-negative like trained ones (the package clamps them)."""
+    torch.manual_seed(seed)
+    reference = LPIPSTorch(net).eval()
+    with torch.no_grad():
+        for k in range(len(reference.backbone.widths)):
+            weight = getattr(reference.lins, f"lin{k}").model[1].weight
+            weight.copy_(weight.abs())
+    return reference
+
+
+def save_released_layout(reference: LPIPSTorch, folder, net: str):
+    """Saves the reference as the two files users hold: the package's ``<net>.pth`` (lin layers) and a
+    torchvision backbone file (``features.N.*`` plus a ``classifier`` key, which converters must drop).
+    Returns (lin path, backbone path)."""
+    backbone = dict(reference.backbone.state_dict())
+    backbone["classifier.6.weight"] = torch.zeros(1000, 4096)
+    torch.save(backbone, folder / "backbone.pth")
+    torch.save(reference.lins.state_dict(), folder / f"{net}.pth")
+    return folder / f"{net}.pth", folder / "backbone.pth"
