@@ -99,7 +99,7 @@ class Pair:
     gt: Path | None = None
 
 
-def _by_name(folder: Path, problems: list[str]) -> dict[str, Path]:
+def images_by_name(folder: Path, problems: list[str]) -> dict[str, Path]:
     """The images of ``folder`` by relative path without extension; two files with one name are a problem."""
     found: dict[str, Path] = {}
     try:
@@ -122,7 +122,7 @@ def pair_files(gan_dir: Path, mse_dir: Path, gt_dir: Path | None = None) -> tupl
     ``Pair.gt`` is None when ``gt_dir`` has no mask of that name.
     """
     problems: list[str] = []
-    gans, mses = _by_name(gan_dir, problems), _by_name(mse_dir, problems)
+    gans, mses = images_by_name(gan_dir, problems), images_by_name(mse_dir, problems)
     problems += [f"{gans[n]}: no MSE-SR file of the same name in {mse_dir}" for n in sorted(gans.keys() - mses.keys())]
     problems += [f"{mses[n]}: no GAN-SR file of the same name in {gan_dir}" for n in sorted(mses.keys() - gans.keys())]
     pairs = []
@@ -250,7 +250,7 @@ def _finite_or_none(value):
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def _csv_text(records: list[dict], columns: list[str]) -> str:
+def csv_text(records: list[dict], columns: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -332,7 +332,7 @@ def _write_summaries(out_dir: Path, summary: dict, gallery_rows: dict) -> None:
     columns = ["name", "height", "width", "artifact_pixels", "artifact_fraction", "regions"]
     if summary["metrics"] is not None:
         columns += ["iou", "precision", "recall", "n_s", "n_t", "n_g", "n_r"]
-    write_bytes_atomic(out_dir / "summary.csv", _csv_text(summary["images"], columns).encode("utf-8"))
+    write_bytes_atomic(out_dir / "summary.csv", csv_text(summary["images"], columns).encode("utf-8"))
     write_bytes_atomic(out_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"))
     settings = summary["settings"]
     numbers = [("pairs processed", f"{summary['processed']} of {summary['pairs']}"),

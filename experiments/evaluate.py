@@ -42,9 +42,7 @@ run; the exit status is 0 when at least one pair was scored.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import math
 import re
@@ -56,6 +54,7 @@ from tqdm import tqdm
 
 from desra_jax.data.image_io import list_images, read_image, write_bytes_atomic
 from desra_jax.metrics.image_quality import psnr, ssim
+from experiments.detect import csv_text
 
 METRICS = ("psnr", "ssim", "lpips")
 NO_WEIGHTS = "n/a (no weights)"
@@ -224,11 +223,8 @@ def run(pred_dir, gt_dir, out_dir, metrics=METRICS, color="y", crop_border=0, da
         "means": {k: _json_number(v) for k, v in means.items()},
         "images": [{k: _json_number(v) for k, v in record.items()} for record in records],
     }
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, ["name", "pred", "gt", "height", "width", *metrics], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    write_bytes_atomic(out_dir / "per_image.csv", buffer.getvalue().encode("utf-8"))
+    columns = ["name", "pred", "gt", "height", "width", *metrics]
+    write_bytes_atomic(out_dir / "per_image.csv", csv_text(records, columns).encode("utf-8"))
     write_bytes_atomic(out_dir / "summary.md", table_row(dataset, means, metrics).encode("utf-8"))
     write_bytes_atomic(out_dir / "summary.json", json.dumps(summary, indent=2).encode("utf-8"))
     return summary
