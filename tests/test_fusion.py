@@ -1,11 +1,20 @@
 """Multi-model fusion on constructed deraining outputs: bundled photographs with rain-like damage in known,
-different regions per "model", and the damage masks as the localizer's artifact probabilities."""
+different regions per "model", and the damage masks as the localizer's artifact probabilities. Then
+experiments.fuse end to end with a tiny random-init DeepLabV3Plus localizer saved by save_model: the written
+images are fusion.fuse of the same outputs and the localizer's probabilities (the plumbing, not the quality)."""
 
+import json
+
+import jax
 import numpy as np
 import pytest
 
+import desra_jax.models
+from desra_jax.data.image_io import read_image, write_image
 from desra_jax.fusion import confidence_weights, fuse
 from desra_jax.metrics import psnr
+from desra_jax.training.checkpoints import save_model
+from experiments.fuse import run
 from tests.conftest import photo_crop
 
 SIZE = 64
@@ -84,3 +93,53 @@ def test_other_base_and_bad_shapes(constructed):
         fuse(outputs[:1], masks[:1])
     with pytest.raises(ValueError, match="base 3 is not one of the 3 models"):
         fuse(outputs, masks, 3)
+
+
+PHOTOS = {"001": ("astronaut", 100, 150), "002": ("coffee", 50, 200)}
+
+
+@pytest.fixture(scope="module")
+def cli_folders(tmp_path_factory):
+    """base/, other1/, other2/ with two photographs each (different rain-like damage per model), and a tiny
+    DeepLabV3Plus saved in localizer/. base/003.png has no partner in other2/."""
+    if not hasattr(desra_jax.models, "DeepLabV3Plus"):
+        pytest.skip("desra_jax.models.DeepLabV3Plus is not in the tree yet")
+    root = tmp_path_factory.mktemp("fuse")
+    rows, cols = np.mgrid[:SIZE, :SIZE]
+    for m, model in enumerate(("base", "other1", "other2")):
+        streaks = (0.4 * ((rows + (m + 1) * cols) % 9 < 2))[..., None]
+        for name, (photo, top, left) in PHOTOS.items():
+            clean = photo_crop(photo, (SIZE, SIZE), top, left)[0]
+            write_image(root / model / f"{name}.png", np.clip(clean + streaks, 0, 1))
+    write_image(root / "base" / "003.png", photo_crop("chelsea", (SIZE, SIZE))[0])
+    localizer = desra_jax.models.DeepLabV3Plus(num_classes=1, backbone_layers=(1, 1, 1, 1), backbone_width=8,
+                                               aspp_channels=16, decoder_projection=8, decoder_channels=16)
+    variables = localizer.init(jax.random.key(0), np.zeros((1, SIZE, SIZE, 3), np.float32), train=False)
+    params = variables.pop("params")
+    save_model(root / "localizer", localizer, params, variables)
+    return root, localizer, {"params": params, **variables}
+
+
+def test_fused_images_are_fuse_of_the_localizer_probabilities(cli_folders):
+    root, localizer, variables = cli_folders
+    outputs = {name: np.stack([read_image(root / m / f"{name}.png") for m in ("base", "other1", "other2")])
+               for name in PHOTOS}
+    probs = {name: np.asarray(jax.nn.sigmoid(localizer.apply(variables, images, train=False)[..., 0]))
+             for name, images in outputs.items()}
+    # random weights give arbitrary probabilities: a threshold at their median repairs half of each base
+    threshold = float(np.median([p[0] for p in probs.values()]))
+
+    summary = run(root / "base", [root / "other1", root / "other2"], root / "localizer", root / "out",
+                  feather=2.0, threshold=threshold, temperature=0.5)
+
+    assert summary["fused"] == 2 and len(summary["problems"]) == 1
+    assert "003.png: no file named '003'" in summary["problems"][0] and "other2" in summary["problems"][0]
+    for name in PHOTOS:
+        expected = np.asarray(fuse(outputs[name][:, None], probs[name][:, None], 0, feather=2.0,
+                                   threshold=threshold, temperature=0.5))[0]
+        written = read_image(root / "out" / f"{name}.png")
+        assert np.abs(written - np.round(expected * 255) / 255).max() <= 1 / 255 + 1e-6
+        assert np.abs(written - outputs[name][0]).max() > 0.1  # the base was repaired somewhere
+    saved = json.loads((root / "out" / "summary.json").read_text())
+    assert [image["name"] for image in saved["images"]] == ["001", "002"]
+    assert 0.2 < saved["images"][0]["base_artifact_fraction"] < 0.8

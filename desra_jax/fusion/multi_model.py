@@ -34,7 +34,7 @@ def confidence_weights(artifact_probs: jax.Array, temperature: float = 1.0, eps:
     return jax.nn.softmax(jnp.log1p(eps - artifact_probs) / temperature, axis=0)
 
 
-@functools.partial(jax.jit, static_argnames=("base", "feather"))
+@functools.partial(jax.jit, static_argnames=("base", "feather", "temperature", "eps"))
 def fuse(
     outputs: jax.Array,
     artifact_probs: jax.Array,
