@@ -1,0 +1,124 @@
+"""(image, artifact mask) pairs for the localizer: pairing files by name, loading them, and random training crops.
+
+Masks are PNGs (nonzero = artifact), labelme JSON files, or the ``masks/`` folder that ``python -m
+experiments.detect --gan_dir A --out_dir C`` writes: ``C/masks/<name>.png`` is the mask of ``A/<name>.<ext>``, so
+the image folder is the GAN-SR folder and the mask folder is ``C`` (or ``C/masks``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from desra_jax.data.image_io import IMAGE_EXTENSIONS, list_images, read_image
+from desra_jax.data.masks import LABELME_EXTENSION, read_mask
+from desra_jax.data.pairs import augment
+
+#: (name, image float32 (H, W, 3) in [0, 1], mask bool (H, W)); the name appears in errors.
+MaskPair = tuple[str, np.ndarray, np.ndarray]
+
+#: Mask extensions tried in this order for each image (the first file that exists is used).
+MASK_EXTENSIONS = (".png", LABELME_EXTENSION) + tuple(e for e in IMAGE_EXTENSIONS if e != ".png")
+
+
+def detection_masks_folder(mask_dir: str | Path) -> Path:
+    """``mask_dir/masks`` when ``mask_dir`` is an output folder of experiments.detect (it holds ``summary.json``
+    and ``masks/``), else ``mask_dir`` itself."""
+    mask_dir = Path(mask_dir)
+    if (mask_dir / "summary.json").is_file() and (mask_dir / "masks").is_dir():
+        return mask_dir / "masks"
+    return mask_dir
+
+
+def pair_mask_files(image_dir: str | Path, mask_dir: str | Path) -> list[tuple[str, Path, Path]]:
+    """(name, image path, mask path) for every image of ``image_dir`` (recursive, sorted), ``name`` being its
+    relative path without extension and its mask ``mask_dir/<name>`` with the first of ``MASK_EXTENSIONS`` found.
+
+    Masks without an image are ignored (a detection folder may cover more images). Raises ValueError naming the
+    files when an image has no mask or two images share a name.
+    """
+    image_dir, mask_dir = Path(image_dir), detection_masks_folder(mask_dir)
+    if not mask_dir.is_dir():
+        raise ValueError(f"{mask_dir}: not a folder of masks")
+    images: dict[str, Path] = {}
+    for relative in list_images(image_dir):
+        name = Path(relative).with_suffix("").as_posix()
+        if name in images:
+            raise ValueError(f"{image_dir / relative}: same name as {images[name]}; which one does the mask belong to?")
+        images[name] = image_dir / relative
+    found, missing = [], []
+    for name, image_path in images.items():
+        mask_path = next((mask_dir / f"{name}{ext}" for ext in MASK_EXTENSIONS if (mask_dir / f"{name}{ext}").is_file()),
+                         None)
+        if mask_path is None:
+            missing.append(f"{image_path}: no mask {mask_dir / name}{{{','.join(MASK_EXTENSIONS)}}}")
+        else:
+            found.append((name, image_path, mask_path))
+    if missing:
+        raise ValueError(f"{len(missing)} image(s) without a mask: " + "; ".join(missing[:5])
+                         + ("; ..." if len(missing) > 5 else ""))
+    return found
+
+
+def load_mask_pairs(image_dir: str | Path, mask_dir: str | Path) -> list[MaskPair]:
+    """Every (name, image, mask) of ``pair_mask_files``, read; ValueError names a mask whose size is not its
+    image's, and an unreadable file."""
+    pairs = []
+    for _, image_path, mask_path in pair_mask_files(image_dir, mask_dir):
+        image = read_image(image_path)
+        pairs.append((str(image_path), image, read_mask(mask_path, shape=image.shape[:2])))
+    return pairs
+
+
+def _checked_pair(name: str, image: np.ndarray, mask: np.ndarray, patch: int) -> tuple[np.ndarray, np.ndarray]:
+    image, mask = np.asarray(image, np.float32), np.asarray(mask)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"{name}: expected an (H, W, 3) RGB image, got shape {image.shape}")
+    if mask.shape != image.shape[:2]:
+        raise ValueError(f"{name}: expected a mask of the image's size {image.shape[:2]}, got shape {mask.shape}")
+    if min(image.shape[:2]) < patch:
+        raise ValueError(f"{name}: image of {image.shape[0]}x{image.shape[1]} is smaller than the patch {patch}x{patch}")
+    if not np.isfinite(image).all():
+        raise ValueError(f"{name}: image contains NaN or infinite values")
+    return image, mask.astype(np.float32)[..., None]
+
+
+class MaskPatchSampler:
+    """Batches of random (image, mask) training crops, each batch a pure function of (seed, step).
+
+    Like ``pairs.PatchSampler``: sample i of the global batch of step s picks a pair uniformly, a uniformly placed
+    ``patch`` square in it and one of the 8 flips / rotations of the square (``pairs.augment``, the same for image
+    and mask), all drawn from ``numpy.random.default_rng((seed, s, i))``; so a resumed run sees the same batches
+    and process p of P computes the contiguous rows [p B / P, (p + 1) B / P) of the global batch of B.
+    """
+
+    def __init__(self, pairs: list[MaskPair], patch: int, batch_size: int, seed: int, process_index: int = 0,
+                 process_count: int = 1):
+        if batch_size < 1 or batch_size % process_count:
+            raise ValueError(
+                f"MaskPatchSampler: batch_size {batch_size} is not a positive multiple of process_count {process_count}"
+            )
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"MaskPatchSampler: process_index {process_index} is outside [0, {process_count})")
+        if not pairs:
+            raise ValueError("MaskPatchSampler: no training pairs")
+        self.pairs = [_checked_pair(name, image, mask, patch) for name, image, mask in pairs]
+        self.patch, self.seed = patch, seed
+        self.local_batch_size = batch_size // process_count
+        self._first_row = process_index * self.local_batch_size
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        """This process's rows of the global batch of ``step``: {'image': (b, p, p, 3), 'mask': (b, p, p, 1)}
+        float32 (mask 0 / 1), b = batch_size / process_count, p = patch."""
+        rows = range(self._first_row, self._first_row + self.local_batch_size)
+        images, masks = zip(*(self._sample(step, row) for row in rows))
+        return {"image": np.stack(images), "mask": np.stack(masks)}
+
+    def _sample(self, step: int, row: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng((self.seed, step, row))
+        image, mask = self.pairs[rng.integers(len(self.pairs))]
+        top = rng.integers(image.shape[0] - self.patch + 1)
+        left = rng.integers(image.shape[1] - self.patch + 1)
+        window = np.s_[top : top + self.patch, left : left + self.patch]
+        return tuple(np.ascontiguousarray(a) for a in augment([image[window], mask[window]], rng))
