@@ -59,16 +59,21 @@ from experiments.detect import csv_text
 METRICS = ("psnr", "ssim", "lpips")
 NO_WEIGHTS = "n/a (no weights)"
 
-_PRED = flags.DEFINE_string("pred", None, "Folder of derained images.", required=True)
-_GT = flags.DEFINE_string("gt", None, "Folder of clean ground truth (the released test folder).", required=True)
-_OUT = flags.DEFINE_string("out", None, "Folder for per_image.csv, summary.md and summary.json.", required=True)
-_METRICS = flags.DEFINE_list("metrics", list(METRICS), "Any of psnr, ssim, lpips.")
-_COLOR = flags.DEFINE_enum("color", "y", ["y", "rgb"], "PSNR/SSIM on BT.601 Y (deraining papers) or RGB.")
-_CROP_BORDER = flags.DEFINE_integer("crop_border", 0, "Pixels dropped on each side before PSNR/SSIM.")
-_DATASET = flags.DEFINE_string("dataset", None, "Name in the summary table; default: the --gt folder's name.")
-_LPIPS_WEIGHTS = flags.DEFINE_string("lpips_weights", None, "The lpips package's weights/v0.1/<net>.pth.")
-_LPIPS_BACKBONE = flags.DEFINE_string("lpips_backbone", None, "torchvision's alexnet-owt-*.pth or vgg16-*.pth.")
-_LPIPS_NET = flags.DEFINE_enum("lpips_net", "alex", ["alex", "vgg"], "LPIPS backbone (the package's default: alex).")
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    """Defined when run as a program, not at import, so that tests and other CLIs can import this module."""
+    flags.DEFINE_string("pred", None, "Folder of derained images.", required=True)
+    flags.DEFINE_string("gt", None, "Folder of clean ground truth (the released test folder).", required=True)
+    flags.DEFINE_string("out", None, "Folder for per_image.csv, summary.md and summary.json.", required=True)
+    flags.DEFINE_list("metrics", list(METRICS), "Any of psnr, ssim, lpips.")
+    flags.DEFINE_enum("color", "y", ["y", "rgb"], "PSNR/SSIM on BT.601 Y (deraining papers) or RGB.")
+    flags.DEFINE_integer("crop_border", 0, "Pixels dropped on each side before PSNR/SSIM.")
+    flags.DEFINE_string("dataset", None, "Name in the summary table; default: the --gt folder's name.")
+    flags.DEFINE_string("lpips_weights", None, "The lpips package's weights/v0.1/<net>.pth.")
+    flags.DEFINE_string("lpips_backbone", None, "torchvision's alexnet-owt-*.pth or vgg16-*.pth.")
+    flags.DEFINE_enum("lpips_net", "alex", ["alex", "vgg"], "LPIPS backbone (the package's default: alex).")
 
 _RAINY_FOLDERS = {"rainy", "rain", "input"}
 _CLEAN_FOLDERS = {"norain", "gt", "target", "groundtruth"}
@@ -233,13 +238,13 @@ def run(pred_dir, gt_dir, out_dir, metrics=METRICS, color="y", crop_border=0, da
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if "lpips" in _METRICS.value and not (_LPIPS_WEIGHTS.value and _LPIPS_BACKBONE.value):
+    if "lpips" in FLAGS.metrics and not (FLAGS.lpips_weights and FLAGS.lpips_backbone):
         logging.warning("LPIPS needs --lpips_weights and --lpips_backbone; its column will read %r", NO_WEIGHTS)
-    summary = run(_PRED.value, _GT.value, _OUT.value, _METRICS.value, _COLOR.value, _CROP_BORDER.value,
-                  _DATASET.value, _LPIPS_WEIGHTS.value, _LPIPS_BACKBONE.value, _LPIPS_NET.value)
+    summary = run(FLAGS.pred, FLAGS.gt, FLAGS.out, FLAGS.metrics, FLAGS.color, FLAGS.crop_border, FLAGS.dataset,
+                  FLAGS.lpips_weights, FLAGS.lpips_backbone, FLAGS.lpips_net)
     for problem in summary["problems"]:
         logging.warning("%s", problem)
-    out_dir = Path(_OUT.value)
+    out_dir = Path(FLAGS.out)
     print((out_dir / "summary.md").read_text(), end="")
     logging.info("scored %d of %d pairs, %d problem(s); per image: %s", summary["processed"], summary["pairs"],
                  len(summary["problems"]), out_dir / "per_image.csv")
@@ -247,4 +252,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

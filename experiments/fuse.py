@@ -31,14 +31,18 @@ from desra_jax.fusion import fuse
 from desra_jax.training.checkpoints import load_model
 from experiments.detect import images_by_name
 
-_BASE = flags.DEFINE_string("base", None, "Folder of the outputs to repair.", required=True)
-_OTHERS = flags.DEFINE_list("others", [], "Folders of the other models' outputs (also as trailing arguments).")
-_LOCALIZER = flags.DEFINE_string("localizer", None, "Model directory of the artifact localizer.", required=True)
-_OUT = flags.DEFINE_string("out", None, "Folder for the fused images and summary.json.", required=True)
-_FEATHER = flags.DEFINE_float("feather", 3.0, "Outward Gaussian sigma of the seam, in pixels (0: hard seam).")
-_THRESHOLD = flags.DEFINE_float("threshold", 0.5, "The base is repaired where its artifact probability >= this.")
-_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Weights (1 - p + eps)^(1 / T) of the other models.")
+FLAGS = flags.FLAGS
 
+
+def _define_flags() -> None:
+    """Defined when run as a program, not at import, so that tests and other CLIs can import this module."""
+    flags.DEFINE_string("base", None, "Folder of the outputs to repair.", required=True)
+    flags.DEFINE_list("others", [], "Folders of the other models' outputs (also as trailing arguments).")
+    flags.DEFINE_string("localizer", None, "Model directory of the artifact localizer.", required=True)
+    flags.DEFINE_string("out", None, "Folder for the fused images and summary.json.", required=True)
+    flags.DEFINE_float("feather", 3.0, "Outward Gaussian sigma of the seam, in pixels (0: hard seam).")
+    flags.DEFINE_float("threshold", 0.5, "The base is repaired where its artifact probability >= this.")
+    flags.DEFINE_float("temperature", 1.0, "Weights (1 - p + eps)^(1 / T) of the other models.")
 
 def localizer_probabilities(module):
     """Jitted ``(variables, images) -> sigmoid(logits)``: (M, H, W, 3) in [0, 1] -> (M, H, W) in [0, 1]."""
@@ -90,14 +94,19 @@ def run(base_dir, other_dirs, localizer, out_dir, feather=3.0, threshold=0.5, te
 
 
 def main(argv):
-    summary = run(_BASE.value, _OTHERS.value + argv[1:], _LOCALIZER.value, _OUT.value, _FEATHER.value,
-                  _THRESHOLD.value, _TEMPERATURE.value)
+    try:
+        summary = run(FLAGS.base, FLAGS.others + argv[1:], FLAGS.localizer, FLAGS.out, FLAGS.feather,
+                      FLAGS.threshold, FLAGS.temperature)
+    except (FileNotFoundError, ValueError) as error:  # no localizer, or no other folder: nothing can run
+        logging.error("%s", error)
+        return 1
     for problem in summary["problems"]:
         logging.warning("%s", problem)
     logging.info("fused %d image(s), %d problem(s); written to %s", summary["fused"], len(summary["problems"]),
-                 _OUT.value)
+                 FLAGS.out)
     return 0 if summary["fused"] else 1
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
