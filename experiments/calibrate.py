@@ -52,7 +52,7 @@ def d_and_label_batches(batches, segmenter: Segmenter, batch_size: int) -> Itera
     (one compilation per image size) and its padding rows are labelled outside every class."""
     for batch in batches:
         gans, mses = stack_padded([b[1] for b in batch], batch_size), stack_padded([b[2] for b in batch], batch_size)
-        labels = segmenter(gans, mses)
+        labels = np.array(segmenter(gans, mses))  # a writable copy
         labels[len(batch):] = _NOT_A_CLASS
         yield np.asarray(_indicator(gans, mses)), labels
 

@@ -184,7 +184,7 @@ class Segmenter:
 
 def load_segmenter(path: str | Path, source: str = DEFAULT_SEGMENT) -> Segmenter:
     """Reads a SegFormer; ValueError naming ``path`` when it cannot be read."""
-    from desra_jax.convert import load_segformer
+    from desra_jax.convert.segformer import load_segformer
 
     if source not in ("gan", "mse"):
         raise ValueError(f"segment: expected 'gan' or 'mse', got {source!r}")

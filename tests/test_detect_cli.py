@@ -20,7 +20,7 @@ import pytest
 
 from desra_jax.data.image_io import read_image, write_image
 from desra_jax.data.masks import read_mask
-from desra_jax.detection import detect_artifacts
+from desra_jax.detection import detect_artifacts, load_class_adjustment
 from desra_jax.metrics.detection import evaluate_detection
 from tests.conftest import photo_crop
 
@@ -191,3 +191,136 @@ def test_cli_without_any_pair_exits_with_1_and_names_the_folder(tmp_path):
     assert completed.returncode == 1 and "Traceback" not in completed.stderr
     assert re.search(r"gan: no image files", completed.stderr) and re.search(r"missing: not a folder", completed.stderr)
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["processed"] == 0
+
+
+# --- the semantic path: experiments.calibrate, then experiments.detect --segformer --class_adjustment -------------
+
+#: Pairs of one size for the semantic path: 3 pairs with --batch_size=2, so the second batch is padded (the padding
+#: must not be counted by the calibration).
+SEMANTIC = ("astronaut", "coffee", "sub/no_gt")
+
+
+def tiny_segformer(directory):
+    """A randomly initialised SegFormer with ADE20K's 150 labels, saved as transformers saves a model."""
+    import torch
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    from desra_jax.detection.semantic import ade20k_class_names
+
+    torch.manual_seed(0)
+    names = ade20k_class_names()
+    config = SegformerConfig(depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 16, 16], num_attention_heads=[1, 1, 1, 1],
+                             decoder_hidden_size=16, num_labels=len(names), id2label=dict(enumerate(names)),
+                             label2id={name: i for i, name in enumerate(names)})
+    SegformerForSemanticSegmentation(config).eval().save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def semantic_run(tmp_path_factory):
+    """Calibrates on the pairs with the calibrate CLI, then detects with that table; returns (root, processes)."""
+    root = tmp_path_factory.mktemp("semantic_cli")
+    segformer = tiny_segformer(root / "segformer")
+    for name in SEMANTIC:
+        gan, mse = gan_like_pair(*GOOD[name])
+        write_image(root / "gan" / f"{name}.png", gan)
+        write_image(root / "mse" / f"{name}.png", mse)
+    folders = [f"--gan_dir={root / 'gan'}", f"--mse_dir={root / 'mse'}", f"--segformer={segformer}", "--batch_size=2"]
+    calibrate = subprocess.run([sys.executable, "-m", "experiments.calibrate", *folders,
+                                f"--out={root / 'adjustment.json'}"], cwd=REPO, capture_output=True, text=True,
+                               timeout=300)
+    detect = subprocess.run([sys.executable, "-m", "experiments.detect", *folders, f"--out_dir={root / 'out'}",
+                             f"--class_adjustment={root / 'adjustment.json'}", f"--min_area={MIN_AREA}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    return root, calibrate, detect
+
+
+@pytest.fixture(scope="module")
+def direct(semantic_run):
+    """What the CLIs should compute, computed here with the library: (labels, D) of the pairs in name order,
+    batched as the CLIs batch them (pairs of 2, the last batch padded)."""
+    from desra_jax.convert import load_segformer
+    from desra_jax.detection import indicator_d, segment
+
+    root = semantic_run[0]
+    model, params, _ = load_segformer(root / "segformer")
+    gans = [read_image(root / "gan" / f"{name}.png") for name in SEMANTIC]
+    mses = [read_image(root / "mse" / f"{name}.png") for name in SEMANTIC]
+    labels, ds = [], []
+    for start in (0, 2):
+        gan, mse = gans[start : start + 2], mses[start : start + 2]
+        pad = 2 - len(gan)
+        gan_batch, mse_batch = np.stack(gan + gan[-1:] * pad), np.stack(mse + mse[-1:] * pad)
+        labels += list(np.asarray(segment(gan_batch, model, params))[: len(gan)])
+        ds += list(np.asarray(indicator_d(gan_batch, mse_batch))[: len(gan)])
+    return gans, mses, np.stack(labels), np.stack(ds)
+
+
+@pytest.mark.slow
+def test_calibrate_cli_writes_the_calibration_of_the_segmented_pairs(semantic_run, direct):
+    from desra_jax.detection import calibrate_class_adjustment, semantic
+
+    root, calibrate, _ = semantic_run
+    assert calibrate.returncode == 0, calibrate.stderr
+    _, _, labels, ds = direct
+    expected = calibrate_class_adjustment([(ds, labels)], semantic.ade20k_class_names())
+    table = json.loads((root / "adjustment.json").read_text())
+    classes = table["classes"]
+    assert len(classes) == 150 and table["percentile"] == 85 and table["resolution"] == 1 / 4000
+    np.testing.assert_array_equal([c["pixels"] for c in classes], expected.pixels)
+    assert sum(c["pixels"] for c in classes) == len(SEMANTIC) * 64 * 80  # the padded row was not counted
+    np.testing.assert_array_equal([c["bin"] for c in classes], expected.bins)
+    np.testing.assert_allclose([c["A_exact"] for c in classes], expected.exact, rtol=1e-12)
+    assert [c["seen"] for c in classes] == list(expected.seen)
+    # the textured squares lower D: some class present needs an adjustment below 1
+    assert min(c["A_binned"] for c in classes if c["seen"]) < 1
+
+
+@pytest.mark.slow
+def test_detect_cli_with_segformer_matches_the_library(semantic_run, direct):
+    from experiments import report
+
+    root, _, detect = semantic_run
+    assert detect.returncode == 0, detect.stderr
+    gans, mses, labels, _ = direct
+    adjustment, names = load_class_adjustment(root / "adjustment.json")
+    mask, _ = detect_artifacts(np.stack(gans), np.stack(mses), labels=labels, class_adjustment=adjustment,
+                               min_area=MIN_AREA)
+    out = root / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["semantics"] == {"segformer": str(root / "segformer"), "segment": "gan",
+                                                "class_adjustment": str(root / "adjustment.json")}
+    records = {record["name"]: record for record in summary["images"]}
+    page = (out / "index.html").read_text()
+    for i, name in enumerate(SEMANTIC):
+        written = read_mask(out / "masks" / f"{name}.png", shape=gans[i].shape[:2])
+        np.testing.assert_array_equal(written, np.asarray(mask[i]), err_msg=name)
+        present = {names[k]: (labels[i] == k).mean() for k in np.unique(labels[i])}
+        assert records[name]["classes"] == pytest.approx(present, abs=1e-6)
+        colours = report.colorize_labels(labels[i], len(names))
+        np.testing.assert_allclose(read_image(out / "segmentation" / f"{name}.png"), np.round(colours * 255) / 255,
+                                   atol=1e-6)
+        largest = max(present, key=present.get)
+        assert f"{largest} {present[largest]:.1%}" in page  # the legend names the classes
+    assert page.count("<img ") == 5 * len(SEMANTIC) and "segmentation (classes)" in page
+
+
+def test_class_adjustment_without_segformer_is_an_error_naming_the_file(tmp_path):
+    from experiments import detect
+
+    with pytest.raises(ValueError, match=r"table\.json: a class adjustment table needs --segformer"):
+        detect.run(tmp_path, tmp_path, tmp_path / "out", class_adjustment=tmp_path / "table.json")
+
+
+def test_label_colours_and_legend():
+    from experiments import report
+
+    labels = np.array([[0, 0, 2], [2, 2, 255]])
+    legend = report.label_legend(labels, ["wall", "building", "sky"])
+    assert [(e["name"], e["fraction"]) for e in legend] == [("sky", 0.5), ("wall", pytest.approx(1 / 3, abs=1e-6))]
+    colours = report.colorize_labels(labels, 3)
+    palette = report.label_palette(3)
+    np.testing.assert_array_equal(colours[0, 0], palette[0])
+    np.testing.assert_array_equal(colours[1, 2], [0, 0, 0])  # outside the classes: black
+    assert legend[0]["colour"] == "#{:02x}{:02x}{:02x}".format(*np.round(palette[2] * 255).astype(int))
+    assert len({tuple(c) for c in np.round(report.label_palette(150) * 255).astype(int)}) == 150
