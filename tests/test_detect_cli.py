@@ -219,6 +219,10 @@ def tiny_segformer(directory):
 @pytest.fixture(scope="module")
 def semantic_run(tmp_path_factory):
     """Calibrates on the pairs with the calibrate CLI, then detects with that table; returns (root, processes)."""
+    from desra_jax import detection
+
+    if not hasattr(detection, "segment"):  # TODO(issue 6): remove when the SegFormer helper's segment lands
+        pytest.skip("desra_jax.detection.segment has not landed yet")
     root = tmp_path_factory.mktemp("semantic_cli")
     segformer = tiny_segformer(root / "segformer")
     for name in SEMANTIC:
