@@ -2,3 +2,4 @@
 from desra_jax.models.rrdbnet import RRDBNet
 from desra_jax.models.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator
 from desra_jax.models.vgg import VGG19Features
+from desra_jax.models.deeplabv3plus import DeepLabV3Plus

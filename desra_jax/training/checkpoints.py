@@ -38,6 +38,7 @@ ARCHITECTURES = {
     "VGGStyleDiscriminator": ("desra_jax.models.discriminators", "VGGStyleDiscriminator"),
     "UNetDiscriminatorSN": ("desra_jax.models.discriminators", "UNetDiscriminatorSN"),
     "VGG19Features": ("desra_jax.models.vgg", "VGG19Features"),
+    "DeepLabV3Plus": ("desra_jax.models.deeplabv3plus", "DeepLabV3Plus"),
 }
 
 
