@@ -54,7 +54,8 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.loss.fft_weight = 0.0
 
     config.eval = ml_collections.ConfigDict()
-    config.eval.max_size = 512  # validation images are centre-cropped to at most this HR size
+    config.eval.tile = 256  # whole validation images, super-resolved in LR tiles of this size (inference.upscale)
+    config.eval.overlap = 32  # LR pixels shared by adjacent tiles
     config.eval.num_samples = 2  # validation images shown in the sample grid
     return config
 
@@ -80,7 +81,7 @@ def _tiny(config: ml_collections.ConfigDict) -> None:
     config.discriminator.num_feat = 8
     config.data.update(hr_patch=64, batch_size=8)
     config.loss.perceptual_weight = 0.0
-    config.eval.max_size = 256
+    config.eval.update(tile=64, overlap=16)
     # EMA 0.99: at 0.999 a few hundred steps leave the averaged weights close to their initialisation.
     config.train.ema_decay = 0.99
     if config.phase == "pixel":  # enough to beat bicubic on the validation photographs (+0.5 dB PSNR-Y)

@@ -24,6 +24,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from tqdm import tqdm
 
+from desra_jax import inference
 from desra_jax.data import pairs
 from desra_jax.data.feeding import prefetch_to_device
 from desra_jax.data.image_io import write_image
@@ -71,6 +72,7 @@ def validate(config, num_devices: int) -> None:
     require(config.data.batch_size > 0 and config.data.batch_size % num_devices == 0, "data.batch_size",
             f"the global batch must be positive and split evenly over the {num_devices} devices")
     require(config.train.num_steps > 0, "train.num_steps", "must be positive")
+    require(config.eval.tile > config.eval.overlap >= 0, "eval.tile", f"must exceed eval.overlap={config.eval.overlap} >= 0")
     for key in ("data.train_dir", "data.val_dir", "init_from"):
         path = _get(config, key)
         require(not path or os.path.exists(path), key, "no such file or directory")
@@ -168,7 +170,7 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
         train_images, hr_patch=config.data.hr_patch, scale=config.scale, batch_size=config.data.batch_size,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
     )
-    val_pairs = evaluation.validation_pairs(val_images, config.scale, config.eval.max_size)
+    val_pairs = evaluation.validation_pairs(val_images, config.scale)
 
     tx = adam(config.train.learning_rate, config.train.milestones, config.train.gamma)
     if init_from:
@@ -203,7 +205,6 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
         vgg, vgg_params = load_vgg(config.loss.vgg19, config.loss.perceptual_layer)
         vgg_params = jax.device_put(vgg_params, sharding.replicated(mesh))
     step_fn = _compile_step(config, mesh, vgg)
-    upscale = _compile_upscale(generator, mesh)
 
     writer = MetricWriter(workdir, phase=config.name, resume_step=start) if is_main else None
     stop = _StopRequest()
@@ -224,7 +225,7 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
                 if writer:
                     writer.write(step, metrics)
             if step % config.train.eval_every == 0 or step == num_steps:
-                summary = _evaluate(upscale, states["generator"].ema_params, val_pairs, config, workdir, step, writer)
+                summary = _evaluate(generator, states["generator"].ema_params, val_pairs, config, workdir, step, writer)
             if step % config.train.checkpoint_every == 0 or step == num_steps or stop.requested:
                 manager.save(step, args=ocp.args.StandardSave(states))
             if stop.requested:
@@ -235,7 +236,7 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
                 )
         manager.wait_until_finished()
         if not summary:  # killed after the last checkpoint but before the model was written
-            summary = _evaluate(upscale, states["generator"].ema_params, val_pairs, config, workdir, num_steps, writer)
+            summary = _evaluate(generator, states["generator"].ema_params, val_pairs, config, workdir, num_steps, writer)
     finally:
         bar.close()
         stop.restore()
@@ -278,15 +279,11 @@ def _compile_step(config, mesh, vgg=None):
     return jax.jit(step, out_shardings=(replicated, replicated), donate_argnums=0)
 
 
-def _compile_upscale(generator, mesh):
-    """Jitted whole-image SR `(params, lr (H, W, 3)) -> sr`; compiled once per validation image size."""
-    return jax.jit(lambda params, lr: generator.apply({"params": params}, lr[None])[0],
-                   out_shardings=sharding.replicated(mesh))
+def _evaluate(generator, params, val_pairs, config, workdir, step, writer) -> dict:
+    def upscale(lr):
+        return inference.upscale(generator, params, lr, tile=config.eval.tile, overlap=config.eval.overlap)
 
-
-def _evaluate(upscale, params, val_pairs, config, workdir, step, writer) -> dict:
-    summary, per_image, outputs = evaluation.evaluate(lambda lr: np.asarray(upscale(params, lr)), val_pairs,
-                                                      config.scale)
+    summary, per_image, outputs = evaluation.evaluate(upscale, val_pairs, config.scale)
     if writer:
         writer.write(step, {f"val/{k}": v for k, v in summary.items()})
         write_image(os.path.join(workdir, "samples", f"step_{step:07d}.png"),

@@ -12,14 +12,13 @@ from desra_jax.losses.frequency import spectrum_discrepancy
 from desra_jax.metrics.image_quality import psnr, ssim
 
 
-def validation_pairs(images: Sequence[tuple[str, np.ndarray]], scale: int, max_size: int):
-    """(name, lr, hr) triples: each HR centre-cropped to at most `max_size` and to a multiple of `scale`
+def validation_pairs(images: Sequence[tuple[str, np.ndarray]], scale: int):
+    """(name, lr, hr) triples of whole images: each HR cropped at its bottom and right to a multiple of `scale`
     (BasicSR's mod crop), its LR made by the same bicubic degradation as training."""
     pairs = []
     for name, image in images:
-        h, w = (min(s, max_size) // scale * scale for s in image.shape[:2])
-        top, left = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
-        hr = image[top : top + h, left : left + w]
+        h, w = (s // scale * scale for s in image.shape[:2])
+        hr = image[:h, :w]
         pairs.append((name, bicubic_downsample(hr, scale), hr))
     return pairs
 
