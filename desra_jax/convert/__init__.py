@@ -4,3 +4,4 @@ from desra_jax.convert.rrdbnet import load_rrdbnet, rrdbnet_from_torch
 from desra_jax.convert.discriminators import discriminator_from_torch, load_discriminator
 from desra_jax.convert.vgg import load_vgg19, vgg19_from_torch
 from desra_jax.convert.lpips import load_lpips, lpips_from_torch
+from desra_jax.convert.segformer import load_segformer, segformer_from_state_dict

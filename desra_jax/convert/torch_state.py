@@ -117,6 +117,13 @@ class StateDictReader:
             params["bias"] = self.take(f"{prefix}.bias", (out_features,))
         return params
 
+    def layer_norm(self, prefix: str, features: int) -> dict:
+        """A torch LayerNorm over the last ``features`` channels at ``prefix`` as a flax ``nn.LayerNorm`` dict."""
+        return {
+            "scale": self.take(f"{prefix}.weight", (features,)),
+            "bias": self.take(f"{prefix}.bias", (features,)),
+        }
+
     def batch_norm(self, prefix: str, channels: int) -> tuple[dict, dict]:
         """A torch BatchNorm2d at ``prefix`` as flax ``nn.BatchNorm`` ``(params, batch_stats)`` dicts.
 

@@ -25,3 +25,4 @@ from desra_jax.detection.calibration import (
     init_histograms,
 )
 from desra_jax.detection.semantic import ClassAdjustment, save_class_adjustment
+from desra_jax.detection.segmentation import segment
