@@ -114,10 +114,28 @@ def cli_folders(tmp_path_factory):
     write_image(root / "base" / "003.png", photo_crop("chelsea", (SIZE, SIZE))[0])
     localizer = desra_jax.models.DeepLabV3Plus(num_classes=1, backbone_layers=(1, 1, 1, 1), backbone_width=8,
                                                aspp_channels=16, decoder_projection=8, decoder_channels=16)
-    variables = localizer.init(jax.random.key(0), np.zeros((1, SIZE, SIZE, 3), np.float32), train=False)
-    params = variables.pop("params")
-    save_model(root / "localizer", localizer, params, variables)
-    return root, localizer, {"params": params, **variables}
+    params, batch_stats = random_variables(localizer)
+    save_model(root / "localizer", localizer, params, {"batch_stats": batch_stats})
+    return root, localizer, {"params": params, "batch_stats": batch_stats}
+
+
+def random_variables(module):
+    """(params, batch_stats) drawn in numpy: weights N(0, 1 / fan_in), biases N(0, 0.1), BN scales and
+    statistics 1. Eager flax init compiles each of DeepLabV3Plus's ~160 initialisers separately (a minute on 2
+    loaded cores); only the shapes are traced here."""
+    shapes = jax.eval_shape(module.init, jax.random.key(0), jax.ShapeDtypeStruct((1, SIZE, SIZE, 3), np.float32))
+    rng = np.random.default_rng(0)
+
+    def draw(path, leaf):
+        name = jax.tree_util.keystr(path[-1:])
+        if leaf.ndim > 1:
+            return (rng.standard_normal(leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))).astype(np.float32)
+        if "bias" in name:
+            return (0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
+        return np.ones(leaf.shape, np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes["params"]), jax.tree.map(
+        lambda leaf: np.ones(leaf.shape, np.float32), shapes["batch_stats"])
 
 
 def test_fused_images_are_fuse_of_the_localizer_probabilities(cli_folders):
@@ -126,7 +144,7 @@ def test_fused_images_are_fuse_of_the_localizer_probabilities(cli_folders):
                for name in PHOTOS}
     probs = {name: np.asarray(jax.nn.sigmoid(localizer.apply(variables, images, train=False)[..., 0]))
              for name, images in outputs.items()}
-    # random weights give arbitrary probabilities: a threshold at their median repairs half of each base
+    # random weights give arbitrary probabilities: a threshold at their median repairs half of the bases
     threshold = float(np.median([p[0] for p in probs.values()]))
 
     summary = run(root / "base", [root / "other1", root / "other2"], root / "localizer", root / "out",
@@ -142,4 +160,5 @@ def test_fused_images_are_fuse_of_the_localizer_probabilities(cli_folders):
         assert np.abs(written - outputs[name][0]).max() > 0.1  # the base was repaired somewhere
     saved = json.loads((root / "out" / "summary.json").read_text())
     assert [image["name"] for image in saved["images"]] == ["001", "002"]
-    assert 0.2 < saved["images"][0]["base_artifact_fraction"] < 0.8
+    fractions = [image["base_artifact_fraction"] for image in saved["images"]]
+    np.testing.assert_allclose(fractions, [np.mean(probs[n][0] >= threshold) for n in PHOTOS], atol=0.01)
