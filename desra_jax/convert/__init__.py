@@ -5,3 +5,5 @@ from desra_jax.convert.discriminators import discriminator_from_torch, load_disc
 from desra_jax.convert.vgg import load_vgg19, vgg19_from_torch
 from desra_jax.convert.lpips import load_lpips, lpips_from_torch
 from desra_jax.convert.segformer import load_segformer, segformer_from_state_dict
+from desra_jax.convert.deeplab import (deeplabv3_from_torchvision, deeplabv3plus_from_torch, load_backbone_into,
+                                      merge_variables, resnet_backbone_from_torch)
