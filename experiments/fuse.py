@@ -68,6 +68,9 @@ def run(base_dir, other_dirs, localizer, out_dir, feather=3.0, threshold=0.5, te
     probabilities = localizer_probabilities(module)
     problems: list[str] = []
     by_folder = [images_by_name(folder, problems) for folder in folders]
+    for found in by_folder[1:]:
+        extra = sorted(found.keys() - by_folder[0].keys())
+        problems += [f"{found[n]}: no file named {n!r} in {folders[0]}; unused" for n in extra]
     records = []
     for name in tqdm(sorted(by_folder[0]), desc="fuse", unit="image"):
         missing = [str(folder) for folder, found in zip(folders[1:], by_folder[1:]) if name not in found]

@@ -101,7 +101,7 @@ PHOTOS = {"001": ("astronaut", 100, 150), "002": ("coffee", 50, 200)}
 @pytest.fixture(scope="module")
 def cli_folders(tmp_path_factory):
     """base/, other1/, other2/ with two photographs each (different rain-like damage per model), and a tiny
-    DeepLabV3Plus saved in localizer/. base/003.png has no partner in other2/."""
+    DeepLabV3Plus saved in localizer/. base/003.png has no partners, other1/004.png no base."""
     if not hasattr(desra_jax.models, "DeepLabV3Plus"):
         pytest.skip("desra_jax.models.DeepLabV3Plus is not in the tree yet")
     root = tmp_path_factory.mktemp("fuse")
@@ -112,6 +112,7 @@ def cli_folders(tmp_path_factory):
             clean = photo_crop(photo, (SIZE, SIZE), top, left)[0]
             write_image(root / model / f"{name}.png", np.clip(clean + streaks, 0, 1))
     write_image(root / "base" / "003.png", photo_crop("chelsea", (SIZE, SIZE))[0])
+    write_image(root / "other1" / "004.png", photo_crop("chelsea", (SIZE, SIZE))[0])
     localizer = desra_jax.models.DeepLabV3Plus(num_classes=1, backbone_layers=(1, 1, 1, 1), backbone_width=8,
                                                aspp_channels=16, decoder_projection=8, decoder_channels=16)
     params, batch_stats = random_variables(localizer)
@@ -150,8 +151,9 @@ def test_fused_images_are_fuse_of_the_localizer_probabilities(cli_folders):
     summary = run(root / "base", [root / "other1", root / "other2"], root / "localizer", root / "out",
                   feather=2.0, threshold=threshold, temperature=0.5)
 
-    assert summary["fused"] == 2 and len(summary["problems"]) == 1
-    assert "003.png: no file named '003'" in summary["problems"][0] and "other2" in summary["problems"][0]
+    assert summary["fused"] == 2 and len(summary["problems"]) == 2
+    assert "other1/004.png: no file named '004'" in summary["problems"][0]
+    assert "base/003.png: no file named '003'" in summary["problems"][1] and "other2" in summary["problems"][1]
     for name in PHOTOS:
         expected = np.asarray(fuse(outputs[name][:, None], probs[name][:, None], 0, feather=2.0,
                                    threshold=threshold, temperature=0.5))[0]
