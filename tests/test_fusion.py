@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-import desra_jax.models
 from desra_jax.data.image_io import read_image, write_image
 from desra_jax.fusion import confidence_weights, fuse
 from desra_jax.metrics import psnr
+from desra_jax.models import DeepLabV3Plus
 from desra_jax.training.checkpoints import save_model
 from experiments.fuse import run
 from tests.conftest import photo_crop
@@ -102,8 +102,6 @@ PHOTOS = {"001": ("astronaut", 100, 150), "002": ("coffee", 50, 200)}
 def cli_folders(tmp_path_factory):
     """base/, other1/, other2/ with two photographs each (different rain-like damage per model), and a tiny
     DeepLabV3Plus saved in localizer/. base/003.png has no partners, other1/004.png no base."""
-    if not hasattr(desra_jax.models, "DeepLabV3Plus"):
-        pytest.skip("desra_jax.models.DeepLabV3Plus is not in the tree yet")
     root = tmp_path_factory.mktemp("fuse")
     rows, cols = np.mgrid[:SIZE, :SIZE]
     for m, model in enumerate(("base", "other1", "other2")):
@@ -113,8 +111,8 @@ def cli_folders(tmp_path_factory):
             write_image(root / model / f"{name}.png", np.clip(clean + streaks, 0, 1))
     write_image(root / "base" / "003.png", photo_crop("chelsea", (SIZE, SIZE))[0])
     write_image(root / "other1" / "004.png", photo_crop("chelsea", (SIZE, SIZE))[0])
-    localizer = desra_jax.models.DeepLabV3Plus(num_classes=1, backbone_layers=(1, 1, 1, 1), backbone_width=8,
-                                               aspp_channels=16, decoder_projection=8, decoder_channels=16)
+    localizer = DeepLabV3Plus(num_classes=1, backbone_layers=(1, 1, 1, 1), backbone_width=8, aspp_channels=16,
+                              decoder_projection=8, decoder_channels=16)
     params, batch_stats = random_variables(localizer)
     save_model(root / "localizer", localizer, params, {"batch_stats": batch_stats})
     return root, localizer, {"params": params, "batch_stats": batch_stats}
