@@ -27,7 +27,7 @@ import numpy as np
 
 from desra_jax.convert.torch_state import ConversionError, StateDictReader, read_state_dict, unwrap_state_dict
 from desra_jax.models.deeplabv3plus import DeepLabV3Plus
-from desra_jax.models.resnet import EXPANSION, stage_strides_and_dilations
+from desra_jax.models.resnet import EXPANSION
 
 
 def _conv_bn(reader: StateDictReader, conv: str, bn: str, in_ch: int, out_ch: int, kernel: int) -> tuple[dict, dict]:
@@ -39,14 +39,14 @@ def _conv_bn(reader: StateDictReader, conv: str, bn: str, in_ch: int, out_ch: in
 def _resnet(reader: StateDictReader, prefix: str, layers: tuple[int, ...], width: int) -> tuple[dict, dict]:
     """torchvision ResNet keys under ``prefix`` as ``(params, stats)`` of :class:`~desra_jax.models.resnet.ResNet`.
 
-    Which blocks have a ``downsample`` projection does not depend on the output stride (a dilated stage still
-    changes the channel count in its first block), so one mapping serves every output stride.
+    Every stage's first block, and only it, has a ``downsample`` projection: it changes the channel count (the
+    stem's ``width`` to 4 ``width``, then doubling), dilated or not, so one mapping serves every output stride.
     """
     params = {"conv1": reader.conv(f"{prefix}conv1", 3, width, 7, bias=False)}
     params["bn1"], stats = reader.batch_norm(f"{prefix}bn1", width)
     stats = {"bn1": stats}
     in_ch = width
-    for stage, (blocks, (stride, _, _)) in enumerate(zip(layers, stage_strides_and_dilations(32)), start=1):
+    for stage, blocks in enumerate(layers, start=1):
         inner = width * 2 ** (stage - 1)
         for block in range(blocks):
             torch_block, name = f"{prefix}layer{stage}.{block}", f"layer{stage}_{block}"
@@ -57,7 +57,7 @@ def _resnet(reader: StateDictReader, prefix: str, layers: tuple[int, ...], width
                                                            bias=False)
                 block_params[f"bn{index}"], block_stats[f"bn{index}"] = reader.batch_norm(
                     f"{torch_block}.bn{index}", conv_out)
-            if block == 0 and (stride != 1 or in_ch != inner * EXPANSION):
+            if block == 0:
                 block_params["downsample_conv"] = reader.conv(f"{torch_block}.downsample.0", in_ch,
                                                               inner * EXPANSION, 1, bias=False)
                 block_params["downsample_bn"], block_stats["downsample_bn"] = reader.batch_norm(

@@ -55,6 +55,7 @@ class ASPP(nn.Module):
             branches.append(ConvBNReLU(self.channels, 3, rate, name=f"convs_{index}")(x, train))
         pooled = jnp.mean(x, axis=(1, 2), keepdims=True)
         pooled = ConvBNReLU(self.channels, 1, name=f"convs_{len(self.rates) + 1}")(pooled, train)
+        # torchvision upsamples the 1x1 map bilinearly: a broadcast
         branches.append(jnp.broadcast_to(pooled, (*x.shape[:3], self.channels)))
         x = ConvBNReLU(self.channels, 1, name="project")(jnp.concatenate(branches, axis=-1), train)
         return nn.Dropout(self.dropout, deterministic=not train)(x)
