@@ -137,6 +137,7 @@ def random_variables(module):
         lambda leaf: np.ones(leaf.shape, np.float32), shapes["batch_stats"])
 
 
+@pytest.mark.slow
 def test_fused_images_are_fuse_of_the_localizer_probabilities(cli_folders):
     root, localizer, variables = cli_folders
     outputs = {name: np.stack([read_image(root / m / f"{name}.png") for m in ("base", "other1", "other2")])

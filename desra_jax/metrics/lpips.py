@@ -73,12 +73,6 @@ def tap_widths(net: str) -> tuple[int, ...]:
     return tuple(widths)
 
 
-def conv_indices(net: str) -> tuple[int, ...]:
-    """torchvision ``features`` indices of the backbone's convs (alex: 0, 3, 6, 8, 10)."""
-    check_net(net)
-    return tuple(i for i, layer in enumerate(NETS[net][0]) if layer[0] == "conv")
-
-
 def unit_normalize(features: jax.Array) -> jax.Array:
     """(N, H, W, C) divided by its L2 norm over channels plus ``EPS`` (the package's ``normalize_tensor``)."""
     return features / (jnp.sqrt(jnp.sum(features**2, axis=-1, keepdims=True)) + EPS)
