@@ -75,6 +75,7 @@ def _define_flags() -> None:
     flags.DEFINE_string("lpips_backbone", None, "torchvision's alexnet-owt-*.pth or vgg16-*.pth.")
     flags.DEFINE_enum("lpips_net", "alex", ["alex", "vgg"], "LPIPS backbone (the package's default: alex).")
 
+
 _RAINY_FOLDERS = {"rainy", "rain", "input"}
 _CLEAN_FOLDERS = {"norain", "gt", "target", "groundtruth"}
 _PREFIX = re.compile(r"^(no)?rain[-_]", re.IGNORECASE)
