@@ -26,15 +26,16 @@ from tests.references import deeplab_torch
 TINY = dict(backbone_width=8, aspp_channels=16, decoder_projection=8, decoder_channels=16)
 
 
-def torch_model(layers, output_stride, seed, dropout=0.1, aspp_channels=16) -> deeplab_torch.DeepLabV3Plus:
+def torch_model(layers, output_stride, seed, dropout=0.1, aspp_channels=16, decoder_convs=2):
     """A random tiny reference with non-trivial BatchNorm statistics, its logits scaled to order 1 so that an
     absolute tolerance of 1e-4 means something (fresh weights give logits of order 0.01)."""
     torch.manual_seed(seed)
     rates = tuple(rate * 16 // output_stride for rate in (6, 12, 18))
-    model = deeplab_torch.DeepLabV3Plus(1, layers, 8, rates, aspp_channels, 8, 16, output_stride, dropout)
+    model = deeplab_torch.DeepLabV3Plus(1, layers, 8, rates, aspp_channels, 8, 16, output_stride, dropout,
+                                        decoder_convs)
     deeplab_torch.randomize_batch_norm(model, torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        model.classifier.classifier[6].weight.mul_(50.0)
+        model.classifier.classifier[-1].weight.mul_(50.0)
     return model
 
 
@@ -66,11 +67,11 @@ def test_logits_match_torch_reference(tiny_pair):
     np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-4)
 
 
-def test_logits_match_torch_reference_output_stride_8_odd_size():
+def test_logits_match_torch_reference_output_stride_8_odd_size_vainf_decoder():
     # (2, 1, 2, 1): dilated blocks after the first of a stage; 50x70: every feature map has an odd size and the
-    # upsampling factors are not integers.
-    reference = torch_model((2, 1, 2, 1), 8, seed=1).eval()
-    model = DeepLabV3Plus(backbone_layers=(2, 1, 2, 1), output_stride=8, **TINY)
+    # upsampling factors are not integers; one decoder conv, as in VainF's checkpoints.
+    reference = torch_model((2, 1, 2, 1), 8, seed=1, decoder_convs=1).eval()
+    model = DeepLabV3Plus(backbone_layers=(2, 1, 2, 1), output_stride=8, decoder_convs=1, **TINY)
     variables = deeplabv3plus_from_torch(reference.state_dict(), model)
     images = photographs(50, 70)
     expected = torch_logits(reference, images)

@@ -9,9 +9,9 @@ Three layouts are read, every key mapped explicitly (a leftover key is an error)
   a 3x3 conv on the ASPP output and a 1x1 classifier to the 21 VOC classes) and ``aux_classifier.*`` have no
   counterpart and are dropped; the V3+ decoder and classifier stay as initialised. Its atrous rates (12, 24, 36
   at output stride 8) are not weights: the converted ASPP runs at the model's own rates.
-- The full DeepLabV3+ of ``tests/references/deeplab_torch.py`` (VainF/DeepLabV3Plus-Pytorch's key names:
-  ``backbone.*``, ``classifier.aspp.*``, ``classifier.project.*``, ``classifier.classifier.*``, with the V3+
-  paper's two 3x3 decoder convs).
+- A full DeepLabV3+ in VainF/DeepLabV3Plus-Pytorch's key names (``backbone.*``, ``classifier.aspp.*``,
+  ``classifier.project.*``, ``classifier.classifier.*``): VainF's checkpoints (their ``model_state``) with
+  ``decoder_convs=1``, and ``tests/references/deeplab_torch.py`` with the paper's two decoder convs.
 
 Partial conversions return ``{'params': ..., 'batch_stats': ...}`` holding only the converted subtrees;
 :func:`merge_variables` puts them into initialised variables, checking every shape.
@@ -110,7 +110,7 @@ def deeplabv3_from_torchvision(state_dict: Mapping[str, Any], model: DeepLabV3Pl
                                source: str = "state_dict") -> dict:
     """A torchvision ``deeplabv3_resnet50``/``101`` state_dict as ``{'params': {'backbone', 'aspp'},
     'batch_stats': {'backbone', 'aspp'}}`` for ``model``: backbone and ASPP converted; the V3 head
-    (``classifier.1``-``4``) and ``aux_classifier.*`` dropped; decoder (``low_level_project``, ``decoder_0/1``)
+    (``classifier.1``-``4``) and ``aux_classifier.*`` dropped; decoder (``low_level_project``, ``decoder_*``)
     and ``classifier`` not produced (keep them initialised, see :func:`merge_variables`).
     """
     reader = StateDictReader(state_dict, source)
@@ -124,21 +124,22 @@ def deeplabv3_from_torchvision(state_dict: Mapping[str, Any], model: DeepLabV3Pl
 
 def deeplabv3plus_from_torch(state_dict: Mapping[str, Any], model: DeepLabV3Plus,
                              source: str = "state_dict") -> dict:
-    """A full DeepLabV3+ state_dict (VainF's key names, two 3x3 decoder convs: ``classifier.classifier.0/1`` and
-    ``.3/.4``, classifier ``.6``) as the complete ``{'params', 'batch_stats'}`` of ``model``."""
+    """A full DeepLabV3+ state_dict in VainF's key names as the complete ``{'params', 'batch_stats'}`` of
+    ``model``: decoder conv i is ``classifier.classifier.{3i}`` with its BatchNorm at ``{3i + 1}`` (a ReLU
+    between), the final classifier follows them (``.3`` for VainF's one decoder conv, ``.6`` for two)."""
     reader = StateDictReader(state_dict, source)
     backbone = _resnet(reader, "backbone.", model.backbone_layers, model.backbone_width)
     aspp = _aspp(reader, "classifier.aspp.", model)
     low_level = _conv_bn(reader, "classifier.project.0", "classifier.project.1", model.backbone_width * EXPANSION,
                          model.decoder_projection, 1)
-    head = "classifier.classifier."
-    decoder_0 = _conv_bn(reader, f"{head}0", f"{head}1", model.decoder_projection + model.aspp_channels,
-                         model.decoder_channels, 3)
-    decoder_1 = _conv_bn(reader, f"{head}3", f"{head}4", model.decoder_channels, model.decoder_channels, 3)
-    classifier = reader.conv(f"{head}6", model.decoder_channels, model.num_classes, 1)
+    parts = {"backbone": backbone, "aspp": aspp, "low_level_project": low_level}
+    head, in_ch = "classifier.classifier.", model.decoder_projection + model.aspp_channels
+    for index in range(model.decoder_convs):
+        parts[f"decoder_{index}"] = _conv_bn(reader, f"{head}{3 * index}", f"{head}{3 * index + 1}", in_ch,
+                                             model.decoder_channels, 3)
+        in_ch = model.decoder_channels
+    classifier = reader.conv(f"{head}{3 * model.decoder_convs}", in_ch, model.num_classes, 1)
     reader.finish()
-    parts = {"backbone": backbone, "aspp": aspp, "low_level_project": low_level, "decoder_0": decoder_0,
-             "decoder_1": decoder_1}
     return {"params": {**{name: part[0] for name, part in parts.items()}, "classifier": classifier},
             "batch_stats": {name: part[1] for name, part in parts.items()}}
 

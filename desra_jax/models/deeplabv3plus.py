@@ -7,7 +7,8 @@ paper, sec. 3.1 and Fig. 2): a 48-channel 1x1 projection of the stride-4 feature
 stride 4 and concatenated after it (VainF's order), two 3x3 convs, a 1x1 classifier, bilinear upsampling to the
 input size.
 ASPP and decoder convs are plain (not the paper's separable ones), as in torchvision's DeepLabV3 and the common
-PyTorch DeepLabV3+ (VainF/DeepLabV3Plus-Pytorch), whose weights this layout can take.
+PyTorch DeepLabV3+ (VainF/DeepLabV3Plus-Pytorch, which has one 3x3 decoder conv: ``decoder_convs=1`` takes its
+weights).
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class DeepLabV3Plus(nn.Module):
     width. ``aspp_rates`` are the rates at output stride 16 (the V3+ paper's 6, 12, 18) and are doubled at output
     stride 8, as in the paper. ``aspp_dropout`` 0.1 follows VainF/DeepLabV3Plus-Pytorch (torchvision's DeepLabV3
     uses 0.5); with ``train=True`` and a non-zero rate, ``apply`` needs ``rngs={'dropout': key}``.
+    ``decoder_convs`` 3x3 convs refine the decoder's concatenation: two in the paper (its decoder ablation,
+    sec. 4.1), one in VainF's.
 
     Variables: 'params' and 'batch_stats' (torch-style BatchNorm); ``train=True`` normalises with batch statistics
     and updates 'batch_stats' when it is passed as mutable (``mutable=['batch_stats']``).
@@ -86,6 +89,7 @@ class DeepLabV3Plus(nn.Module):
     decoder_channels: int = 256
     output_stride: int = 16
     aspp_dropout: float = 0.1
+    decoder_convs: int = 2
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -100,7 +104,7 @@ class DeepLabV3Plus(nn.Module):
         x = ASPP(rates, self.aspp_channels, self.aspp_dropout, name="aspp")(high_level, train)
         low_level = ConvBNReLU(self.decoder_projection, 1, name="low_level_project")(low_level, train)
         x = jnp.concatenate([low_level, resize_bilinear(x, low_level.shape[1:3])], axis=-1)
-        x = ConvBNReLU(self.decoder_channels, 3, name="decoder_0")(x, train)
-        x = ConvBNReLU(self.decoder_channels, 3, name="decoder_1")(x, train)
+        for index in range(self.decoder_convs):
+            x = ConvBNReLU(self.decoder_channels, 3, name=f"decoder_{index}")(x, train)
         x = nn.Conv(self.num_classes, (1, 1), name="classifier")(x)
         return resize_bilinear(x, images.shape[1:3])

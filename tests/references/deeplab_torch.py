@@ -4,8 +4,8 @@ written here because torchvision cannot be installed.
 State_dict keys are those of the originals: ``ResNet`` has torchvision's ``conv1``, ``bn1``, ``layerN.M.*``,
 ``downsample.0/1`` and ``fc``; ``DeepLabV3`` has torchvision's ``backbone.*``, ``classifier.0.convs.*``,
 ``classifier.0.project.*``, ``classifier.1/2/4`` and ``aux_classifier.*``; ``DeepLabV3Plus`` has the key names of
-VainF/DeepLabV3Plus-Pytorch (``classifier.aspp``, ``classifier.project``, ``classifier.classifier``) with the V3+
-paper's two 3x3 decoder convs. All take ImageNet-standardised NCHW input.
+VainF/DeepLabV3Plus-Pytorch (``classifier.aspp``, ``classifier.project``, ``classifier.classifier``), with the V3+
+paper's two 3x3 decoder convs or VainF's one. All take ImageNet-standardised NCHW input.
 """
 
 import torch
@@ -107,12 +107,12 @@ class ASPP(nn.Module):
 
 class DeepLabHeadV3Plus(nn.Module):
     def __init__(self, in_ch: int, low_level_ch: int, num_classes: int, rates, aspp_ch: int, projection: int,
-                 channels: int, dropout: float):
+                 channels: int, dropout: float, decoder_convs: int):
         super().__init__()
         self.project = nn.Sequential(*conv_bn_relu(low_level_ch, projection, 1))
         self.aspp = ASPP(in_ch, rates, aspp_ch, dropout)
-        self.classifier = nn.Sequential(*conv_bn_relu(projection + aspp_ch, channels, 3),
-                                        *conv_bn_relu(channels, channels, 3), nn.Conv2d(channels, num_classes, 1))
+        convs = [conv_bn_relu(projection + aspp_ch if i == 0 else channels, channels, 3) for i in range(decoder_convs)]
+        self.classifier = nn.Sequential(*sum(convs, []), nn.Conv2d(channels, num_classes, 1))
 
     def forward(self, low_level, high_level):
         x = self.aspp(high_level)
@@ -124,12 +124,12 @@ class DeepLabV3Plus(nn.Module):
     """DeepLabV3+ at output stride 16 (rates as given) or 8 (``output_stride=8``, rates doubled by the caller)."""
 
     def __init__(self, num_classes=1, layers=(3, 4, 6, 3), width=64, rates=(6, 12, 18), aspp_ch=256,
-                 projection=48, channels=256, output_stride=16, dropout=0.1):
+                 projection=48, channels=256, output_stride=16, dropout=0.1, decoder_convs=2):
         super().__init__()
         dilation = (False, output_stride == 8, True)
         self.backbone = ResNet(layers, width, dilation, num_classes=None)
         self.classifier = DeepLabHeadV3Plus(width * 8 * EXPANSION, width * EXPANSION, num_classes, rates, aspp_ch,
-                                            projection, channels, dropout)
+                                            projection, channels, dropout, decoder_convs)
 
     def forward(self, x):
         logits = self.classifier(*self.backbone.features(x))
