@@ -1,7 +1,7 @@
 r"""Calibrates the per-class adjustment A_k of DeSRA (eq. 8/15) on a folder of GAN-SR / MSE-SR result pairs.
 
     python -m experiments.calibrate --gan_dir A --mse_dir B --segformer DIR --out adjustment.json \
-        [--segment gan|mse] [--batch_size 4] [--num_bins 4000] [--percentile 85]
+        [--segment gan|mse] [--segformer_size 512] [--batch_size 4] [--num_bins 4000] [--percentile 85]
 
 Pairs files as experiments.detect does (same relative name, any extension), segments one image of each pair with
 the SegFormer (``--segment gan`` by default, the image that experiments.detect segments by default, so the table
@@ -25,7 +25,15 @@ from absl import app, flags, logging
 
 from desra_jax.detection import calibrate_class_adjustment, indicator_d, save_class_adjustment
 from desra_jax.detection.calibration import DEFAULT_NUM_BINS, DEFAULT_PERCENTILE
-from experiments.detect import Segmenter, batches_by_size, define_pair_flags, load_segmenter, pair_files, stack_padded
+from experiments.detect import (
+    DEFAULT_SEGFORMER_SIZE,
+    Segmenter,
+    batches_by_size,
+    define_pair_flags,
+    load_segmenter,
+    pair_files,
+    stack_padded,
+)
 
 FLAGS = flags.FLAGS
 
@@ -58,13 +66,13 @@ def d_and_label_batches(batches, segmenter: Segmenter, batch_size: int) -> Itera
 
 
 def run(gan_dir, mse_dir, segformer, out, segment_source="gan", batch_size=4, alpha="error",
-        num_bins=DEFAULT_NUM_BINS, percentile=DEFAULT_PERCENTILE) -> dict:
+        num_bins=DEFAULT_NUM_BINS, percentile=DEFAULT_PERCENTILE, segformer_size=DEFAULT_SEGFORMER_SIZE) -> dict:
     """Calibrates on every readable pair and writes the table to ``out`` (when at least one pair was used).
 
     Returns {'pairs', 'used', 'problems', 'seen_classes', 'out'}. An unreadable SegFormer raises ValueError
     naming the file.
     """
-    segmenter = load_segmenter(segformer, segment_source)
+    segmenter = load_segmenter(segformer, segment_source, segformer_size)
     pairs, problems = pair_files(Path(gan_dir), Path(mse_dir))
     used = []
 
@@ -89,7 +97,7 @@ def main(argv):
         raise app.UsageError(f"--batch_size must be at least 1, got {FLAGS.batch_size}")
     try:
         summary = run(FLAGS.gan_dir, FLAGS.mse_dir, FLAGS.segformer, FLAGS.out, FLAGS.segment, FLAGS.batch_size,
-                      FLAGS.alpha, FLAGS.num_bins, FLAGS.percentile)
+                      FLAGS.alpha, FLAGS.num_bins, FLAGS.percentile, FLAGS.segformer_size or None)
     except ValueError as error:  # an unreadable SegFormer, or bad --num_bins / --percentile
         logging.error("%s", error)
         return 1

@@ -2,7 +2,7 @@ r"""Detects GAN-SR artifacts in a folder of GAN-SR / MSE-SR result pairs (DeSRA,
 
     python -m experiments.detect --gan_dir A --mse_dir B --out_dir C [--gt_dir M] [--threshold 0.7] \
         [--min_area 4000] [--batch_size 4] [--alpha error] \
-        [--segformer DIR [--class_adjustment FILE] [--segment gan|mse]]
+        [--segformer DIR [--class_adjustment FILE] [--segment gan|mse] [--segformer_size 512]]
 
 Files are paired by their path relative to the folder, without the extension (``A/sub/x.png`` with
 ``B/sub/x.jpg``), as in the authors' layout of one sub-folder per model. Ground-truth masks, when given, are
@@ -41,14 +41,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 from absl import app, flags, logging
 from tqdm import tqdm
 
+from desra_jax.convert import load_segformer
 from desra_jax.data.image_io import IMAGE_EXTENSIONS, list_images, read_image, write_bytes_atomic, write_image
 from desra_jax.data.masks import LABELME_EXTENSION, read_mask
-from desra_jax.detection import detect_artifacts, load_class_adjustment
+from desra_jax.detection import detect_artifacts, load_class_adjustment, segment
 from desra_jax.detection.semantic import ADE20K_ADJUSTMENT_TSV
 from desra_jax.metrics.detection import evaluate_detection, label_regions
 from experiments import report
@@ -60,6 +60,9 @@ GT_EXTENSIONS = (".png", LABELME_EXTENSION) + tuple(e for e in IMAGE_EXTENSIONS 
 
 #: Which image of a pair SegFormer segments by default: the GAN-SR one, as the authors' released script does.
 DEFAULT_SEGMENT = "gan"
+
+#: SegFormer's input size by default: that of the published ``nvidia/segformer-*-finetuned-ade-512-512`` models.
+DEFAULT_SEGFORMER_SIZE = 512
 
 
 def define_pair_flags() -> None:
@@ -76,6 +79,9 @@ def define_pair_flags() -> None:
     flags.DEFINE_enum("segment", DEFAULT_SEGMENT, ["gan", "mse"],
                       "Which image of a pair SegFormer segments: 'gan' (default) as the authors' released detection "
                       "script does; 'mse' as the paper's text says (appendix A.2).")
+    flags.DEFINE_integer("segformer_size", DEFAULT_SEGFORMER_SIZE, "SegFormer's input size (512 for the "
+                         "*-512-512 models, 640 for the authors' MiT-B5 640x640); larger images are segmented in "
+                         "sliding windows at their own resolution (desra_jax.detection.segment); 0: whole images.")
 
 
 def _define_detect_flags() -> None:
@@ -174,18 +180,18 @@ class Segmenter:
     params: Any
     names: tuple[str, ...]
     source: str = DEFAULT_SEGMENT
+    size: int | None = DEFAULT_SEGFORMER_SIZE
 
     def __call__(self, gans: np.ndarray, mses: np.ndarray) -> np.ndarray:
         """(N, H, W) int32 class labels of the ``source`` images, (N, H, W, 3) each, batched and jitted."""
-        from desra_jax.detection import segment
+        images = gans if self.source == "gan" else mses
+        return np.asarray(segment(images, self.model, self.params, size=self.size))
 
-        return np.asarray(segment(gans if self.source == "gan" else mses, self.model, self.params))
 
-
-def load_segmenter(path: str | Path, source: str = DEFAULT_SEGMENT) -> Segmenter:
-    """Reads a SegFormer; ValueError naming ``path`` when it cannot be read."""
-    from desra_jax.convert.segformer import load_segformer
-
+def load_segmenter(path: str | Path, source: str = DEFAULT_SEGMENT, size: int | None = DEFAULT_SEGFORMER_SIZE
+                   ) -> Segmenter:
+    """Reads a SegFormer that segments the ``source`` image at input ``size`` (`segment`); ValueError naming
+    ``path`` when it cannot be read."""
     if source not in ("gan", "mse"):
         raise ValueError(f"segment: expected 'gan' or 'mse', got {source!r}")
     try:
@@ -193,7 +199,7 @@ def load_segmenter(path: str | Path, source: str = DEFAULT_SEGMENT) -> Segmenter
     except (OSError, KeyError) as error:
         raise ValueError(f"{path}: cannot read the SegFormer ({error})") from error
     id2label = {int(key): str(value).strip() for key, value in id2label.items()}
-    return Segmenter(model, params, tuple(id2label[i] for i in range(len(id2label))), source)
+    return Segmenter(model, params, tuple(id2label[i] for i in range(len(id2label))), source, size)
 
 
 def load_ground_truth(pair: Pair, gt_dir: Path | None, shape: tuple[int, int], problems: list[str]):
@@ -210,17 +216,13 @@ def load_ground_truth(pair: Pair, gt_dir: Path | None, shape: tuple[int, int], p
         return None
 
 
-@functools.cache
-def _jitted_detector(threshold: float, min_area: int):
-    return jax.jit(functools.partial(detect_artifacts, threshold=threshold, min_area=min_area))
-
-
 def detect_batch(gans: list[np.ndarray], mses: list[np.ndarray], batch_size: int, threshold: float, min_area: int,
                  segmenter: Segmenter | None = None, class_adjustment: np.ndarray | None = None):
     """Masks (bool), D maps (float32) and labels (int32, or None without ``segmenter``), (H, W) each, for up to
     ``batch_size`` pairs of one size. With a segmenter, D is adjusted by ``class_adjustment`` (K,) per class."""
     gan_batch, mse_batch = stack_padded(gans, batch_size), stack_padded(mses, batch_size)
-    detector, count = _jitted_detector(threshold, min_area), len(gans)
+    # detect_artifacts is jitted with its settings static: one compilation per image size and setting
+    detector, count = functools.partial(detect_artifacts, threshold=threshold, min_area=min_area), len(gans)
     if segmenter is None:
         mask, d = detector(gan_batch, mse_batch)
         return np.asarray(mask)[:count], np.asarray(d)[:count], None
@@ -258,33 +260,35 @@ def csv_text(records: list[dict], columns: list[str]) -> str:
     return buffer.getvalue()
 
 
-def _semantics(segformer, class_adjustment, segment_source):
+def _semantics(segformer, class_adjustment, segment_source, segformer_size):
     """(segmenter, A (K,), settings) for ``--segformer``, or (None, None, None) without it."""
     if segformer is None:
         if class_adjustment is not None:
             raise ValueError(f"{class_adjustment}: a class adjustment table needs --segformer")
         return None, None, None
     table = Path(class_adjustment) if class_adjustment else ADE20K_ADJUSTMENT_TSV
-    segmenter = load_segmenter(segformer, segment_source)
+    segmenter = load_segmenter(segformer, segment_source, segformer_size)
     adjustment, _ = load_class_adjustment(table)
     if len(adjustment) != len(segmenter.names):
         raise ValueError(f"{table}: {len(adjustment)} classes, but the SegFormer {segformer} predicts "
                          f"{len(segmenter.names)}")
-    settings = {"segformer": str(segformer), "segment": segment_source, "class_adjustment": str(table)}
+    settings = {"segformer": str(segformer), "segment": segment_source, "segformer_size": segformer_size,
+                "class_adjustment": str(table)}
     return segmenter, adjustment, settings
 
 
 def run(gan_dir, mse_dir, out_dir, gt_dir=None, threshold=0.7, min_area=4000, batch_size=4, alpha="error",
-        segformer=None, class_adjustment=None, segment_source=DEFAULT_SEGMENT) -> dict:
+        segformer=None, class_adjustment=None, segment_source=DEFAULT_SEGMENT,
+        segformer_size=DEFAULT_SEGFORMER_SIZE) -> dict:
     """Detects every pair, writes the per-image files, the summaries and the gallery; returns the summary.
 
     ``segformer``: path of a SegFormer for the semantic adjustment (None: semantics-free); ``class_adjustment``:
     path of its A_k table (None: the published ADE20K table); ``segment_source``: 'gan' or 'mse', the image that
-    is segmented. A SegFormer or table that cannot be read raises ValueError naming the file.
+    is segmented; ``segformer_size``: the model's input size (`desra_jax.detection.segment`; None: whole images). A SegFormer or table that cannot be read raises ValueError naming the file.
     """
     gan_dir, mse_dir, out_dir = Path(gan_dir), Path(mse_dir), Path(out_dir)
     gt_dir = Path(gt_dir) if gt_dir else None
-    segmenter, adjustment, semantics = _semantics(segformer, class_adjustment, segment_source)
+    segmenter, adjustment, semantics = _semantics(segformer, class_adjustment, segment_source, segformer_size)
     pairs, problems = pair_files(gan_dir, mse_dir, gt_dir)
     records, gallery_rows, preds, gts = [], {}, {}, {}
     for batch in batches_by_size(pairs, batch_size, alpha, problems, desc="detect"):
@@ -363,7 +367,8 @@ def main(argv):
         raise app.UsageError(f"--batch_size must be at least 1, got {FLAGS.batch_size}")
     try:
         summary = run(FLAGS.gan_dir, FLAGS.mse_dir, FLAGS.out_dir, FLAGS.gt_dir, FLAGS.threshold, FLAGS.min_area,
-                      FLAGS.batch_size, FLAGS.alpha, FLAGS.segformer, FLAGS.class_adjustment, FLAGS.segment)
+                      FLAGS.batch_size, FLAGS.alpha, FLAGS.segformer, FLAGS.class_adjustment, FLAGS.segment,
+                      FLAGS.segformer_size or None)
     except ValueError as error:  # an unreadable SegFormer or adjustment table: nothing can run
         logging.error("%s", error)
         return 1

@@ -20,7 +20,7 @@ import pytest
 
 from desra_jax.data.image_io import read_image, write_image
 from desra_jax.data.masks import read_mask
-from desra_jax.detection import detect_artifacts, load_class_adjustment
+from desra_jax.detection import detect_artifacts, load_class_adjustment, semantic
 from desra_jax.metrics.detection import evaluate_detection
 from tests.conftest import photo_crop
 
@@ -194,14 +194,21 @@ def test_cli_without_any_pair_exits_with_1_and_names_the_folder(tmp_path):
 
 
 # --- the semantic path: experiments.calibrate, then experiments.detect --segformer --class_adjustment -------------
+#
+# The calibrate CLI runs as a user runs it (a subprocess); detection runs through the CLI's `run` in this process,
+# so that its compilations (SegFormer, the pipeline) also serve the direct computation it is checked against (test
+# time), and the detect flags are checked by a subprocess that stops at an unreadable SegFormer.
 
-#: Pairs of one size for the semantic path: 3 pairs with --batch_size=2, so the second batch is padded (the padding
+#: Pairs of one size for the semantic path: 3 pairs with batch size 2, so the second batch is padded (the padding
 #: must not be counted by the calibration).
 SEMANTIC = ("astronaut", "coffee", "sub/no_gt")
 
 
 def tiny_segformer(directory):
-    """A randomly initialised SegFormer with ADE20K's 150 labels, saved as transformers saves a model."""
+    """A randomly initialised SegFormer with ADE20K's 150 labels, saved as transformers saves a model.
+
+    One encoder stage (with sequence reduction): compiling it costs ~2 s of CPU in each process, a fifth of b0's.
+    """
     import torch
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
@@ -209,8 +216,9 @@ def tiny_segformer(directory):
 
     torch.manual_seed(0)
     names = ade20k_class_names()
-    config = SegformerConfig(depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 16, 16], num_attention_heads=[1, 1, 1, 1],
-                             decoder_hidden_size=16, num_labels=len(names), id2label=dict(enumerate(names)),
+    config = SegformerConfig(num_encoder_blocks=1, depths=[1], sr_ratios=[2], hidden_sizes=[8], patch_sizes=[7],
+                             strides=[4], num_attention_heads=[1], mlp_ratios=[2], decoder_hidden_size=8,
+                             num_labels=len(names), id2label=dict(enumerate(names)),
                              label2id={name: i for i, name in enumerate(names)})
     SegformerForSemanticSegmentation(config).eval().save_pretrained(directory)
     return directory
@@ -218,31 +226,30 @@ def tiny_segformer(directory):
 
 @pytest.fixture(scope="module")
 def semantic_run(tmp_path_factory):
-    """Calibrates on the pairs with the calibrate CLI, then detects with that table; returns (root, processes)."""
-    from desra_jax import detection
+    """Calibrates with the calibrate CLI, then detects with that table; returns (root, calibrate process,
+    detection summary). Whole images at their resolution (size 0 / None): the default 512 x 512 is slow on a CPU."""
+    from experiments import detect
 
-    if not hasattr(detection, "segment"):  # TODO(issue 6): remove when the SegFormer helper's segment lands
-        pytest.skip("desra_jax.detection.segment has not landed yet")
     root = tmp_path_factory.mktemp("semantic_cli")
     segformer = tiny_segformer(root / "segformer")
     for name in SEMANTIC:
         gan, mse = gan_like_pair(*GOOD[name])
         write_image(root / "gan" / f"{name}.png", gan)
         write_image(root / "mse" / f"{name}.png", mse)
-    folders = [f"--gan_dir={root / 'gan'}", f"--mse_dir={root / 'mse'}", f"--segformer={segformer}", "--batch_size=2"]
-    calibrate = subprocess.run([sys.executable, "-m", "experiments.calibrate", *folders,
-                                f"--out={root / 'adjustment.json'}"], cwd=REPO, capture_output=True, text=True,
-                               timeout=300)
-    detect = subprocess.run([sys.executable, "-m", "experiments.detect", *folders, f"--out_dir={root / 'out'}",
-                             f"--class_adjustment={root / 'adjustment.json'}", f"--min_area={MIN_AREA}"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
-    return root, calibrate, detect
+    calibrate = subprocess.run([sys.executable, "-m", "experiments.calibrate", f"--gan_dir={root / 'gan'}",
+                                f"--mse_dir={root / 'mse'}", f"--segformer={segformer}", "--batch_size=2",
+                                "--segformer_size=0", f"--out={root / 'adjustment.json'}"],
+                               cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert calibrate.returncode == 0, calibrate.stderr
+    summary = detect.run(root / "gan", root / "mse", root / "out", min_area=MIN_AREA, batch_size=2,
+                         segformer=segformer, class_adjustment=root / "adjustment.json", segformer_size=None)
+    return root, calibrate, summary
 
 
 @pytest.fixture(scope="module")
 def direct(semantic_run):
-    """What the CLIs should compute, computed here with the library: (labels, D) of the pairs in name order,
-    batched as the CLIs batch them (pairs of 2, the last batch padded)."""
+    """What the CLIs should compute, computed here with the library: (gans, mses, labels, D) of the pairs in name
+    order, batched as the CLIs batch them (pairs of 2, the last batch padded)."""
     from desra_jax.convert import load_segformer
     from desra_jax.detection import indicator_d, segment
 
@@ -255,17 +262,17 @@ def direct(semantic_run):
         gan, mse = gans[start : start + 2], mses[start : start + 2]
         pad = 2 - len(gan)
         gan_batch, mse_batch = np.stack(gan + gan[-1:] * pad), np.stack(mse + mse[-1:] * pad)
-        labels += list(np.asarray(segment(gan_batch, model, params))[: len(gan)])
+        labels += list(np.asarray(segment(gan_batch, model, params, size=None))[: len(gan)])
         ds += list(np.asarray(indicator_d(gan_batch, mse_batch))[: len(gan)])
     return gans, mses, np.stack(labels), np.stack(ds)
 
 
 @pytest.mark.slow
 def test_calibrate_cli_writes_the_calibration_of_the_segmented_pairs(semantic_run, direct):
-    from desra_jax.detection import calibrate_class_adjustment, semantic
+    from desra_jax.detection import calibrate_class_adjustment
 
     root, calibrate, _ = semantic_run
-    assert calibrate.returncode == 0, calibrate.stderr
+    assert re.search(r"calibrated on 3 of 3 pairs .* table: .*adjustment\.json", calibrate.stderr)
     _, _, labels, ds = direct
     expected = calibrate_class_adjustment([(ds, labels)], semantic.ade20k_class_names())
     table = json.loads((root / "adjustment.json").read_text())
@@ -284,21 +291,28 @@ def test_calibrate_cli_writes_the_calibration_of_the_segmented_pairs(semantic_ru
 def test_detect_cli_with_segformer_matches_the_library(semantic_run, direct):
     from experiments import report
 
-    root, _, detect = semantic_run
-    assert detect.returncode == 0, detect.stderr
+    root, _, returned = semantic_run
     gans, mses, labels, _ = direct
     adjustment, names = load_class_adjustment(root / "adjustment.json")
-    mask, _ = detect_artifacts(np.stack(gans), np.stack(mses), labels=labels, class_adjustment=adjustment,
-                               min_area=MIN_AREA)
+    masks = []
+    for start in (0, 2):  # batched as the CLI batches, so the compilation is shared
+        gan, mse, label = gans[start : start + 2], mses[start : start + 2], labels[start : start + 2]
+        pad = 2 - len(gan)
+        mask, _ = detect_artifacts(np.stack(gan + gan[-1:] * pad), np.stack(mse + mse[-1:] * pad),
+                                   labels=np.concatenate([label, label[-1:]] if pad else [label]),
+                                   class_adjustment=adjustment, threshold=0.7, min_area=MIN_AREA)
+        masks += list(np.asarray(mask)[: len(gan)])
     out = root / "out"
     summary = json.loads((out / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(returned))
     assert summary["settings"]["semantics"] == {"segformer": str(root / "segformer"), "segment": "gan",
+                                                "segformer_size": None,
                                                 "class_adjustment": str(root / "adjustment.json")}
     records = {record["name"]: record for record in summary["images"]}
     page = (out / "index.html").read_text()
     for i, name in enumerate(SEMANTIC):
         written = read_mask(out / "masks" / f"{name}.png", shape=gans[i].shape[:2])
-        np.testing.assert_array_equal(written, np.asarray(mask[i]), err_msg=name)
+        np.testing.assert_array_equal(written, masks[i], err_msg=name)
         present = {names[k]: (labels[i] == k).mean() for k in np.unique(labels[i])}
         assert records[name]["classes"] == pytest.approx(present, abs=1e-6)
         colours = report.colorize_labels(labels[i], len(names))
@@ -307,6 +321,16 @@ def test_detect_cli_with_segformer_matches_the_library(semantic_run, direct):
         largest = max(present, key=present.get)
         assert f"{largest} {present[largest]:.1%}" in page  # the legend names the classes
     assert page.count("<img ") == 5 * len(SEMANTIC) and "segmentation (classes)" in page
+
+
+@pytest.mark.slow
+def test_detect_cli_semantic_flags_and_an_unreadable_segformer(tmp_path):
+    command = [sys.executable, "-m", "experiments.detect", f"--gan_dir={tmp_path}", f"--mse_dir={tmp_path}",
+               f"--out_dir={tmp_path / 'out'}", f"--segformer={tmp_path / 'no_model'}", "--segment=mse",
+               "--segformer_size=640", f"--class_adjustment={semantic.ADE20K_ADJUSTMENT_AUTHORS_TXT}"]
+    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 1 and "Traceback" not in completed.stderr
+    assert re.search(r"no_model: no such SegFormer checkpoint", completed.stderr), completed.stderr
 
 
 def test_class_adjustment_without_segformer_is_an_error_naming_the_file(tmp_path):
