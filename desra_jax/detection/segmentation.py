@@ -75,11 +75,17 @@ def _segment_logits(params, images: jax.Array, model: Segformer, size: int | Non
     window_h, window_w = min(size, h), min(size, w)
     corners = [(top, left) for top in window_starts(h, window_h, stride) for left in window_starts(w, window_w, stride)]
     windows = jnp.concatenate([pixels[:, top:top + window_h, left:left + window_w] for top, left in corners])
+    # Whole batches of windows through one compiled forward pass; the padding windows are dropped after.
+    num_windows = windows.shape[0]
+    batches = -(-num_windows // batch_size)
+    windows = jnp.pad(windows, ((0, batches * batch_size - num_windows), (0, 0), (0, 0), (0, 0)))
+    windows = windows.reshape(batches, batch_size, *windows.shape[1:])
 
-    def window_logits(window: jax.Array) -> jax.Array:
-        return resize_bilinear(model.apply({"params": params}, window[None]), (window_h, window_w))[0]
+    def window_logits(batch: jax.Array) -> jax.Array:
+        return resize_bilinear(model.apply({"params": params}, batch), (window_h, window_w))
 
-    logits = jax.lax.map(window_logits, windows, batch_size=batch_size)
+    logits = jax.lax.map(window_logits, windows)
+    logits = logits.reshape(-1, *logits.shape[2:])[:num_windows]
     total = jnp.zeros((n, h, w, logits.shape[-1]), jnp.float32)
     count = np.zeros((h, w, 1), np.float32)
     for index, (top, left) in enumerate(corners):

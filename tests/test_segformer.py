@@ -1,0 +1,261 @@
+"""SegFormer in Flax against transformers' SegformerForSemanticSegmentation (random weights, tiny widths), its
+converters (Hugging Face directories, NVlabs/SegFormer state_dicts) and `segment` against transformers'
+post-processing and mmseg's slide inference written here in torch."""
+
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+import torch.nn.functional as F  # noqa: E402
+from safetensors.numpy import load_file, save_file  # noqa: E402
+
+from desra_jax.convert import ConversionError, load_segformer, segformer_from_state_dict  # noqa: E402
+from desra_jax.detection import segment  # noqa: E402
+from desra_jax.detection.segmentation import normalize, segment_logits, window_starts  # noqa: E402
+from desra_jax.models.segformer import resize_bilinear  # noqa: E402
+from tests.conftest import photo_crop  # noqa: E402
+
+#: MiT-b0's layout (depths, sr_ratios, heads, patch sizes) at an eighth of its widths, 150 ADE20K labels.
+B0_TINY = dict(hidden_sizes=[4, 8, 20, 32], num_attention_heads=[1, 2, 5, 8], decoder_hidden_size=16,
+               num_labels=150)
+#: Every per-stage setting away from the defaults; 7 labels.
+ODD_TINY = dict(depths=[1, 2, 1, 1], hidden_sizes=[6, 12, 18, 24], num_attention_heads=[2, 3, 3, 4],
+                sr_ratios=[4, 2, 2, 1], patch_sizes=[5, 3, 3, 3], mlp_ratios=[2, 3, 4, 2], decoder_hidden_size=12,
+                num_labels=7)
+
+
+def reference_model(config: dict, seed: int):
+    """transformers' model with weights drawn at O(1) activations (its own init, std 0.02, makes logits ~bias)."""
+    torch.manual_seed(seed)
+    model = transformers.SegformerForSemanticSegmentation(transformers.SegformerConfig(**config)).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim > 1:
+                param.copy_(torch.randn(param.shape, generator=generator) / param[0].numel() ** 0.5)
+            else:
+                is_scale = "norm" in name and name.endswith("weight")
+                param.copy_(float(is_scale) + 0.2 * torch.randn(param.shape, generator=generator))
+        norm = model.decode_head.batch_norm
+        norm.running_mean.copy_(0.3 * torch.randn(norm.running_mean.shape, generator=generator))
+        norm.running_var.copy_(0.5 + torch.rand(norm.running_var.shape, generator=generator))
+    return model
+
+
+def torch_logits(model, pixels: np.ndarray) -> np.ndarray:
+    """transformers' logits, NHWC, of normalised NHWC pixels."""
+    with torch.inference_mode():
+        return model(torch.from_numpy(np.asarray(pixels)).permute(0, 3, 1, 2)).logits.permute(0, 2, 3, 1).numpy()
+
+
+@pytest.fixture(scope="module", params=[("b0", B0_TINY), ("odd", ODD_TINY)], ids=lambda p: p[0])
+def converted(request, tmp_path_factory):
+    """(transformers model, its save_pretrained directory, (Segformer, params, id2label) loaded from it)."""
+    name, config = request.param
+    reference = reference_model(config, seed=len(name))
+    directory = tmp_path_factory.mktemp(f"segformer_{name}")
+    reference.save_pretrained(directory)
+    return reference, directory, load_segformer(directory)
+
+
+#: Photographs per input size: (name, top, left).
+PARITY_PHOTOS = {(512, 512): ("astronaut", 0, 0), (320, 448): ("hubble_deep_field", 200, 300)}
+
+
+@pytest.mark.parametrize("size", list(PARITY_PHOTOS))
+def test_logits_match_transformers(converted, size):
+    reference, _, (model, params, _) = converted
+    if model.num_labels != 150 and size == (512, 512):
+        pytest.skip("the non-default layout is checked at the non-square size only (the suite's time budget)")
+    name, top, left = PARITY_PHOTOS[size]
+    pixels = np.asarray(normalize(photo_crop(name, size, top, left)))
+    expected = torch_logits(reference, pixels)
+    # Unoptimised XLA code compiles in half the time (the test suite's budget) and computes the same function.
+    forward = jax.jit(model.apply, compiler_options={"xla_backend_optimization_level": 0})
+    got = np.asarray(forward({"params": params}, pixels))
+    assert got.shape == expected.shape == (1, size[0] // 4, size[1] // 4, model.num_labels)
+    assert np.abs(expected).max() > 1.0  # the weights reach the logits
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+def test_config_and_labels_from_directory(converted):
+    reference, _, (model, _, id2label) = converted
+    config = reference.config
+    assert model.depths == tuple(config.depths) and model.num_attention_heads == tuple(config.num_attention_heads)
+    assert model.sr_ratios == tuple(config.sr_ratios) and model.mlp_ratios == tuple(config.mlp_ratios)
+    assert id2label == {int(k): v for k, v in config.id2label.items()}
+
+
+def test_pytorch_model_bin_gives_the_same_params(converted, tmp_path):
+    _, directory, (model, params, _) = converted
+    shutil.copy(directory / "config.json", tmp_path / "config.json")
+    state = {k: torch.from_numpy(v) for k, v in load_file(directory / "model.safetensors").items()}
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    bin_model, bin_params, _ = load_segformer(tmp_path)
+    assert bin_model == model
+    jax.tree.map(np.testing.assert_array_equal, bin_params, params)
+
+
+#: transformers' published NVlabs -> Hugging Face renaming (convert_segformer_original_to_pytorch.py), backwards.
+HF_TO_ORIGINAL = [
+    ("segformer.encoder.", "backbone."), ("attention.self.query", "attn.q"), ("attention.output.dense", "attn.proj"),
+    ("attention.self.layer_norm", "attn.norm"), ("attention.self.sr", "attn.sr"), ("attention.self.kv", "attn.kv"),
+    ("mlp.dense1", "mlp.fc1"), ("mlp.dense2", "mlp.fc2"), ("layer_norm_1", "norm1"), ("layer_norm_2", "norm2"),
+    ("decode_head.linear_fuse.", "decode_head.linear_fuse.conv."),
+    ("decode_head.batch_norm.", "decode_head.linear_fuse.bn."), ("decode_head.classifier.", "decode_head.linear_pred."),
+] + [
+    pair for stage in range(4) for pair in [
+        (f"backbone.patch_embeddings.{stage}.layer_norm.", f"backbone.patch_embed{stage + 1}.norm."),
+        (f"backbone.patch_embeddings.{stage}.", f"backbone.patch_embed{stage + 1}."),
+        (f"backbone.block.{stage}.", f"backbone.block{stage + 1}."),
+        (f"backbone.layer_norm.{stage}.", f"backbone.norm{stage + 1}."),
+        (f"decode_head.linear_c.{stage}.", f"decode_head.linear_c{stage + 1}."),
+    ]
+]
+
+
+def original_segformer_keys(hf_state: dict) -> dict:
+    """A transformers state_dict in the NVlabs/SegFormer layout: key and value stacked into ``attn.kv``, and the
+    unused ``conv_seg`` classifier that mmseg's BaseDecodeHead always holds."""
+    state = {}
+    for key, value in hf_state.items():
+        if ".attention.self.value." in key:
+            continue
+        if ".attention.self.key." in key:
+            value = np.concatenate([value, hf_state[key.replace(".key.", ".value.")]])
+            key = key.replace(".attention.self.key.", ".attention.self.kv.")
+        for hf, original in HF_TO_ORIGINAL:
+            key = key.replace(hf, original)
+        state[key] = value
+    state["decode_head.conv_seg.weight"] = np.zeros_like(hf_state["decode_head.classifier.weight"])
+    state["decode_head.conv_seg.bias"] = np.zeros_like(hf_state["decode_head.classifier.bias"])
+    return state
+
+
+def test_original_segformer_state_dict_gives_the_same_model(converted, tmp_path):
+    reference, directory, (model, params, _) = converted
+    hf_state = load_file(directory / "model.safetensors")
+    original = original_segformer_keys(hf_state)
+    assert "backbone.block1.0.attn.kv.weight" in original and "backbone.norm4.weight" in original
+    path = tmp_path / "segformer.pth"
+    torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in original.items()}, "meta": {}}, path)
+    # Heads cannot be read from shapes: the b0 layout has MiT's default heads, the odd one passes them.
+    heads = {"num_attention_heads": reference.config.num_attention_heads}
+    loaded, loaded_params, id2label = load_segformer(path, config=None if model.num_labels == 150 else heads)
+    assert loaded == model
+    jax.tree.map(np.testing.assert_array_equal, loaded_params, params)
+    if model.num_labels == 150:
+        assert id2label[0] == "wall" and id2label[2] == "sky" and len(id2label) == 150
+    else:
+        assert id2label == {i: f"LABEL_{i}" for i in range(7)}
+
+
+def test_bad_checkpoints_name_the_file_and_key(converted, tmp_path):
+    _, directory, _ = converted
+    weights = load_file(directory / "model.safetensors")
+    (tmp_path / "no_config").mkdir()
+    shutil.copy(directory / "model.safetensors", tmp_path / "no_config" / "model.safetensors")
+    with pytest.raises(FileNotFoundError, match=r"no_config/config\.json"):
+        load_segformer(tmp_path / "no_config")
+
+    (tmp_path / "renamed").mkdir()
+    shutil.copy(directory / "config.json", tmp_path / "renamed" / "config.json")
+    weights["decode_head.classifier.kernel"] = weights.pop("decode_head.classifier.weight")
+    save_file(weights, tmp_path / "renamed" / "model.safetensors")
+    with pytest.raises(ConversionError, match=r"renamed/model\.safetensors: missing key 'decode_head\.classifier\.weight'"):
+        load_segformer(tmp_path / "renamed")
+
+    config = json.loads((directory / "config.json").read_text())
+    depth = config["depths"][0]
+    (tmp_path / "deeper").mkdir()
+    (tmp_path / "deeper" / "config.json").write_text(json.dumps({**config, "depths": [depth + 1, *config["depths"][1:]]}))
+    shutil.copy(directory / "model.safetensors", tmp_path / "deeper" / "model.safetensors")
+    with pytest.raises(ConversionError, match=rf"missing key 'segformer\.encoder\.block\.0\.{depth}\.attention\.self\.query\.weight'"):
+        load_segformer(tmp_path / "deeper")
+
+    with pytest.raises(ConversionError, match="open-mmlab 1.x"):
+        segformer_from_state_dict({"backbone.layers.0.0.projection.weight": np.zeros((4, 3, 7, 7))}, source="mmseg.pth")
+
+
+def test_resize_bilinear_upsamples_as_torch():
+    image = photo_crop("coffee", (13, 20), 80, 120)
+    expected = F.interpolate(torch.from_numpy(image).permute(0, 3, 1, 2), size=(40, 47), mode="bilinear",
+                             align_corners=False).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(np.asarray(resize_bilinear(image, (40, 47))), expected, rtol=0, atol=1e-6)
+
+
+def test_window_starts_follow_mmseg():
+    assert window_starts(512, 512, 341) == (0,)
+    assert window_starts(600, 512, 341) == (0, 88)
+    assert window_starts(1100, 512, 341) == (0, 341, 588)
+
+
+@pytest.fixture(scope="module")
+def odd_model(tmp_path_factory):
+    reference = reference_model(ODD_TINY, seed=3)
+    directory = tmp_path_factory.mktemp("segformer_segment")
+    reference.save_pretrained(directory)
+    return reference, load_segformer(directory)
+
+
+def labels_agree(got: np.ndarray, logits: np.ndarray) -> None:
+    """got == argmax(logits) wherever the reference's best two classes are more than 1e-4 apart."""
+    top2 = np.sort(logits, axis=-1)[..., -2:]
+    decided = top2[..., 1] - top2[..., 0] > 1e-4
+    assert decided.mean() > 0.99
+    np.testing.assert_array_equal(got[decided], logits.argmax(-1)[decided])
+
+
+def test_segment_resizes_a_small_image_as_transformers_does(odd_model):
+    """An image smaller than the model size: resized up to it, labels as transformers' post-processing gives."""
+    reference, (model, params, _) = odd_model
+    image = photo_crop("chelsea", (40, 56), 100, 150)
+    processor = transformers.SegformerImageProcessorPil(do_resize=False, do_rescale=False)
+    inputs = processor(images=list(image.transpose(0, 3, 1, 2)), input_data_format="channels_first",
+                       return_tensors="pt")
+    with torch.inference_mode():
+        resized = F.interpolate(inputs["pixel_values"], size=(64, 64), mode="bilinear", align_corners=False)
+        outputs = reference(pixel_values=resized)
+        logits = F.interpolate(outputs.logits, size=(40, 56), mode="bilinear", align_corners=False)
+        expected = processor.post_process_semantic_segmentation(outputs, target_sizes=[(40, 56)])[0].numpy()
+    logits = logits.permute(0, 2, 3, 1).numpy()
+    got_logits = np.asarray(segment_logits(image, model, params, size=64))
+    np.testing.assert_allclose(got_logits, logits, rtol=0, atol=1e-4)
+    got = np.asarray(segment(image, model, params, size=64))
+    assert got.shape == (1, 40, 56) and got.dtype == np.int32 and len(np.unique(expected)) > 1
+    labels_agree(got[0], logits[0])
+    assert (got[0] == expected).mean() > 0.999
+
+
+def mmseg_slide_logits(reference, image: np.ndarray, crop: int, stride: int) -> np.ndarray:
+    """mmseg's EncoderDecoder.slide_inference (logits upsampled per window, summed, divided by the count)."""
+    pixels = torch.from_numpy(np.asarray(normalize(image))).permute(0, 3, 1, 2)
+    _, _, h_img, w_img = pixels.shape
+    h_grids = max(h_img - crop + stride - 1, 0) // stride + 1
+    w_grids = max(w_img - crop + stride - 1, 0) // stride + 1
+    preds = torch.zeros((1, reference.config.num_labels, h_img, w_img))
+    count = torch.zeros((1, 1, h_img, w_img))
+    for h_idx in range(h_grids):
+        for w_idx in range(w_grids):
+            y2, x2 = min(h_idx * stride + crop, h_img), min(w_idx * stride + crop, w_img)
+            y1, x1 = max(y2 - crop, 0), max(x2 - crop, 0)
+            with torch.inference_mode():
+                logits = reference(pixels[:, :, y1:y2, x1:x2]).logits
+            preds[:, :, y1:y2, x1:x2] += F.interpolate(logits, size=(y2 - y1, x2 - x1), mode="bilinear",
+                                                       align_corners=False)
+            count[:, :, y1:y2, x1:x2] += 1
+    return (preds / count).permute(0, 2, 3, 1).numpy()
+
+
+def test_segment_slides_windows_over_a_large_image_as_mmseg(odd_model):
+    reference, (model, params, _) = odd_model
+    image = photo_crop("astronaut", (64, 112), 40, 160)
+    expected = mmseg_slide_logits(reference, image, crop=64, stride=42)  # 3 windows: left, middle, right
+    got = np.asarray(segment_logits(image, model, params, size=64, stride=42, batch_size=2))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    labels_agree(np.asarray(segment(image, model, params, size=64, stride=42, batch_size=2))[0], expected[0])
