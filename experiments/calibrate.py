@@ -27,6 +27,7 @@ from desra_jax.detection import calibrate_class_adjustment, indicator_d, save_cl
 from desra_jax.detection.calibration import DEFAULT_NUM_BINS, DEFAULT_PERCENTILE
 from experiments.detect import (
     DEFAULT_SEGFORMER_SIZE,
+    DEFAULT_SEGMENT,
     Segmenter,
     batches_by_size,
     define_pair_flags,
@@ -55,17 +56,17 @@ def _define_calibrate_flags() -> None:
 _indicator = jax.jit(indicator_d)
 
 
-def d_and_label_batches(batches, segmenter: Segmenter, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(D (B, H, W), labels (B, H, W)) for each batch of loaded pairs; a short batch is padded to ``batch_size``
+def d_and_label_batches(batches, segmenter: Segmenter, batch_size: int) -> Iterator[tuple[jax.Array, np.ndarray]]:
+    """(D (B, H, W) float32, labels (B, H, W) int32) for each batch of loaded pairs; a short batch is padded to ``batch_size``
     (one compilation per image size) and its padding rows are labelled outside every class."""
     for batch in batches:
         gans, mses = stack_padded([b[1] for b in batch], batch_size), stack_padded([b[2] for b in batch], batch_size)
         labels = np.array(segmenter(gans, mses))  # a writable copy
         labels[len(batch):] = _NOT_A_CLASS
-        yield np.asarray(_indicator(gans, mses)), labels
+        yield _indicator(gans, mses), labels  # D stays on the device for the histograms
 
 
-def run(gan_dir, mse_dir, segformer, out, segment_source="gan", batch_size=4, alpha="error",
+def run(gan_dir, mse_dir, segformer, out, segment_source=DEFAULT_SEGMENT, batch_size=4, alpha="error",
         num_bins=DEFAULT_NUM_BINS, percentile=DEFAULT_PERCENTILE, segformer_size=DEFAULT_SEGFORMER_SIZE) -> dict:
     """Calibrates on every readable pair and writes the table to ``out`` (when at least one pair was used).
 

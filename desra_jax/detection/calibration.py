@@ -125,11 +125,11 @@ def calibrate_class_adjustment(batches: Iterable[tuple], names: Sequence[str] | 
     total = np.zeros(device.shape, np.int64)
     pending = 0  # pixels in `device` since the last flush: an upper bound on any of its counts
     for d, labels in batches:
-        if pending + np.size(d) > _DEVICE_COUNT_LIMIT:
+        if pending + jnp.size(d) > _DEVICE_COUNT_LIMIT:
             total += np.asarray(device)
             device, pending = init_histograms(len(names), num_bins), 0
         device = accumulate(device, jnp.asarray(d), jnp.asarray(labels))
-        pending += np.size(d)
+        pending += jnp.size(d)
     return class_adjustment_from_histograms(total + np.asarray(device), names, percentile)
 
 
