@@ -2,7 +2,9 @@
 
 Flags: `--config` (an ml_collections config file; `:variant` after the path, `--config.a.b=value` overrides
 any key) and `--workdir` (default ./runs/<config name>[_<variant>]). Rerunning the same command resumes.
-Launched as one process per host on a pod, pass `--distributed` to call jax.distributed.initialize().
+Launched as one process per host on a pod, pass `--distributed` to call jax.distributed.initialize(): on TPU pods
+and SLURM/MPI clusters it finds the coordinator itself; elsewhere give `--coordinator_address`, `--num_processes`
+and `--process_id` (on CPU hosts also set JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo).
 """
 
 import os
@@ -14,6 +16,9 @@ from ml_collections import config_flags
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:variant]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, logs, samples and the final model go.")
 flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() before anything else.")
+flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0 (else auto-detected).")
+flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes (else auto-detected).")
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's index (else auto-detected).")
 flags.mark_flag_as_required("config")
 FLAGS = flags.FLAGS
 
@@ -29,7 +34,7 @@ def main(argv):
     import jax
 
     if FLAGS.distributed:
-        jax.distributed.initialize()
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     from experiments import train
 
     logging.set_verbosity(logging.INFO)

@@ -191,3 +191,42 @@ def test_an_unknown_variant_and_bad_data_folders_are_named(tmp_path):
     cv2.imwrite(str(small / "tiny.png"), np.full((32, 40, 3), 128, np.uint8))
     result = run_main("--config=configs/mse.py:tiny", f"--workdir={tmp_path / 'b'}", f"--config.data.train_dir={small}")
     assert result.returncode == 1 and "tiny.png" in result.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_process_with_as_many_devices(tmp_path):
+    """Multi-host through jax.distributed on localhost: 2 processes x 2 CPU devices against 1 process x 4 devices.
+    Each process feeds its half of the global batch; both must log the single-process losses, and process 0 alone
+    writes the final model, equal to the single-process one."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    overrides = ["--config.train.num_steps=3", "--config.train.log_every=1", "--config.train.eval_every=3"]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
+           "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
+    workers = [
+        subprocess.Popen(
+            main_command("--config=configs/mse.py:tiny", f"--workdir={tmp_path / 'two'}", *overrides, "--distributed",
+                         f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"),
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(2)
+    ]
+    single = run_main("--config=configs/mse.py:tiny", f"--workdir={tmp_path / 'one'}", *overrides,
+                      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"})
+    assert single.returncode == 0, single.stderr[-3000:]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for worker, (_, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+
+    two, one = (read_jsonl(tmp_path / name / "metrics.jsonl") for name in ("two", "one"))
+    assert [r["step"] for r in two] == [r["step"] for r in one]
+    for a, b in zip(one, two):
+        for name in a:
+            if name.startswith(("l_", "val/")):
+                assert b[name] == pytest.approx(a[name], rel=1e-5), (a["step"], name)
+    one_params, two_params = flat_params(tmp_path / "one" / "model"), flat_params(tmp_path / "two" / "model")
+    for name in one_params:
+        np.testing.assert_allclose(two_params[name], one_params[name], rtol=0, atol=1e-6, err_msg=name)

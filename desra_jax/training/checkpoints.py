@@ -84,6 +84,11 @@ def module_config(module: nn.Module) -> dict[str, Any]:
     return {"architecture": name, "config": fields}
 
 
+def _this_process_only() -> ocp.options.MultiprocessingOptions:
+    """Orbax options for a checkpointer used by this process alone (no barrier with the other hosts)."""
+    return ocp.options.MultiprocessingOptions(primary_host=jax.process_index(), active_processes={jax.process_index()})
+
+
 def save_model(
     directory: str | os.PathLike,
     module: nn.Module,
@@ -97,6 +102,9 @@ def save_model(
     ``extra_variables`` holds other collections, e.g. ``{"batch_stats": ...}``. The module's class must be
     in :data:`ARCHITECTURES` so that :func:`load_model` can rebuild it. An existing ``directory`` is replaced
     only with ``overwrite=True``. Returns the absolute path written.
+
+    The variables are fetched to host memory and written by the calling process alone, so on a multi-host run
+    one process (process 0) calls it with replicated arrays while the others go on.
     """
     directory = os.path.abspath(os.fspath(directory))
     config = module_config(module)
@@ -115,8 +123,8 @@ def save_model(
     try:
         with open(os.path.join(staging, CONFIG_FILE), "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2)
-        variables = {"params": params, **extra_variables}
-        with ocp.StandardCheckpointer() as checkpointer:
+        variables = jax.device_get({"params": params, **extra_variables})
+        with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as checkpointer:
             checkpointer.save(os.path.join(staging, VARIABLES_DIR), variables)
             checkpointer.wait_until_finished()
         _move_into_place(staging, directory)
@@ -162,7 +170,7 @@ def load_model(directory: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
         module = cls(**{k: _field_from_json(v) for k, v in saved["config"].items()})
     except TypeError as error:
         raise ValueError(f"{config_path}: config does not fit {saved['architecture']} ({error})") from None
-    with ocp.StandardCheckpointer() as checkpointer:
+    with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as checkpointer:
         variables = checkpointer.restore(os.path.join(directory, VARIABLES_DIR))
     return module, jax.tree.map(jnp.asarray, variables)  # leaves saved from numpy come back as numpy
 
