@@ -268,10 +268,14 @@ def _semantics(segformer, class_adjustment, segment_source, segformer_size):
         return None, None, None
     table = Path(class_adjustment) if class_adjustment else ADE20K_ADJUSTMENT_TSV
     segmenter = load_segmenter(segformer, segment_source, segformer_size)
-    adjustment, _ = load_class_adjustment(table)
+    adjustment, table_names = load_class_adjustment(table)
     if len(adjustment) != len(segmenter.names):
         raise ValueError(f"{table}: {len(adjustment)} classes, but the SegFormer {segformer} predicts "
                          f"{len(segmenter.names)}")
+    differing = [(k, a, b) for k, (a, b) in enumerate(zip(table_names, segmenter.names)) if a != b]
+    if differing:  # the table is applied by index; different names suggest it was made for another label set
+        logging.warning("%s: %d class name(s) differ from the SegFormer's labels, e.g. %d: %r vs %r", table,
+                        len(differing), *differing[0])
     settings = {"segformer": str(segformer), "segment": segment_source, "segformer_size": segformer_size,
                 "class_adjustment": str(table)}
     return segmenter, adjustment, settings

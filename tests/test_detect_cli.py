@@ -352,3 +352,19 @@ def test_label_colours_and_legend():
     np.testing.assert_array_equal(colours[1, 2], [0, 0, 0])  # outside the classes: black
     assert legend[0]["colour"] == "#{:02x}{:02x}{:02x}".format(*np.round(palette[2] * 255).astype(int))
     assert len({tuple(c) for c in np.round(report.label_palette(150) * 255).astype(int)}) == 150
+
+
+@pytest.mark.slow
+def test_a_table_with_other_class_names_is_applied_by_index_with_a_warning(semantic_run, tmp_path, caplog):
+    from experiments import detect
+
+    root = semantic_run[0]
+    table = json.loads((root / "adjustment.json").read_text())
+    table["classes"][2]["name"] = "heaven"
+    (tmp_path / "renamed.json").write_text(json.dumps(table))
+    detect.run(root / "gan", root / "mse", tmp_path / "out", min_area=MIN_AREA, batch_size=2,
+               segformer=root / "segformer", class_adjustment=tmp_path / "renamed.json", segformer_size=None)
+    assert re.search(r"renamed\.json: 1 class name\(s\) differ .* 2: 'heaven' vs 'sky'", caplog.text)
+    for name in SEMANTIC:
+        np.testing.assert_array_equal(read_mask(tmp_path / "out" / "masks" / f"{name}.png", shape=(64, 80)),
+                                      read_mask(root / "out" / "masks" / f"{name}.png", shape=(64, 80)))
