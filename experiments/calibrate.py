@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import jax
-import numpy as np
 from absl import app, flags, logging
 
 from desra_jax.detection import calibrate_class_adjustment, indicator_d, save_class_adjustment
@@ -56,14 +55,13 @@ def _define_calibrate_flags() -> None:
 _indicator = jax.jit(indicator_d)
 
 
-def d_and_label_batches(batches, segmenter: Segmenter, batch_size: int) -> Iterator[tuple[jax.Array, np.ndarray]]:
+def d_and_label_batches(batches, segmenter: Segmenter, batch_size: int) -> Iterator[tuple[jax.Array, jax.Array]]:
     """(D (B, H, W) float32, labels (B, H, W) int32) for each batch of loaded pairs; a short batch is padded to ``batch_size``
     (one compilation per image size) and its padding rows are labelled outside every class."""
     for batch in batches:
         gans, mses = stack_padded([b[1] for b in batch], batch_size), stack_padded([b[2] for b in batch], batch_size)
-        labels = np.array(segmenter(gans, mses))  # a writable copy
-        labels[len(batch):] = _NOT_A_CLASS
-        yield _indicator(gans, mses), labels  # D stays on the device for the histograms
+        labels = segmenter(gans, mses).at[len(batch):].set(_NOT_A_CLASS)
+        yield _indicator(gans, mses), labels  # both stay on the device for the histograms
 
 
 def run(gan_dir, mse_dir, segformer, out, segment_source=DEFAULT_SEGMENT, batch_size=4, alpha="error",

@@ -41,6 +41,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 from absl import app, flags, logging
 from tqdm import tqdm
@@ -182,10 +183,10 @@ class Segmenter:
     source: str = DEFAULT_SEGMENT
     size: int | None = DEFAULT_SEGFORMER_SIZE
 
-    def __call__(self, gans: np.ndarray, mses: np.ndarray) -> np.ndarray:
-        """(N, H, W) int32 class labels of the ``source`` images, (N, H, W, 3) each, batched and jitted."""
+    def __call__(self, gans: np.ndarray, mses: np.ndarray) -> jax.Array:
+        """(N, H, W) int32 class labels (on the device) of the ``source`` images, (N, H, W, 3) each."""
         images = gans if self.source == "gan" else mses
-        return np.asarray(segment(images, self.model, self.params, size=self.size))
+        return segment(images, self.model, self.params, size=self.size)
 
 
 def load_segmenter(path: str | Path, source: str = DEFAULT_SEGMENT, size: int | None = DEFAULT_SEGFORMER_SIZE
@@ -228,7 +229,7 @@ def detect_batch(gans: list[np.ndarray], mses: list[np.ndarray], batch_size: int
         return np.asarray(mask)[:count], np.asarray(d)[:count], None
     labels = segmenter(gan_batch, mse_batch)
     mask, d = detector(gan_batch, mse_batch, labels=labels, class_adjustment=class_adjustment)
-    return np.asarray(mask)[:count], np.asarray(d)[:count], labels[:count]
+    return np.asarray(mask)[:count], np.asarray(d)[:count], np.asarray(labels)[:count]
 
 
 def write_outputs(out_dir: Path, name: str, gan: np.ndarray, mse: np.ndarray, mask: np.ndarray, d: np.ndarray,
