@@ -50,32 +50,30 @@ def reference_model(config: dict, seed: int):
 def torch_logits(model, pixels: np.ndarray) -> np.ndarray:
     """transformers' logits, NHWC, of normalised NHWC pixels."""
     with torch.inference_mode():
-        return model(torch.from_numpy(np.asarray(pixels)).permute(0, 3, 1, 2)).logits.permute(0, 2, 3, 1).numpy()
+        return model(torch.from_numpy(np.array(pixels)).permute(0, 3, 1, 2)).logits.permute(0, 2, 3, 1).numpy()
 
 
 @pytest.fixture(scope="module", params=[("b0", B0_TINY), ("odd", ODD_TINY)], ids=lambda p: p[0])
 def converted(request, tmp_path_factory):
-    """(transformers model, its save_pretrained directory, (Segformer, params, id2label) loaded from it)."""
+    """(layout name, transformers model, its save_pretrained directory, (Segformer, params, id2label) from it)."""
     name, config = request.param
     reference = reference_model(config, seed=len(name))
     directory = tmp_path_factory.mktemp(f"segformer_{name}")
     reference.save_pretrained(directory)
-    return reference, directory, load_segformer(directory)
+    return name, reference, directory, load_segformer(directory)
 
 
-#: Photographs per input size: (name, top, left).
-PARITY_PHOTOS = {(512, 512): ("astronaut", 0, 0), (320, 448): ("hubble_deep_field", 200, 300)}
+#: Per layout, the photograph (name, top, left) and size of the parity check: each compile costs seconds of the
+#: suite's time budget, so one square and one non-square size, one per layout.
+PARITY_INPUTS = {"b0": ("astronaut", 0, 0, (512, 512)), "odd": ("hubble_deep_field", 200, 300, (320, 448))}
 
 
-@pytest.mark.parametrize("size", list(PARITY_PHOTOS))
-def test_logits_match_transformers(converted, size):
-    reference, _, (model, params, _) = converted
-    if model.num_labels != 150 and size == (512, 512):
-        pytest.skip("the non-default layout is checked at the non-square size only (the suite's time budget)")
-    name, top, left = PARITY_PHOTOS[size]
-    pixels = np.asarray(normalize(photo_crop(name, size, top, left)))
+def test_logits_match_transformers(converted):
+    name, reference, _, (model, params, _) = converted
+    photo, top, left, size = PARITY_INPUTS[name]
+    pixels = np.asarray(normalize(photo_crop(photo, size, top, left)))
     expected = torch_logits(reference, pixels)
-    # Unoptimised XLA code compiles in half the time (the test suite's budget) and computes the same function.
+    # Unoptimised XLA code compiles in half the time and computes the same function.
     forward = jax.jit(model.apply, compiler_options={"xla_backend_optimization_level": 0})
     got = np.asarray(forward({"params": params}, pixels))
     assert got.shape == expected.shape == (1, size[0] // 4, size[1] // 4, model.num_labels)
@@ -84,7 +82,7 @@ def test_logits_match_transformers(converted, size):
 
 
 def test_config_and_labels_from_directory(converted):
-    reference, _, (model, _, id2label) = converted
+    _, reference, _, (model, _, id2label) = converted
     config = reference.config
     assert model.depths == tuple(config.depths) and model.num_attention_heads == tuple(config.num_attention_heads)
     assert model.sr_ratios == tuple(config.sr_ratios) and model.mlp_ratios == tuple(config.mlp_ratios)
@@ -92,7 +90,7 @@ def test_config_and_labels_from_directory(converted):
 
 
 def test_pytorch_model_bin_gives_the_same_params(converted, tmp_path):
-    _, directory, (model, params, _) = converted
+    _, _, directory, (model, params, _) = converted
     shutil.copy(directory / "config.json", tmp_path / "config.json")
     state = {k: torch.from_numpy(v) for k, v in load_file(directory / "model.safetensors").items()}
     torch.save(state, tmp_path / "pytorch_model.bin")
@@ -138,7 +136,7 @@ def original_segformer_keys(hf_state: dict) -> dict:
 
 
 def test_original_segformer_state_dict_gives_the_same_model(converted, tmp_path):
-    reference, directory, (model, params, _) = converted
+    name, reference, directory, (model, params, _) = converted
     hf_state = load_file(directory / "model.safetensors")
     original = original_segformer_keys(hf_state)
     assert "backbone.block1.0.attn.kv.weight" in original and "backbone.norm4.weight" in original
@@ -146,17 +144,17 @@ def test_original_segformer_state_dict_gives_the_same_model(converted, tmp_path)
     torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in original.items()}, "meta": {}}, path)
     # Heads cannot be read from shapes: the b0 layout has MiT's default heads, the odd one passes them.
     heads = {"num_attention_heads": reference.config.num_attention_heads}
-    loaded, loaded_params, id2label = load_segformer(path, config=None if model.num_labels == 150 else heads)
+    loaded, loaded_params, id2label = load_segformer(path, config=None if name == "b0" else heads)
     assert loaded == model
     jax.tree.map(np.testing.assert_array_equal, loaded_params, params)
-    if model.num_labels == 150:
+    if name == "b0":  # 150 labels and no config: ADE20K's class names
         assert id2label[0] == "wall" and id2label[2] == "sky" and len(id2label) == 150
     else:
         assert id2label == {i: f"LABEL_{i}" for i in range(7)}
 
 
 def test_bad_checkpoints_name_the_file_and_key(converted, tmp_path):
-    _, directory, _ = converted
+    _, _, directory, _ = converted
     weights = load_file(directory / "model.safetensors")
     (tmp_path / "no_config").mkdir()
     shutil.copy(directory / "model.safetensors", tmp_path / "no_config" / "model.safetensors")
@@ -234,7 +232,7 @@ def test_segment_resizes_a_small_image_as_transformers_does(odd_model):
 
 def mmseg_slide_logits(reference, image: np.ndarray, crop: int, stride: int) -> np.ndarray:
     """mmseg's EncoderDecoder.slide_inference (logits upsampled per window, summed, divided by the count)."""
-    pixels = torch.from_numpy(np.asarray(normalize(image))).permute(0, 3, 1, 2)
+    pixels = torch.from_numpy(np.array(normalize(image))).permute(0, 3, 1, 2)
     _, _, h_img, w_img = pixels.shape
     h_grids = max(h_img - crop + stride - 1, 0) // stride + 1
     w_grids = max(w_img - crop + stride - 1, 0) // stride + 1

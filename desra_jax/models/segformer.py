@@ -44,6 +44,25 @@ class FrozenBatchNorm(nn.Module):
         return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
 
 
+class DepthwiseConv3x3(nn.Module):
+    """A 3x3 depthwise conv, padding 1, with bias: (N, H, W, C) -> (N, H, W, C); kernel (3, 3, 1, C) as flax's
+    grouped ``nn.Conv`` stores it.
+
+    Written as nine shifted products because XLA's CPU backend runs grouped convolutions some 15x slower
+    (0.32 s against 0.02 s for MiT-b2's first stage at 512x512); on GPU the sum fuses into one kernel.
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, 1, channels))
+        bias = self.param("bias", nn.initializers.zeros, (channels,))
+        height, width = x.shape[1:3]
+        padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        taps = [padded[:, i:i + height, j:j + width] * kernel[i, j, 0] for i in range(3) for j in range(3)]
+        return sum(taps) + bias
+
+
 class OverlapPatchEmbed(nn.Module):
     """Strided conv with padding patch_size // 2, then layer norm: (N, H, W, C) -> (N, H', W', hidden)."""
 
@@ -98,7 +117,7 @@ class MixFFN(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         width = self.hidden_size * self.mlp_ratio
         x = nn.Dense(width, name="fc1")(x)
-        x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=width, name="dwconv")(x)
+        x = DepthwiseConv3x3(name="dwconv")(x)
         x = nn.gelu(x, approximate=False)
         return nn.Dense(self.hidden_size, name="fc2")(x)
 
