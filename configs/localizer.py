@@ -32,7 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict(dict(
         num_classes=1, backbone_layers=(3, 4, 6, 3), backbone_width=64, aspp_rates=(6, 12, 18), aspp_channels=256,
-        decoder_projection=48, decoder_channels=256, output_stride=16,
+        decoder_projection=48, decoder_channels=256, decoder_convs=2, output_stride=16, aspp_dropout=0.1,
     ))
     # A torchvision ResNet ImageNet state_dict (.pth) to start the backbone from; empty: random initialisation.
     config.init_backbone = ""
@@ -43,7 +43,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.val_image_dir = ""
     config.data.val_mask_dir = ""
     config.data.synthetic_size = 256  # centre square of each bundled photograph (chelsea, the smallest, is 300 high)
-    config.data.synthetic_variants = 4  # GAN-like pairs per photograph, each with its own artifact ellipses
+    # GAN-like pairs per photograph, each with its own artifact ellipses: with 4 a tiny network learns where the
+    # artifacts of each training photograph lie (train IoU 0.55, held-out 0.04); with 16 it has to find them.
+    config.data.synthetic_variants = 16
     config.data.detect_threshold = 0.7  # DeSRA's threshold on clip(D / A, 0, 1) (Table 5)
     # The released script keeps regions of more than 4000 pixels of full-size SR results; 1000 keeps the same
     # fraction of a 256-pixel square as 4000 does of a 512-pixel one.
@@ -83,9 +85,10 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_coll
 
 
 def _tiny(config: ml_collections.ConfigDict) -> None:
-    """Seconds on 2 CPU cores: a narrow one-block-per-stage network, 64-pixel crops, 150 steps at a higher rate."""
+    """Under a minute on 2 CPU cores: a narrow one-block-per-stage network, 64-pixel crops, 400 steps at a higher
+    rate (held-out mean IoU 0.29 after 300 steps, 0.37 after 400: tests/test_localizer.py)."""
     config.model.update(backbone_layers=(1, 1, 1, 1), backbone_width=8, aspp_channels=16, decoder_projection=8,
                         decoder_channels=16)
     config.data.update(patch=64, batch_size=8)
-    config.train.update(num_steps=150, learning_rate=3e-3, milestones=(100,), log_every=10, eval_every=150,
-                        checkpoint_every=50)
+    config.train.update(num_steps=400, learning_rate=2e-3, milestones=(300,), log_every=10, eval_every=400,
+                        checkpoint_every=100)

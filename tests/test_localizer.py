@@ -156,3 +156,123 @@ def test_sampler_crops_are_aligned_reproducible_and_split_over_processes():
         MaskPatchSampler(pairs, patch=32, batch_size=8, seed=3)
     with pytest.raises(ValueError, match=r"astronaut: expected a mask of the image's size \(40, 48\), got shape \(40, 47\)"):
         MaskPatchSampler([("astronaut", pairs[0][1], pairs[0][2][:, :47])], patch=16, batch_size=8, seed=3)
+
+
+# --- the job, end to end on the tiny config ---------------------------------------------------------------------
+
+#: Mean IoU of the tiny run on the held-out photographs; measured MEASURED_IOU, tested with a margin.
+MIN_HELD_OUT_IOU = 0.3
+
+
+def _flat_variables(variables) -> dict[str, np.ndarray]:
+    return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(variables)}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """configs/localizer.py:tiny trained from scratch on its default data: (config, workdir, summary, data), data
+    being the (train, held-out) lists of (name, image, DeSRA mask) it trained and was evaluated on."""
+    from configs import localizer as localizer_config
+    from experiments.localizer import load_data, train_localizer
+
+    config = localizer_config.get_config("tiny")
+    workdir = tmp_path_factory.mktemp("localizer") / "run"
+    summary = train_localizer(config, str(workdir))
+    return config, workdir, summary, load_data(config)
+
+
+@pytest.mark.slow
+def test_tiny_localizer_learns_desra_masks_of_held_out_photographs(tiny_run):
+    from desra_jax.metrics.detection import mean_iou
+    from desra_jax.models import DeepLabV3Plus
+    from desra_jax.training.checkpoints import load_model
+    from experiments import localizer
+
+    config, workdir, summary, (_, held_out) = tiny_run
+    assert [name for name, _, _ in held_out] == [f"{p}_{v}" for p in ("chelsea", "coffee") for v in range(16)]
+    evaluation = json.loads((workdir / f"eval_{config.train.num_steps:07d}.json").read_text())
+    assert evaluation["summary"] == summary and len(evaluation["per_image"]) == 32
+    # Better than knowing nothing: flagging everything scores the artifact fraction, flagging nothing 0.
+    targets = [mask for _, _, mask in held_out]
+    all_artifact = mean_iou([np.ones_like(t) for t in targets], targets)
+    np.testing.assert_allclose(all_artifact, np.mean([r["target_fraction"] for r in evaluation["per_image"]]))
+    assert all_artifact < 0.2 and mean_iou([np.zeros_like(t) for t in targets], targets) == 0.0
+    assert summary["mean_iou"] > max(MIN_HELD_OUT_IOU, all_artifact + 0.1), summary
+    assert summary["recall"] > 0.25 and summary["precision"] > 0.3, summary
+
+    # The saved model (params + BatchNorm statistics) reproduces the final evaluation.
+    model, variables = load_model(workdir / "model")
+    assert isinstance(model, DeepLabV3Plus) and set(variables) == {"params", "batch_stats"}
+    predict = jax.jit(lambda v, x: model.apply(v, x[None], train=False)[0, ..., 0])
+    preds = localizer.predict_masks(predict, variables, [image for _, image, _ in held_out], config.eval.threshold)
+    np.testing.assert_allclose(mean_iou(preds, targets), summary["mean_iou"], atol=1e-6)
+
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "l_total" in r]
+    assert [r["step"] for r in losses] == list(range(10, config.train.num_steps + 1, 10))
+    assert all(np.isfinite([r["l_bce"], r["l_dice"]]).all() for r in losses)
+    assert np.mean([r["l_total"] for r in losses[-5:]]) < np.mean([r["l_total"] for r in losses[:5]])
+    assert records[-1] == {"step": config.train.num_steps, "phase": "localizer",
+                           **{f"val/{k}": summary[k] for k in ("mean_iou", "precision", "recall")}}
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert (workdir / f"samples/step_{config.train.num_steps:07d}.png").is_file()
+
+    # A finished run is not trained again.
+    assert localizer.train_localizer(config, str(workdir)) == summary
+
+
+def test_an_interrupted_run_resumes_to_the_same_model(tiny_run, tmp_path, monkeypatch):
+    """SIGTERM in the middle: checkpoint, TrainingInterrupted; the rerun ends where a straight run ends."""
+    import os
+    import signal
+
+    from desra_jax.training.checkpoints import load_model
+    from experiments import localizer, train
+
+    config, _, _, (train_pairs, held_out) = tiny_run
+    config = config.copy_and_resolve_references()
+    config.train.update(num_steps=24, checkpoint_every=8, log_every=1, eval_every=24)
+    # The data of the tiny run (DeSRA detection is not what is tested here), two held-out images.
+    monkeypatch.setattr(localizer, "load_data", lambda config: (train_pairs, held_out[:2]))
+    localizer.train_localizer(config, str(tmp_path / "straight"))
+
+    batch = MaskPatchSampler.batch
+
+    def batch_then_terminate(self, step):
+        if step == 10:  # the prefetching thread runs ahead of the loop: the signal lands a few steps earlier
+            os.kill(os.getpid(), signal.SIGTERM)
+        return batch(self, step)
+
+    monkeypatch.setattr(MaskPatchSampler, "batch", batch_then_terminate)
+    with pytest.raises(train.TrainingInterrupted, match=r"SIGTERM at step \d+: checkpoint saved") as stopped:
+        localizer.train_localizer(config, str(tmp_path / "killed"))
+    assert 4 <= int(str(stopped.value).split()[3].rstrip(":")) <= 12
+    assert not (tmp_path / "killed" / "model").exists()
+    monkeypatch.setattr(MaskPatchSampler, "batch", batch)
+    localizer.train_localizer(config, str(tmp_path / "killed"))
+
+    straight = _flat_variables(load_model(tmp_path / "straight" / "model")[1])
+    resumed = _flat_variables(load_model(tmp_path / "killed" / "model")[1])
+    assert straight.keys() == resumed.keys() and any("batch_stats" in k for k in straight)
+    for name in straight:
+        np.testing.assert_allclose(resumed[name], straight[name], rtol=0, atol=1e-6, err_msg=name)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps[:-1] == list(range(1, 25)) and steps[-1] == 24  # one record per step, then the evaluation
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"data.batch_size": 7}, "config.data.batch_size=7: the global batch must be positive and split evenly"),
+    ({"data.patch": 60}, "config.data.patch=60: must be a positive multiple of model.output_stride=16"),
+    ({"data.mask_dir": "/nowhere"}, "config.data.mask_dir='/nowhere': give data.image_dir and data.mask_dir together"),
+    ({"loss.bce_weight": 0.0, "loss.dice_weight": 0.0}, "loss.bce_weight and loss.dice_weight cannot both be 0"),
+])
+def test_bad_configs_name_the_key(overrides, message, tmp_path):
+    from configs import localizer as localizer_config
+    from experiments import localizer
+
+    config = localizer_config.get_config("tiny")
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".")
+        config[section][key] = value
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        localizer.validate(config, num_devices=2)
