@@ -161,23 +161,29 @@ def test_bad_checkpoints_name_the_file_and_key(converted, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no_config/config\.json"):
         load_segformer(tmp_path / "no_config")
 
-    (tmp_path / "renamed").mkdir()
-    shutil.copy(directory / "config.json", tmp_path / "renamed" / "config.json")
-    weights["decode_head.classifier.kernel"] = weights.pop("decode_head.classifier.weight")
-    save_file(weights, tmp_path / "renamed" / "model.safetensors")
-    with pytest.raises(ConversionError, match=r"renamed/model\.safetensors: missing key 'decode_head\.classifier\.weight'"):
-        load_segformer(tmp_path / "renamed")
+    def write(name: str, config: dict, weights: dict):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+        save_file(weights, tmp_path / name / "model.safetensors")
+        return tmp_path / name
 
     config = json.loads((directory / "config.json").read_text())
+    renamed = dict(weights, **{"decode_head.classifier.kernel": weights["decode_head.classifier.weight"]})
+    del renamed["decode_head.classifier.weight"]
+    missing = r"renamed/model\.safetensors: missing key 'decode_head\.classifier\.weight'"
+    with pytest.raises(ConversionError, match=missing):
+        load_segformer(write("renamed", config, renamed))
+    extra = dict(weights, **{"decode_head.auxiliary.weight": np.ones(3, np.float32)})
+    with pytest.raises(ConversionError, match=r"extra/model\.safetensors: unexpected keys 'decode_head\.auxiliary"):
+        load_segformer(write("extra", config, extra))
     depth = config["depths"][0]
-    (tmp_path / "deeper").mkdir()
-    (tmp_path / "deeper" / "config.json").write_text(json.dumps({**config, "depths": [depth + 1, *config["depths"][1:]]}))
-    shutil.copy(directory / "model.safetensors", tmp_path / "deeper" / "model.safetensors")
-    with pytest.raises(ConversionError, match=rf"missing key 'segformer\.encoder\.block\.0\.{depth}\.attention\.self\.query\.weight'"):
-        load_segformer(tmp_path / "deeper")
+    deeper = dict(config, depths=[depth + 1, *config["depths"][1:]])
+    missing = rf"segformer\.encoder\.block\.0\.{depth}\.attention\.self\.query\.weight"
+    with pytest.raises(ConversionError, match=rf"deeper/model\.safetensors: missing key '{missing}'"):
+        load_segformer(write("deeper", deeper, weights))
 
     with pytest.raises(ConversionError, match="open-mmlab 1.x"):
-        segformer_from_state_dict({"backbone.layers.0.0.projection.weight": np.zeros((4, 3, 7, 7))}, source="mmseg.pth")
+        segformer_from_state_dict({"backbone.layers.0.0.projection.weight": np.zeros((4, 3, 7, 7))})
 
 
 def test_resize_bilinear_upsamples_as_torch():
