@@ -157,13 +157,10 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
     """Train one phase (pixel or GAN) to `config.train.num_steps`, resuming from the latest checkpoint."""
     mesh = mesh or sharding.data_mesh()
     validate(config, mesh.size)  # again, for callers that run one phase directly
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(config.to_json_best_effort(indent=2))
-    is_main = jax.process_index() == 0
-    key = jax.random.key(config.seed)
-    init_key, disc_key, step_key = jax.random.split(key, 3)
+    workdir = prepare_workdir(config, workdir)
+    if (summary := finished_summary(workdir, config.train.num_steps)) is not None:
+        return summary
+    init_key, disc_key, step_key = jax.random.split(jax.random.key(config.seed), 3)
 
     train_images, val_images = load_images(config)
     sampler = pairs.PatchSampler(
@@ -172,30 +169,81 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
     )
     val_pairs = evaluation.validation_pairs(val_images, config.scale)
 
-    tx = adam(config.train.learning_rate, config.train.milestones, config.train.gamma)
     if init_from:
         generator, g_params = load_generator(init_from, config)
     else:
         generator = RRDBNet(scale=config.scale, **config.model)
         lr_patch = config.data.hr_patch // config.scale
         g_params = generator.init(init_key, np.zeros((1, lr_patch, lr_patch, 3), np.float32))["params"]
-    states = {"generator": create_state(generator, {"params": g_params}, tx, ema=True)}
+    discriminator, d_variables = None, None
     if config.phase == "gan":
         discriminator = make_discriminator(config)
         hr = np.zeros((1, config.data.hr_patch, config.data.hr_patch, 3), np.float32)
-        states["discriminator"] = create_state(discriminator, discriminator.init(disc_key, hr, train=False), tx, ema=False)
-    states = jax.device_put(states, sharding.replicated(mesh))
+        d_variables = discriminator.init(disc_key, hr, train=False)
+    states = initial_states(config, generator, g_params, discriminator, d_variables, mesh)
 
+    def evaluate(states, step, writer):
+        return _evaluate(generator, states["generator"].ema_params, val_pairs, config, workdir, step, writer)
+
+    states, summary = train_loop(config, workdir, states, sampler, evaluate, step_key, mesh)
+    save_final_models(workdir, generator, discriminator, states)
+    logging.info("%s: finished %s at step %d; model in %s/model", workdir, config.name, config.train.num_steps, workdir)
+    return summary
+
+
+def prepare_workdir(config, workdir: str) -> str:
+    """Creates `workdir` and writes the config there; returns its absolute path."""
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    return workdir
+
+
+def finished_summary(workdir: str, num_steps: int) -> dict | None:
+    """The final validation summary when `workdir` already holds a model trained to `num_steps`, else None."""
+    path = os.path.join(workdir, f"eval_{num_steps:07d}.json")
+    if not (os.path.isdir(os.path.join(workdir, "model")) and os.path.isfile(path)):
+        return None
+    logging.info("%s: already trained to step %d", workdir, num_steps)
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["summary"]
+
+
+def initial_states(config, generator, g_params, discriminator=None, d_variables=None, mesh=None) -> dict:
+    """Train states (Adam of the config, generator EMA) of the generator and, for a GAN phase, the
+    discriminator, replicated over `mesh`."""
+    tx = adam(config.train.learning_rate, config.train.milestones, config.train.gamma)
+    states = {"generator": create_state(generator, {"params": g_params}, tx, ema=True)}
+    if discriminator is not None:
+        states["discriminator"] = create_state(discriminator, d_variables, tx, ema=False)
+    return jax.device_put(states, sharding.replicated(mesh))
+
+
+def save_final_models(workdir: str, generator, discriminator, states) -> None:
+    """Process 0 writes model/ (the EMA generator) and, with a discriminator, discriminator/ into `workdir`."""
+    if jax.process_index() != 0:
+        return
+    checkpoints.save_model(os.path.join(workdir, "model"), generator, states["generator"].ema_params, overwrite=True)
+    if discriminator is not None:
+        d_state = states["discriminator"]
+        checkpoints.save_model(
+            os.path.join(workdir, "discriminator"), discriminator, d_state.params, d_state.model_state, overwrite=True
+        )
+
+
+def train_loop(config, workdir: str, states: dict, sampler, evaluate, key, mesh) -> tuple[dict, dict]:
+    """Runs the jitted steps of `config.phase` on `sampler.batch(step)` from the latest checkpoint in
+    `workdir/checkpoints` to `config.train.num_steps`: logs (progress bar, JSONL, TensorBoard) every
+    `log_every`, calls `evaluate(states, step, writer) -> summary` every `eval_every` and at the end, and
+    checkpoints every `checkpoint_every`, at the end and on SIGTERM / SIGINT (then raises TrainingInterrupted).
+    Returns the final states and the last evaluation summary."""
     manager = ocp.CheckpointManager(
         os.path.join(workdir, "checkpoints"),
         options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints, create=True),
     )
     start = manager.latest_step() or 0
     num_steps = config.train.num_steps
-    if start >= num_steps and os.path.isdir(os.path.join(workdir, "model")):
-        logging.info("%s: already trained to step %d", workdir, start)
-        with open(os.path.join(workdir, f"eval_{start:07d}.json"), encoding="utf-8") as f:
-            return json.load(f)["summary"]
     if start:
         states = manager.restore(start, args=ocp.args.StandardRestore(states))
         logging.info("%s: resumed from step %d", workdir, start)
@@ -206,6 +254,7 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
         vgg_params = jax.device_put(vgg_params, sharding.replicated(mesh))
     step_fn = _compile_step(config, mesh, vgg)
 
+    is_main = jax.process_index() == 0
     writer = MetricWriter(workdir, phase=config.name, resume_step=start) if is_main else None
     stop = _StopRequest()
     summary = {}
@@ -214,7 +263,7 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
     last_log, last_time = start, time.perf_counter()
     try:
         for step, batch in zip(range(start + 1, num_steps + 1), batches):
-            states, metrics = step_fn(states, batch, jax.random.fold_in(step_key, step), vgg_params)
+            states, metrics = step_fn(states, batch, jax.random.fold_in(key, step), vgg_params)
             bar.update(1)
             if step % config.train.log_every == 0 or step == num_steps:
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -225,7 +274,7 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
                 if writer:
                     writer.write(step, metrics)
             if step % config.train.eval_every == 0 or step == num_steps:
-                summary = _evaluate(generator, states["generator"].ema_params, val_pairs, config, workdir, step, writer)
+                summary = evaluate(states, step, writer)
             if step % config.train.checkpoint_every == 0 or step == num_steps or stop.requested:
                 manager.save(step, args=ocp.args.StandardSave(states))
             if stop.requested:
@@ -236,22 +285,14 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
                 )
         manager.wait_until_finished()
         if not summary:  # killed after the last checkpoint but before the model was written
-            summary = _evaluate(generator, states["generator"].ema_params, val_pairs, config, workdir, num_steps, writer)
+            summary = evaluate(states, num_steps, writer)
     finally:
         bar.close()
         stop.restore()
         batches.close()
         if writer:
             writer.close()
-    if is_main:
-        checkpoints.save_model(os.path.join(workdir, "model"), generator, states["generator"].ema_params, overwrite=True)
-        if config.phase == "gan":
-            d_state = states["discriminator"]
-            checkpoints.save_model(
-                os.path.join(workdir, "discriminator"), discriminator, d_state.params, d_state.model_state, overwrite=True
-            )
-        logging.info("%s: finished %s at step %d; model in %s/model", workdir, config.name, num_steps, workdir)
-    return summary
+    return states, summary
 
 
 def _compile_step(config, mesh, vgg=None):

@@ -137,3 +137,28 @@ def test_bundled_split_validates_on_natural_scenes_and_trains_on_the_rest():
     assert sorted(name for name, _ in train + val) == sorted(PHOTOGRAPH_NAMES)
     for _, image in train + val:
         assert image.ndim == 3 and image.shape[-1] == 3 and image.dtype == np.float32
+
+
+def test_explicit_lr_partners_are_cropped_aligned_and_augmented_together():
+    """With lr_images (e.g. real LR inputs and their pseudo ground truth) the LR patch is the partner's window
+    under the HR patch, in the same orientation - not a bicubic of the HR patch."""
+    images = [(name, image[:32, :28]) for name, image in _training_images()]  # sizes divisible by the scale
+    # A partner that is not bicubic(HR): another photograph, so a misaligned or re-made LR patch shows.
+    partners = [photo_crop("chelsea", (8, 7), 20 + 9 * i, 30)[0] for i in range(len(images))]
+    sampler = _sampler(images=images, lr_images=partners)
+    batch = sampler.batch(5)
+    assert batch["lr"].shape == (8, HR_PATCH // SCALE, HR_PATCH // SCALE, 3)
+    np.testing.assert_array_equal(batch["lr"], sampler.batch(5)["lr"])
+    for lr_patch, hr_patch in zip(batch["lr"], batch["hr"]):
+        name, variant = _locate(hr_patch, images)
+        partner = partners[[n for n, _ in images].index(name)]
+        hr_image = dict(images)[name]
+        canonical_hr = _dihedral_variants(hr_patch)[variant]
+        canonical_lr = _dihedral_variants(lr_patch)[variant]
+        windows = np.lib.stride_tricks.sliding_window_view(hr_image, canonical_hr.shape)[..., 0, :, :, :]
+        (top,), (left,) = np.nonzero(np.all(windows == canonical_hr, axis=(-3, -2, -1)))
+        assert top % SCALE == 0 and left % SCALE == 0
+        size = HR_PATCH // SCALE
+        np.testing.assert_array_equal(canonical_lr, partner[top // SCALE :][:size, left // SCALE :][:, :size])
+    with pytest.raises(ValueError, match="coffee: LR partner of shape"):
+        _sampler(images=images, lr_images=[partners[0], partners[0][:4]])

@@ -71,7 +71,9 @@ class PatchSampler:
     images: HR images as float (H, W, 3) arrays or (name, array) pairs; the names appear in errors. Each sample
     picks an image uniformly (each image equally often, as an epoch of BasicSR's dataset does, whatever its
     size), a uniformly placed ``hr_patch`` square in it, and one of the 8 dihedral variants; its LR is
-    ``bicubic_downsample(hr, scale)``.
+    ``bicubic_downsample(hr, scale)``. With ``lr_images`` (the LR partner of each image, e.g. real LR inputs and
+    their DeSRA pseudo ground truth) the LR patch is instead cropped from the partner at the same place
+    (``random_crop_pair``) and augmented with it.
 
     Sample i of the global batch of step s draws from ``numpy.random.default_rng((seed, s, i))`` and its LR is
     computed alone, so ``batch(s)`` is the same bit for bit whether steps run in order, resume after a restart, or
@@ -88,6 +90,7 @@ class PatchSampler:
         seed: int,
         process_index: int = 0,
         process_count: int = 1,
+        lr_images: Sequence[np.ndarray] | None = None,
     ):
         _lr_patch_size(hr_patch, scale)
         if batch_size < 1 or batch_size % process_count:
@@ -103,6 +106,12 @@ class PatchSampler:
             raise ValueError("PatchSampler: no training images")
         self.names = [name for name, _ in named]
         self.images = [_checked_training_image(name, image, hr_patch) for name, image in named]
+        self.lr_images = None
+        if lr_images is not None:
+            if len(lr_images) != len(named):
+                raise ValueError(f"PatchSampler: {len(lr_images)} LR images for {len(named)} HR images")
+            self.lr_images = [_checked_lr_partner(name, np.asarray(lr, np.float32), hr, scale)
+                              for name, lr, hr in zip(self.names, lr_images, self.images)]
         self.hr_patch, self.scale, self.seed = hr_patch, scale, seed
         self.local_batch_size = batch_size // process_count
         self._first_row = process_index * self.local_batch_size
@@ -111,6 +120,9 @@ class PatchSampler:
         """This process's rows of the global batch of ``step``: {'lr': (b, p / scale, p / scale, 3),
         'hr': (b, p, p, 3)} float32, b = batch_size / process_count, p = hr_patch."""
         rows = range(self._first_row, self._first_row + self.local_batch_size)
+        if self.lr_images is not None:
+            lr, hr = zip(*(self._paired_sample(step, row) for row in rows))
+            return {"lr": np.stack(lr), "hr": np.stack(hr)}
         hr = [self._hr_sample(step, row) for row in rows]
         return {
             "lr": np.stack([bicubic_downsample(patch, self.scale) for patch in hr]),
@@ -131,6 +143,20 @@ class PatchSampler:
         left = rng.integers(image.shape[1] - self.hr_patch + 1)
         (patch,) = augment([image[top : top + self.hr_patch, left : left + self.hr_patch]], rng)
         return np.ascontiguousarray(patch)
+
+
+    def _paired_sample(self, step: int, row: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng((self.seed, step, row))
+        index = rng.integers(len(self.images))
+        hr, lr = random_crop_pair(self.images[index], self.lr_images[index], self.hr_patch, self.scale, rng)
+        lr, hr = augment([lr, hr], rng)
+        return np.ascontiguousarray(lr), np.ascontiguousarray(hr)
+
+
+def _checked_lr_partner(name: str, lr: np.ndarray, hr: np.ndarray, scale: int) -> np.ndarray:
+    if lr.ndim != 3 or lr.shape[0] * scale != hr.shape[0] or lr.shape[1] * scale != hr.shape[1]:
+        raise ValueError(f"{name}: LR partner of shape {lr.shape} is not 1/{scale} of the HR image {hr.shape}")
+    return lr
 
 
 def _lr_patch_size(hr_patch: int, scale: int) -> int:
