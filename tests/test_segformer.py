@@ -199,9 +199,16 @@ def test_window_starts_follow_mmseg():
     assert window_starts(1100, 512, 341) == (0, 341, 588)
 
 
+#: Two stages only (transformers' num_encoder_blocks): `segment`'s tests check its windows, not the encoder, and
+#: each compile of a deeper model costs seconds of the suite's time budget.
+TWO_STAGE_TINY = dict(num_encoder_blocks=2, depths=[1, 1], hidden_sizes=[8, 16], num_attention_heads=[1, 2],
+                      sr_ratios=[2, 1], patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2], decoder_hidden_size=8,
+                      num_labels=7)
+
+
 @pytest.fixture(scope="module")
-def odd_model(tmp_path_factory):
-    reference = reference_model(ODD_TINY, seed=3)
+def two_stage_model(tmp_path_factory):
+    reference = reference_model(TWO_STAGE_TINY, seed=3)
     directory = tmp_path_factory.mktemp("segformer_segment")
     reference.save_pretrained(directory)
     return reference, load_segformer(directory)
@@ -215,9 +222,9 @@ def labels_agree(got: np.ndarray, logits: np.ndarray) -> None:
     np.testing.assert_array_equal(got[decided], logits.argmax(-1)[decided])
 
 
-def test_segment_resizes_a_small_image_as_transformers_does(odd_model):
+def test_segment_resizes_a_small_image_as_transformers_does(two_stage_model):
     """An image smaller than the model size: resized up to it, labels as transformers' post-processing gives."""
-    reference, (model, params, _) = odd_model
+    reference, (model, params, _) = two_stage_model
     image = photo_crop("chelsea", (40, 56), 100, 150)
     processor = transformers.SegformerImageProcessorPil(do_resize=False, do_rescale=False)
     inputs = processor(images=list(image.transpose(0, 3, 1, 2)), input_data_format="channels_first",
@@ -256,8 +263,8 @@ def mmseg_slide_logits(reference, image: np.ndarray, crop: int, stride: int) -> 
     return (preds / count).permute(0, 2, 3, 1).numpy()
 
 
-def test_segment_slides_windows_over_a_large_image_as_mmseg(odd_model):
-    reference, (model, params, _) = odd_model
+def test_segment_slides_windows_over_a_large_image_as_mmseg(two_stage_model):
+    reference, (model, params, _) = two_stage_model
     image = photo_crop("astronaut", (64, 112), 40, 160)
     expected = mmseg_slide_logits(reference, image, crop=64, stride=42)  # 3 windows: left, middle, right
     got = np.asarray(segment_logits(image, model, params, size=64, stride=42, batch_size=2))
