@@ -200,7 +200,9 @@ def train_localizer(config, workdir: str, mesh=None) -> dict:
     init_key, step_key = jax.random.split(jax.random.key(config.seed, impl="rbg"))
     variables = initial_variables(config, model, init, init_key)
     tx = _adam(config.train.learning_rate, tuple(config.train.milestones), config.train.gamma)
-    state = jax.device_put(create_state(model, variables, tx, ema=False), sharding.replicated(mesh))
+    # The step as a strong int32, the type orbax restores: a weak-typed one would compile the step again on resume.
+    state = create_state(model, variables, tx, ema=False).replace(step=np.int32(0))
+    state = jax.device_put(state, sharding.replicated(mesh))
     if start:
         state = manager.restore(start, args=ocp.args.StandardRestore(state))
         logging.info("%s: resumed from step %d", workdir, start)

@@ -160,8 +160,9 @@ def test_sampler_crops_are_aligned_reproducible_and_split_over_processes():
 
 # --- the job, end to end on the tiny config ---------------------------------------------------------------------
 
-#: Mean IoU of the tiny run on the held-out photographs; measured MEASURED_IOU, tested with a margin.
-MIN_HELD_OUT_IOU = 0.3
+#: Held-out mean IoU of the tiny run: measured 0.367 (region precision 0.448, recall 0.383) against 0.167 for
+#: flagging every pixel; it climbs from 0.05 at step 200 to 0.29 at 300, so the margin allows a slower start.
+MIN_HELD_OUT_IOU = 0.25
 
 
 def _flat_variables(variables) -> dict[str, np.ndarray]:
@@ -169,26 +170,36 @@ def _flat_variables(variables) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """configs/localizer.py:tiny trained from scratch on its default data: (config, workdir, summary, data), data
-    being the (train, held-out) lists of (name, image, DeSRA mask) it trained and was evaluated on."""
+def tiny_data():
+    """The default data of configs/localizer.py:tiny: (train, held-out) lists of (name, image, DeSRA mask)."""
     from configs import localizer as localizer_config
-    from experiments.localizer import load_data, train_localizer
+    from experiments.localizer import load_data
+
+    return load_data(localizer_config.get_config("tiny"))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory):
+    """configs/localizer.py:tiny trained from scratch on its default data: (config, workdir, summary)."""
+    from configs import localizer as localizer_config
+    from experiments.localizer import train_localizer
 
     config = localizer_config.get_config("tiny")
     workdir = tmp_path_factory.mktemp("localizer") / "run"
-    summary = train_localizer(config, str(workdir))
-    return config, workdir, summary, load_data(config)
+    with pytest.MonkeyPatch.context() as patch:  # the same data, without detecting it twice
+        patch.setattr("experiments.localizer.load_data", lambda _: tiny_data)
+        return config, workdir, train_localizer(config, str(workdir))
 
 
 @pytest.mark.slow
-def test_tiny_localizer_learns_desra_masks_of_held_out_photographs(tiny_run):
+def test_tiny_localizer_learns_desra_masks_of_held_out_photographs(tiny_run, tiny_data):
     from desra_jax.metrics.detection import mean_iou
     from desra_jax.models import DeepLabV3Plus
     from desra_jax.training.checkpoints import load_model
     from experiments import localizer
 
-    config, workdir, summary, (_, held_out) = tiny_run
+    config, workdir, summary = tiny_run
+    _, held_out = tiny_data
     assert [name for name, _, _ in held_out] == [f"{p}_{v}" for p in ("chelsea", "coffee") for v in range(16)]
     evaluation = json.loads((workdir / f"eval_{config.train.num_steps:07d}.json").read_text())
     assert evaluation["summary"] == summary and len(evaluation["per_image"]) == 32
@@ -197,7 +208,7 @@ def test_tiny_localizer_learns_desra_masks_of_held_out_photographs(tiny_run):
     all_artifact = mean_iou([np.ones_like(t) for t in targets], targets)
     np.testing.assert_allclose(all_artifact, np.mean([r["target_fraction"] for r in evaluation["per_image"]]))
     assert all_artifact < 0.2 and mean_iou([np.zeros_like(t) for t in targets], targets) == 0.0
-    assert summary["mean_iou"] > max(MIN_HELD_OUT_IOU, all_artifact + 0.1), summary
+    assert summary["mean_iou"] > max(MIN_HELD_OUT_IOU, all_artifact + 0.08), summary
     assert summary["recall"] > 0.25 and summary["precision"] > 0.3, summary
 
     # The saved model (params + BatchNorm statistics) reproduces the final evaluation.
@@ -221,19 +232,19 @@ def test_tiny_localizer_learns_desra_masks_of_held_out_photographs(tiny_run):
     assert localizer.train_localizer(config, str(workdir)) == summary
 
 
-def test_an_interrupted_run_resumes_to_the_same_model(tiny_run, tmp_path, monkeypatch):
+def test_an_interrupted_run_resumes_to_the_same_model(tiny_data, tmp_path, monkeypatch):
     """SIGTERM in the middle: checkpoint, TrainingInterrupted; the rerun ends where a straight run ends."""
     import os
     import signal
 
+    from configs import localizer as localizer_config
     from desra_jax.training.checkpoints import load_model
     from experiments import localizer, train
 
-    config, _, _, (train_pairs, held_out) = tiny_run
-    config = config.copy_and_resolve_references()
+    config = localizer_config.get_config("tiny")
     config.train.update(num_steps=24, checkpoint_every=8, log_every=1, eval_every=24)
-    # The data of the tiny run (DeSRA detection is not what is tested here), two held-out images.
-    monkeypatch.setattr(localizer, "load_data", lambda config: (train_pairs, held_out[:2]))
+    train_pairs, held_out = tiny_data
+    monkeypatch.setattr(localizer, "load_data", lambda _: (train_pairs, held_out[:2]))
     localizer.train_localizer(config, str(tmp_path / "straight"))
 
     batch = MaskPatchSampler.batch
@@ -258,6 +269,30 @@ def test_an_interrupted_run_resumes_to_the_same_model(tiny_run, tmp_path, monkey
         np.testing.assert_allclose(resumed[name], straight[name], rtol=0, atol=1e-6, err_msg=name)
     steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert steps[:-1] == list(range(1, 25)) and steps[-1] == 24  # one record per step, then the evaluation
+
+
+def test_trains_on_the_output_folder_of_experiments_detect(tmp_path):
+    """GAN-SR and MSE-SR folders -> experiments.detect -> its --out_dir names the masks of the GAN-SR images."""
+    from configs import localizer as localizer_config
+    from desra_jax.data.synthetic import synthetic_pair
+    from experiments import detect, localizer
+
+    gan_dir, mse_dir, detect_dir = tmp_path / "gan", tmp_path / "mse", tmp_path / "detect"
+    for seed, (name, top, left) in enumerate((("astronaut", 0, 150), ("sub/coffee", 100, 300), ("rocket", 150, 0))):
+        gan, mse, _ = synthetic_pair(photo_crop(name.split("/")[-1], (128, 128), top, left)[0], seed=seed)
+        write_image(gan_dir / f"{name}.png", gan)
+        write_image(mse_dir / f"{name}.png", mse)
+    detected = detect.run(gan_dir, mse_dir, detect_dir, min_area=250)
+    fractions = {str(gan_dir / f"{r['name']}.png"): r["artifact_fraction"] for r in detected["images"]}
+    assert len(fractions) == 3 and all(f > 0.02 for f in fractions.values()), fractions
+
+    config = localizer_config.get_config("tiny")
+    config.data.update(image_dir=str(gan_dir), mask_dir=str(detect_dir), val_image_dir=str(gan_dir),
+                       val_mask_dir=str(detect_dir / "masks"))
+    config.train.update(num_steps=2, eval_every=2, checkpoint_every=2)
+    localizer.train_localizer(config, str(tmp_path / "run"))
+    per_image = json.loads((tmp_path / "run" / "eval_0000002.json").read_text())["per_image"]
+    assert {r["name"]: r["target_fraction"] for r in per_image} == pytest.approx(fractions, abs=1e-9)
 
 
 @pytest.mark.parametrize("overrides, message", [
