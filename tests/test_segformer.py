@@ -1,8 +1,9 @@
 """SegFormer in Flax against transformers' SegformerForSemanticSegmentation (random weights, tiny widths), its
-converters (Hugging Face directories, NVlabs/SegFormer state_dicts) and `segment` against transformers'
-post-processing and mmseg's slide inference written here in torch."""
+converters (Hugging Face directories, NVlabs/SegFormer and open-mmlab state_dicts renamed from transformers' ones)
+and `segment` against transformers' post-processing and mmseg's slide inference written here in torch."""
 
 import json
+import re
 import shutil
 
 import jax
@@ -182,8 +183,8 @@ def test_bad_checkpoints_name_the_file_and_key(converted, tmp_path):
     with pytest.raises(ConversionError, match=rf"deeper/model\.safetensors: missing key '{missing}'"):
         load_segformer(write("deeper", deeper, weights))
 
-    with pytest.raises(ConversionError, match="open-mmlab 1.x"):
-        segformer_from_state_dict({"backbone.layers.0.0.projection.weight": np.zeros((4, 3, 7, 7))})
+    with pytest.raises(ConversionError, match="mmseg.pth: stage 0 has no transformer blocks"):
+        segformer_from_state_dict({"backbone.layers.0.0.projection.weight": np.zeros((4, 3, 7, 7))}, source="mmseg.pth")
 
 
 def test_resize_bilinear_upsamples_as_torch():
@@ -270,3 +271,91 @@ def test_segment_slides_windows_over_a_large_image_as_mmseg(two_stage_model):
     got = np.asarray(segment_logits(image, model, params, size=64, stride=42, batch_size=2))
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
     labels_agree(np.asarray(segment(image, model, params, size=64, stride=42, batch_size=2))[0], expected[0])
+
+
+#: transformers' key fragments -> open-mmlab's (mmseg/models/backbones/mit.py), for the encoder.
+HF_TO_MMSEG = [
+    ("segformer.encoder.block.", "backbone.layers.*.1."), ("layer_norm_1", "norm1"), ("layer_norm_2", "norm2"),
+    ("attention.output.dense", "attn.attn.out_proj"), ("attention.self.sr", "attn.sr"),
+    ("attention.self.layer_norm", "attn.norm"), ("mlp.dense1", "ffn.layers.0"), ("mlp.dwconv.dwconv", "ffn.layers.1"),
+    ("mlp.dense2", "ffn.layers.4"),
+]
+
+
+def mmseg_state_dict(hf_state: dict, head: dict) -> dict:
+    """transformers' encoder tensors under open-mmlab's names, with ``head`` (open-mmlab names) as decode head."""
+    state = dict(head)
+    for key, value in hf_state.items():
+        if key.startswith("decode_head.") or ".attention.self.key." in key or ".attention.self.value." in key:
+            continue
+        if ".attention.self.query." in key:
+            parts = [hf_state[key.replace(".query.", f".{name}.")] for name in ("query", "key", "value")]
+            key, value = key.replace("attention.self.query.", "attn.attn.in_proj_"), np.concatenate(parts)
+        if re.search(r"mlp\.dense[12]\.weight", key):
+            value = value[:, :, None, None]
+        key = re.sub(r"segformer\.encoder\.patch_embeddings\.(\d)\.proj\.", r"backbone.layers.\1.0.projection.", key)
+        key = re.sub(r"segformer\.encoder\.patch_embeddings\.(\d)\.layer_norm\.", r"backbone.layers.\1.0.norm.", key)
+        key = re.sub(r"segformer\.encoder\.layer_norm\.(\d)\.", r"backbone.layers.\1.2.", key)
+        key = re.sub(r"segformer\.encoder\.block\.(\d)\.", r"backbone.layers.\1.1.", key)
+        for hf, mmseg in HF_TO_MMSEG[1:]:
+            key = key.replace(hf, mmseg)
+        state[key] = value
+    return state
+
+
+def test_open_mmlab_checkpoint_matches_its_head_written_in_torch(tmp_path):
+    """open-mmlab's SegformerHead (per-stage 1x1 conv + BN + ReLU, stage order, fusion conv + BN + ReLU) on
+    transformers' encoder with open-mmlab's LayerNorm eps 1e-6, against the converted checkpoint."""
+    reference = reference_model(TWO_STAGE_TINY, seed=5)
+    directory = tmp_path / "hf"
+    reference.save_pretrained(directory)
+    hf_state = load_file(directory / "model.safetensors")
+    rng = np.random.default_rng(5)
+    width, widths = TWO_STAGE_TINY["decoder_hidden_size"], TWO_STAGE_TINY["hidden_sizes"]
+    head = {
+        "decode_head.fusion_conv.conv.weight": hf_state["decode_head.linear_fuse.weight"],
+        "decode_head.conv_seg.weight": hf_state["decode_head.classifier.weight"],
+        "decode_head.conv_seg.bias": hf_state["decode_head.classifier.bias"],
+    }
+    for name in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+        head[f"decode_head.fusion_conv.bn.{name}"] = hf_state[f"decode_head.batch_norm.{name}"]
+    for stage, hidden in enumerate(widths):
+        prefix = f"decode_head.convs.{stage}"
+        head[f"{prefix}.conv.weight"] = rng.normal(0, hidden**-0.5, (width, hidden, 1, 1)).astype(np.float32)
+        head[f"{prefix}.bn.weight"] = rng.uniform(0.5, 1.5, width).astype(np.float32)
+        head[f"{prefix}.bn.bias"] = rng.normal(0, 0.2, width).astype(np.float32)
+        head[f"{prefix}.bn.running_mean"] = rng.normal(0, 0.3, width).astype(np.float32)
+        head[f"{prefix}.bn.running_var"] = rng.uniform(0.5, 1.5, width).astype(np.float32)
+    state = mmseg_state_dict(hf_state, head)
+    assert "backbone.layers.1.1.0.attn.attn.in_proj_weight" in state and "backbone.layers.0.2.weight" in state
+    path = tmp_path / "segformer_mit.pth"
+    torch.save({"state_dict": {k: torch.as_tensor(v) for k, v in state.items()}, "meta": {}}, path)
+    model, params, _ = load_segformer(path)
+    assert model.mmseg_head and model.layer_norm_eps == 1e-6 and model.num_attention_heads == (1, 2)
+
+    pixels = np.array(normalize(photo_crop("chelsea", (64, 96), 100, 150)))
+    t = {k: torch.as_tensor(v) for k, v in head.items()}
+
+    def conv_bn_relu(x, prefix, conv):
+        x = F.conv2d(x, t[f"{prefix}.{conv}.weight"])
+        x = F.batch_norm(x, t[f"{prefix}.bn.running_mean"], t[f"{prefix}.bn.running_var"], t[f"{prefix}.bn.weight"],
+                         t[f"{prefix}.bn.bias"], training=False, eps=1e-5)
+        return F.relu(x)
+
+    for module in reference.modules():
+        if isinstance(module, torch.nn.LayerNorm):
+            module.eps = 1e-6
+    with torch.inference_mode():
+        features = reference.segformer(torch.from_numpy(pixels).permute(0, 3, 1, 2), output_hidden_states=True)
+        features = features.hidden_states
+        outs = [F.interpolate(conv_bn_relu(x, f"decode_head.convs.{i}", "conv"), size=features[0].shape[2:],
+                              mode="bilinear", align_corners=False) for i, x in enumerate(features)]
+        fused = F.conv2d(torch.cat(outs, dim=1), t["decode_head.fusion_conv.conv.weight"])
+        mean, var = (torch.as_tensor(hf_state[f"decode_head.batch_norm.running_{s}"]) for s in ("mean", "var"))
+        scale, bias = (torch.as_tensor(hf_state[f"decode_head.batch_norm.{s}"]) for s in ("weight", "bias"))
+        fused = F.relu(F.batch_norm(fused, mean, var, scale, bias, training=False, eps=1e-5))
+        expected = F.conv2d(fused, t["decode_head.conv_seg.weight"], t["decode_head.conv_seg.bias"])
+    expected = expected.permute(0, 2, 3, 1).numpy()
+    got = np.asarray(jax.jit(model.apply)({"params": params}, pixels))
+    assert np.abs(expected).max() > 1.0
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)

@@ -12,8 +12,11 @@ Two layouts are read:
   ``linear_pred``. Its keys are renamed to the Hugging Face ones by the mapping transformers publishes
   (models/segformer/convert_segformer_original_to_pytorch.py), then read as above.
 
-The later open-mmlab 1.x layout (``backbone.layers.0.0.projection``, ``decode_head.convs.0.conv``,
-``decode_head.fusion_conv``) is a different head (conv + BatchNorm + ReLU per stage) and is refused by name.
+- open-mmlab's own SegFormer (mmsegmentation >= 0.17, e.g. ``segformer_mit-b5_640x640_160k_ade20k_*.pth``,
+  the checkpoint DeSRA's authors used): ``backbone.layers.N.0.projection`` (patch embedding),
+  ``backbone.layers.N.1.M.attn.attn.in_proj_weight`` (query, key, value stacked), ``ffn.layers.0/1/4`` (1x1
+  conv, depthwise conv, 1x1 conv), ``backbone.layers.N.2`` (stage norm), ``decode_head.convs.N.conv/bn``,
+  ``decode_head.fusion_conv.conv/bn``, ``decode_head.conv_seg``. Its head differs (`Segformer.mmseg_head`).
 """
 
 from __future__ import annotations
@@ -31,9 +34,13 @@ from desra_jax.convert.torch_state import ConversionError, StateDictReader, read
 from desra_jax.detection.semantic import NUM_ADE20K_CLASSES, ade20k_class_names
 from desra_jax.models.segformer import Segformer
 
-#: Segformer fields read from a Hugging Face ``config.json`` (the rest of that file is ignored).
+#: Segformer fields read from a Hugging Face ``config.json`` (the rest of that file is ignored, layer_norm_eps
+#: included: transformers never reads it); the last is ours, set for open-mmlab checkpoints.
 CONFIG_FIELDS = ("num_channels", "depths", "sr_ratios", "hidden_sizes", "patch_sizes", "strides",
-                 "num_attention_heads", "mlp_ratios", "decoder_hidden_size", "num_labels")
+                 "num_attention_heads", "mlp_ratios", "decoder_hidden_size", "num_labels", "mmseg_head")
+
+#: open-mmlab's MixVisionTransformer builds its LayerNorms with norm_cfg=dict(type='LN', eps=1e-6).
+MMSEG_LAYER_NORM_EPS = 1e-6
 
 _HF_PREFIX = "segformer.encoder"
 
@@ -49,6 +56,8 @@ def segformer_from_config(config: Mapping[str, Any], source: str = "config") -> 
         fields["num_labels"] = len(config["id2label"])
     fields = {name: tuple(int(v) for v in value) if isinstance(value, (list, tuple)) else value
               for name, value in fields.items()}
+    if fields.get("mmseg_head"):
+        fields["layer_norm_eps"] = MMSEG_LAYER_NORM_EPS
     model = Segformer(**fields)
     per_stage = {name: getattr(model, name) for name in CONFIG_FIELDS if isinstance(getattr(model, name), tuple)}
     if len({len(value) for value in per_stage.values()}) != 1:
@@ -63,17 +72,15 @@ def segformer_from_state_dict(
 
     ``config`` (a transformers config dict) gives the sizes. Without it, or for fields it lacks, sizes are read
     from the tensor shapes: depths, hidden sizes, patch sizes, sr_ratios, mlp_ratios, decoder width, number of
-    labels and input channels. Shapes cannot tell the number of attention heads or the strides: those default
-    to MiT's 1/2/5/8 and 4/2/2/2, which every published size b0-b5 uses.
+    labels and input channels. Shapes cannot tell the strides (default MiT's 4/2/2/2, as every published size
+    b0-b5) nor, except for open-mmlab's layout (whose widths are a multiple of the heads: embed_dims * heads),
+    the number of attention heads: MiT's 1/2/5/8 then.
     Raises ConversionError naming ``source`` and the key for any missing, mis-shaped or unexpected tensor.
     """
     state = unwrap_state_dict(state_dict)
     if any(key.startswith("backbone.layers.") for key in state):
-        raise ConversionError(
-            f"{source}: this is the open-mmlab 1.x SegFormer layout (backbone.layers.*, decode_head.convs.*); "
-            "only the Hugging Face layout and the original NVlabs/SegFormer one (backbone.patch_embed1.*) are read"
-        )
-    if any(key.startswith("backbone.") for key in state):
+        state = hf_keys_from_mmseg(state)
+    elif any(key.startswith("backbone.") for key in state):
         state = hf_keys_from_original(state, source)
     model = segformer_from_config({**infer_config(state, source), **(config or {})}, source)
     reader = StateDictReader(state, source)
@@ -90,7 +97,8 @@ def infer_config(state: Mapping[str, Any], source: str = "state_dict") -> dict:
                               "(not a SegFormer semantic segmentation checkpoint)")
     num_stages = 1 + max(int(m.group(1)) for key in state
                          if (m := re.match(rf"{_HF_PREFIX}\.patch_embeddings\.(\d+)\.", key)))
-    config: dict[str, Any] = {"depths": [], "hidden_sizes": [], "patch_sizes": [], "sr_ratios": [], "mlp_ratios": []}
+    config: dict[str, Any] = {"depths": [], "hidden_sizes": [], "patch_sizes": [], "sr_ratios": [], "mlp_ratios": [],
+                              "strides": [4] + [2] * (num_stages - 1)}  # MiT's; shapes do not show strides
     for stage in range(num_stages):
         proj = np.shape(state[f"{_HF_PREFIX}.patch_embeddings.{stage}.proj.weight"])
         hidden = proj[0]
@@ -99,6 +107,8 @@ def infer_config(state: Mapping[str, Any], source: str = "state_dict") -> dict:
         if stage == 0:
             config["num_channels"] = proj[1]
         blocks = {int(m.group(1)) for key in state if (m := re.match(rf"{_HF_PREFIX}\.block\.{stage}\.(\d+)\.", key))}
+        if not blocks:
+            raise ConversionError(f"{source}: stage {stage} has no transformer blocks (keys of block 0 missing)")
         config["depths"].append(len(blocks))
         sr = state.get(f"{_HF_PREFIX}.block.{stage}.0.attention.self.sr.weight")
         config["sr_ratios"].append(np.shape(sr)[-1] if sr is not None else 1)
@@ -106,6 +116,9 @@ def infer_config(state: Mapping[str, Any], source: str = "state_dict") -> dict:
         config["mlp_ratios"].append(np.shape(fc1)[0] // hidden if fc1 is not None else 4)
     if "decode_head.linear_c.0.proj.weight" in state:
         config["decoder_hidden_size"] = np.shape(state["decode_head.linear_c.0.proj.weight"])[0]
+    if "decode_head.linear_c.0.bn.weight" in state:  # only hf_keys_from_mmseg writes these
+        config.update(mmseg_head=True,
+                      num_attention_heads=[hidden // config["hidden_sizes"][0] for hidden in config["hidden_sizes"]])
     if "decode_head.classifier.weight" in state:
         config["num_labels"] = np.shape(state["decode_head.classifier.weight"])[0]
     return config
@@ -133,6 +146,55 @@ def hf_keys_from_original(state: Mapping[str, Any], source: str = "state_dict") 
             continue
         renamed[_original_to_hf_key(key)] = value
     return renamed
+
+
+def hf_keys_from_mmseg(state: Mapping[str, Any]) -> dict[str, Any]:
+    """An open-mmlab SegFormer state_dict with transformers' key names where the layers match.
+
+    ``in_proj_weight`` is split in three (query, key, value: torch's MultiheadAttention order), 1x1 convs become
+    linear weights. The head's per-stage conv + BatchNorm become ``decode_head.linear_c.N.proj`` (no bias) and
+    ``decode_head.linear_c.N.bn``, which only `Segformer.mmseg_head` reads.
+    """
+    renamed: dict[str, Any] = {}
+    for key, value in state.items():
+        match = re.fullmatch(r"(backbone\.layers\.\d+\.1\.\d+\.attn\.)attn\.in_proj_(weight|bias)", key)
+        if match:
+            third = np.shape(value)[0] // 3
+            base = _mmseg_to_hf_key(match.group(1))
+            for index, name in enumerate(("query", "key", "value")):
+                renamed[f"{base}attention.self.{name}.{match.group(2)}"] = value[index * third:(index + 1) * third]
+            continue
+        if re.search(r"\.ffn\.layers\.[04]\.weight$|decode_head\.convs\.\d+\.conv\.weight$", key):
+            value = value[:, :, 0, 0]
+        renamed[_mmseg_to_hf_key(key)] = value
+    return renamed
+
+
+_MMSEG_TO_HF = (
+    (r"backbone\.layers\.(\d+)\.0\.projection\.", lambda m: f"{_HF_PREFIX}.patch_embeddings.{m[1]}.proj."),
+    (r"backbone\.layers\.(\d+)\.0\.norm\.", lambda m: f"{_HF_PREFIX}.patch_embeddings.{m[1]}.layer_norm."),
+    (r"backbone\.layers\.(\d+)\.1\.(\d+)\.", lambda m: f"{_HF_PREFIX}.block.{m[1]}.{m[2]}."),
+    (r"backbone\.layers\.(\d+)\.2\.", lambda m: f"{_HF_PREFIX}.layer_norm.{m[1]}."),
+    (r"\.norm(\d)\.", lambda m: f".layer_norm_{m[1]}."),
+    (r"\.attn\.attn\.out_proj\.", lambda m: ".attention.output.dense."),
+    (r"\.attn\.sr\.", lambda m: ".attention.self.sr."),
+    (r"\.attn\.norm\.", lambda m: ".attention.self.layer_norm."),
+    (r"\.attn\.$", lambda m: "."),
+    (r"\.ffn\.layers\.0\.", lambda m: ".mlp.dense1."),
+    (r"\.ffn\.layers\.1\.", lambda m: ".mlp.dwconv.dwconv."),
+    (r"\.ffn\.layers\.4\.", lambda m: ".mlp.dense2."),
+    (r"decode_head\.convs\.(\d+)\.conv\.", lambda m: f"decode_head.linear_c.{m[1]}.proj."),
+    (r"decode_head\.convs\.(\d+)\.bn\.", lambda m: f"decode_head.linear_c.{m[1]}.bn."),
+    (r"decode_head\.fusion_conv\.conv\.", lambda m: "decode_head.linear_fuse."),
+    (r"decode_head\.fusion_conv\.bn\.", lambda m: "decode_head.batch_norm."),
+    (r"decode_head\.conv_seg\.", lambda m: "decode_head.classifier."),
+)
+
+
+def _mmseg_to_hf_key(key: str) -> str:
+    for pattern, replacement in _MMSEG_TO_HF:
+        key = re.sub(pattern, replacement, key)
+    return key
 
 
 _ORIGINAL_TO_HF = (
@@ -203,10 +265,13 @@ def _block_params(reader: StateDictReader, prefix: str, hidden: int, sr_ratio: i
 
 def _decode_head_params(reader: StateDictReader, model: Segformer) -> dict:
     width = model.decoder_hidden_size
-    params = {
-        f"linear_c_{stage}": reader.linear(f"decode_head.linear_c.{stage}.proj", hidden, width)
-        for stage, hidden in enumerate(model.hidden_sizes)
-    }
+    params = {}
+    for stage, hidden in enumerate(model.hidden_sizes):
+        prefix = f"decode_head.linear_c.{stage}"
+        params[f"linear_c_{stage}"] = reader.linear(f"{prefix}.proj", hidden, width, bias=not model.mmseg_head)
+        if model.mmseg_head:
+            norm, stats = reader.batch_norm(f"{prefix}.bn", width)
+            params[f"linear_c_{stage}_bn"] = {**norm, **stats}
     params["linear_fuse"] = reader.conv("decode_head.linear_fuse", width * len(model.hidden_sizes), width, 1,
                                         bias=False)
     norm, stats = reader.batch_norm("decode_head.batch_norm", width)

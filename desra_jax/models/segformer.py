@@ -151,7 +151,9 @@ class Segformer(nn.Module):
 
     The decode head projects each stage to ``decoder_hidden_size``, upsamples all to the first stage's 1/4 map
     (bilinear, half-pixel), concatenates them deepest first, fuses with a 1x1 conv (no bias) + BatchNorm +
-    ReLU and classifies with a 1x1 conv.
+    ReLU and classifies with a 1x1 conv. ``mmseg_head`` selects open-mmlab's SegformerHead instead
+    (mmseg/models/decode_heads/segformer_head.py): each projection is a 1x1 conv without bias + BatchNorm +
+    ReLU, and the maps are concatenated first stage first; its MiT builds every LayerNorm with eps 1e-6.
     """
 
     num_channels: int = 3
@@ -166,6 +168,7 @@ class Segformer(nn.Module):
     num_labels: int = 150
     layer_norm_eps: float = 1e-5
     batch_norm_eps: float = 1e-5
+    mmseg_head: bool = False
 
     @nn.compact
     def __call__(self, pixels: jax.Array) -> jax.Array:
@@ -183,11 +186,13 @@ class Segformer(nn.Module):
             x = nn.LayerNorm(self.layer_norm_eps, name=f"norm_{stage}")(x)
             features.append(x)
         size = features[0].shape[1:3]
-        projected = [
-            resize_bilinear(nn.Dense(self.decoder_hidden_size, name=f"linear_c_{stage}")(feature), size)
-            for stage, feature in enumerate(features)
-        ]
+        projected = []
+        for stage, feature in enumerate(features):
+            x = nn.Dense(self.decoder_hidden_size, use_bias=not self.mmseg_head, name=f"linear_c_{stage}")(feature)
+            if self.mmseg_head:
+                x = nn.relu(FrozenBatchNorm(self.batch_norm_eps, name=f"linear_c_{stage}_bn")(x))
+            projected.append(resize_bilinear(x, size))
         x = nn.Conv(self.decoder_hidden_size, (1, 1), use_bias=False, name="linear_fuse")(
-            jnp.concatenate(projected[::-1], axis=-1))
+            jnp.concatenate(projected if self.mmseg_head else projected[::-1], axis=-1))
         x = nn.relu(FrozenBatchNorm(self.batch_norm_eps, name="batch_norm")(x))
         return nn.Conv(self.num_labels, (1, 1), name="classifier")(x)
