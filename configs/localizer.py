@@ -85,7 +85,7 @@ def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_coll
 
 
 def _tiny(config: ml_collections.ConfigDict) -> None:
-    """Under a minute on 2 CPU cores: a narrow one-block-per-stage network, 64-pixel crops, 400 steps at a higher
+    """About a minute on 2 CPU cores: a narrow one-block-per-stage network, 64-pixel crops, 400 steps at a higher
     rate (held-out mean IoU 0.29 after 300 steps, 0.37 after 400: tests/test_localizer.py)."""
     config.model.update(backbone_layers=(1, 1, 1, 1), backbone_width=8, aspp_channels=16, decoder_projection=8,
                         decoder_channels=16)
