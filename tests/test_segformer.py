@@ -356,6 +356,7 @@ def test_open_mmlab_checkpoint_matches_its_head_written_in_torch(tmp_path):
         fused = F.relu(F.batch_norm(fused, mean, var, scale, bias, training=False, eps=1e-5))
         expected = F.conv2d(fused, t["decode_head.conv_seg.weight"], t["decode_head.conv_seg.bias"])
     expected = expected.permute(0, 2, 3, 1).numpy()
-    got = np.asarray(jax.jit(model.apply)({"params": params}, pixels))
+    forward = jax.jit(model.apply, compiler_options={"xla_backend_optimization_level": 0})
+    got = np.asarray(forward({"params": params}, pixels))
     assert np.abs(expected).max() > 1.0
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)

@@ -1,6 +1,6 @@
 """SegFormer checkpoints into :class:`~desra_jax.models.segformer.Segformer` params.
 
-Two layouts are read:
+Three layouts are read:
 
 - Hugging Face ``SegformerForSemanticSegmentation`` (the ``nvidia/segformer-*`` checkpoints, and what
   ``save_pretrained`` writes): ``segformer.encoder.patch_embeddings.N.proj``, ``segformer.encoder.block.N.M.
@@ -10,8 +10,8 @@ Two layouts are read:
   ``backbone.patch_embed1.proj``, ``backbone.block1.0.attn.q``, ``attn.kv`` (key and value stacked),
   ``backbone.norm1``, ``decode_head.linear_c4.proj``, ``linear_fuse.conv``, ``linear_fuse.bn``,
   ``linear_pred``. Its keys are renamed to the Hugging Face ones by the mapping transformers publishes
-  (models/segformer/convert_segformer_original_to_pytorch.py), then read as above.
-
+  (models/segformer/convert_segformer_original_to_pytorch.py), then read as above, with transformers'
+  LayerNorm eps 1e-5 as that conversion keeps it (NVlabs' blocks used 1e-6; the difference is ignored there too).
 - open-mmlab's own SegFormer (mmsegmentation >= 0.17, e.g. ``segformer_mit-b5_640x640_160k_ade20k_*.pth``,
   the checkpoint DeSRA's authors used): ``backbone.layers.N.0.projection`` (patch embedding),
   ``backbone.layers.N.1.M.attn.attn.in_proj_weight`` (query, key, value stacked), ``ffn.layers.0/1/4`` (1x1
@@ -68,7 +68,7 @@ def segformer_from_config(config: Mapping[str, Any], source: str = "config") -> 
 def segformer_from_state_dict(
     state_dict: Mapping[str, Any], config: Mapping[str, Any] | None = None, source: str = "state_dict"
 ) -> tuple[Segformer, dict]:
-    """A SegFormer state_dict (either layout, see the module doc) as ``(Segformer, params)``.
+    """A SegFormer state_dict (any of the three layouts, see the module doc) as ``(Segformer, params)``.
 
     ``config`` (a transformers config dict) gives the sizes. Without it, or for fields it lacks, sizes are read
     from the tensor shapes: depths, hidden sizes, patch sizes, sr_ratios, mlp_ratios, decoder width, number of
@@ -81,7 +81,7 @@ def segformer_from_state_dict(
     if any(key.startswith("backbone.layers.") for key in state):
         state = hf_keys_from_mmseg(state)
     elif any(key.startswith("backbone.") for key in state):
-        state = hf_keys_from_original(state, source)
+        state = hf_keys_from_original(state)
     model = segformer_from_config({**infer_config(state, source), **(config or {})}, source)
     reader = StateDictReader(state, source)
     params = _encoder_params(reader, model)
@@ -124,7 +124,7 @@ def infer_config(state: Mapping[str, Any], source: str = "state_dict") -> dict:
     return config
 
 
-def hf_keys_from_original(state: Mapping[str, Any], source: str = "state_dict") -> dict[str, Any]:
+def hf_keys_from_original(state: Mapping[str, Any]) -> dict[str, Any]:
     """An NVlabs/SegFormer (mmseg 0.x) state_dict with transformers' key names, values untouched.
 
     The renaming is transformers' published one (convert_segformer_original_to_pytorch.py): stage numbers
@@ -286,7 +286,7 @@ def load_segformer(
     """``(Segformer, params, id2label)`` from a file the user already has (never downloaded).
 
     ``path`` is a Hugging Face model directory (``config.json`` plus ``model.safetensors``, which needs no
-    torch, or ``pytorch_model.bin``), or a single checkpoint file of either layout (module doc). For a single
+    torch, or ``pytorch_model.bin``), or a single checkpoint file of any layout (module doc). For a single
     file, ``config`` (a dict or a ``config.json`` path) may give what shapes cannot (see
     `segformer_from_state_dict`). id2label comes from the config; without one, a 150-label model gets the
     ADE20K class names (third_party/ade20k) and any other ``LABEL_i``.
