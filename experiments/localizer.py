@@ -3,8 +3,8 @@
 
 DeepLabV3+ learns (image -> artifact mask) with BCE + soft Dice on random crops, sharded on the batch over every
 device, with Adam; it is evaluated on whole held-out images with DeSRA's detection metrics (mean IoU, region
-precision / recall at p = 0.5, eq. 11-13) of sigmoid(logit) > 0.5. Checkpoints, resumption and SIGTERM handling
-are those of the SR job (experiments/train.py).
+precision / recall at p = 0.5, eq. 11-13) of sigmoid(logit) > 0.5. The loop (checkpoints, resumption, SIGTERM
+handling, logs) is the SR job's `experiments.train.train_loop`.
 
 Workdir layout:
   checkpoints/   orbax CheckpointManager steps (the train state, BatchNorm statistics included)
@@ -18,16 +18,12 @@ from __future__ import annotations
 import functools
 import json
 import os
-import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
-from tqdm import tqdm
 
 from desra_jax.data import pairs
-from desra_jax.data.feeding import prefetch_to_device
 from desra_jax.data.image_io import write_image
 from desra_jax.data.mask_pairs import MaskPair, MaskPatchSampler, load_mask_pairs
 from desra_jax.data.synthetic import synthetic_pair
@@ -36,10 +32,9 @@ from desra_jax.losses.segmentation import segmentation_loss
 from desra_jax.metrics.detection import evaluate_detection
 from desra_jax.models import DeepLabV3Plus
 from desra_jax.training import checkpoints, evaluation, sharding
-from desra_jax.training.metric_writer import MetricWriter
 from desra_jax.training.state import adam, create_state
 from experiments.report import overlay_mask
-from experiments.train import TrainingInterrupted, _StopRequest
+from experiments import train
 
 SUMMARY_KEYS = ("mean_iou", "precision", "recall")
 
@@ -175,21 +170,10 @@ def train_localizer(config, workdir: str, mesh=None) -> dict:
     the final held-out summary {'mean_iou', 'precision', 'recall', 'n_s', 'n_t', 'n_g', 'n_r'}."""
     mesh = mesh or sharding.data_mesh()
     validate(config, mesh.size)
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(config.to_json_best_effort(indent=2))
-    is_main = jax.process_index() == 0
-
-    manager = ocp.CheckpointManager(
-        os.path.join(workdir, "checkpoints"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints, create=True),
-    )
-    start, num_steps = manager.latest_step() or 0, config.train.num_steps
-    if start >= num_steps and os.path.isdir(os.path.join(workdir, "model")):
-        logging.info("%s: already trained to step %d", workdir, start)
-        with open(os.path.join(workdir, f"eval_{start:07d}.json"), encoding="utf-8") as f:
-            return json.load(f)["summary"]
+    workdir = train.prepare_workdir(config, workdir)
+    done = train.finished_summary(workdir, config.train.num_steps)
+    if done is not None:
+        return done
 
     train_pairs, val_pairs = load_data(config)
     sampler = MaskPatchSampler(train_pairs, config.data.patch, config.data.batch_size, config.seed,
@@ -198,55 +182,20 @@ def train_localizer(config, workdir: str, mesh=None) -> dict:
     init, step_fn, predict = _compiled(model, mesh, tuple(config.loss.items()))
     # 'rbg' keys: XLA on CPU takes tens of seconds to compile threefry for every parameter of the init, rbg a few.
     init_key, step_key = jax.random.split(jax.random.key(config.seed, impl="rbg"))
-    variables = initial_variables(config, model, init, init_key)
     tx = _adam(config.train.learning_rate, tuple(config.train.milestones), config.train.gamma)
     # The step as a strong int32, the type orbax restores: a weak-typed one would compile the step again on resume.
-    state = create_state(model, variables, tx, ema=False).replace(step=np.int32(0))
+    state = create_state(model, initial_variables(config, model, init, init_key), tx, ema=False).replace(
+        step=np.int32(0))
     state = jax.device_put(state, sharding.replicated(mesh))
-    if start:
-        state = manager.restore(start, args=ocp.args.StandardRestore(state))
-        logging.info("%s: resumed from step %d", workdir, start)
 
-    writer = MetricWriter(workdir, phase=config.name, resume_step=start) if is_main else None
-    stop = _StopRequest()
-    summary = {}
-    batches = prefetch_to_device(sampler.batch, range(start, num_steps), mesh, config.data.prefetch)
-    bar = tqdm(total=num_steps, initial=start, desc=config.name, disable=not is_main, dynamic_ncols=True)
-    last_log, last_time = start, time.perf_counter()
-    try:
-        for step, batch in zip(range(start + 1, num_steps + 1), batches):
-            state, metrics = step_fn(state, batch, jax.random.fold_in(step_key, step))
-            bar.update(1)
-            if step % config.train.log_every == 0 or step == num_steps:
-                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                now = time.perf_counter()
-                metrics["steps_per_s"] = (step - last_log) / (now - last_time)
-                last_log, last_time = step, now
-                bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()})
-                if writer:
-                    writer.write(step, metrics)
-            if step % config.train.eval_every == 0 or step == num_steps:
-                summary = _evaluate(predict, state, val_pairs, config, workdir, step, writer)
-            if step % config.train.checkpoint_every == 0 or step == num_steps or stop.requested:
-                manager.save(step, args=ocp.args.StandardSave(state))
-            if stop.requested:
-                manager.wait_until_finished()
-                raise TrainingInterrupted(
-                    f"{stop.requested} at step {step}: checkpoint saved in {workdir}/checkpoints; "
-                    "rerun the same command to resume"
-                )
-        manager.wait_until_finished()
-        if not summary:  # killed after the last checkpoint but before the model was written
-            summary = _evaluate(predict, state, val_pairs, config, workdir, num_steps, writer)
-    finally:
-        bar.close()
-        stop.restore()
-        batches.close()
-        if writer:
-            writer.close()
-    if is_main:
+    def evaluate(state, step, writer):
+        return _evaluate(predict, state, val_pairs, config, workdir, step, writer)
+
+    state, summary = train.train_loop(config, workdir, state, sampler, evaluate, step_key, mesh, step_fn)
+    if jax.process_index() == 0:
         checkpoints.save_model(os.path.join(workdir, "model"), model, state.params, state.model_state, overwrite=True)
-        logging.info("%s: finished %s at step %d; model in %s/model", workdir, config.name, num_steps, workdir)
+        logging.info("%s: finished %s at step %d; model in %s/model", workdir, config.name, config.train.num_steps,
+                     workdir)
     return summary
 
 

@@ -232,8 +232,9 @@ def save_final_models(workdir: str, generator, discriminator, states) -> None:
         )
 
 
-def train_loop(config, workdir: str, states: dict, sampler, evaluate, key, mesh) -> tuple[dict, dict]:
-    """Runs the jitted steps of `config.phase` on `sampler.batch(step)` from the latest checkpoint in
+def train_loop(config, workdir: str, states, sampler, evaluate, key, mesh, step_fn=None) -> tuple[dict, dict]:
+    """Runs the jitted steps of `config.phase` (or `step_fn(states, batch, key) -> (states, metrics)`, e.g. the
+    localizer's) on `sampler.batch(step)` from the latest checkpoint in
     `workdir/checkpoints` to `config.train.num_steps`: logs (progress bar, JSONL, TensorBoard) every
     `log_every`, calls `evaluate(states, step, writer) -> summary` every `eval_every` and at the end, and
     checkpoints every `checkpoint_every`, at the end and on SIGTERM / SIGINT (then raises TrainingInterrupted).
@@ -248,11 +249,13 @@ def train_loop(config, workdir: str, states: dict, sampler, evaluate, key, mesh)
         states = manager.restore(start, args=ocp.args.StandardRestore(states))
         logging.info("%s: resumed from step %d", workdir, start)
 
-    vgg, vgg_params = None, None
-    if config.phase == "gan" and config.loss.perceptual_weight:
-        vgg, vgg_params = load_vgg(config.loss.vgg19, config.loss.perceptual_layer)
-        vgg_params = jax.device_put(vgg_params, sharding.replicated(mesh))
-    step_fn = _compile_step(config, mesh, vgg)
+    if step_fn is None:
+        vgg, vgg_params = None, None
+        if config.phase == "gan" and config.loss.perceptual_weight:
+            vgg, vgg_params = load_vgg(config.loss.vgg19, config.loss.perceptual_layer)
+            vgg_params = jax.device_put(vgg_params, sharding.replicated(mesh))
+        phase_step = _compile_step(config, mesh, vgg)
+        step_fn = lambda states, batch, key: phase_step(states, batch, key, vgg_params)  # noqa: E731
 
     is_main = jax.process_index() == 0
     writer = MetricWriter(workdir, phase=config.name, resume_step=start) if is_main else None
@@ -263,7 +266,7 @@ def train_loop(config, workdir: str, states: dict, sampler, evaluate, key, mesh)
     last_log, last_time = start, time.perf_counter()
     try:
         for step, batch in zip(range(start + 1, num_steps + 1), batches):
-            states, metrics = step_fn(states, batch, jax.random.fold_in(key, step), vgg_params)
+            states, metrics = step_fn(states, batch, jax.random.fold_in(key, step))
             bar.update(1)
             if step % config.train.log_every == 0 or step == num_steps:
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
