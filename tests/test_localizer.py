@@ -232,6 +232,7 @@ def test_tiny_localizer_learns_desra_masks_of_held_out_photographs(tiny_run, tin
     assert localizer.train_localizer(config, str(workdir)) == summary
 
 
+@pytest.mark.slow  # compiles the tiny model's step unless an earlier test in the process did
 def test_an_interrupted_run_resumes_to_the_same_model(tiny_data, tmp_path, monkeypatch):
     """SIGTERM in the middle: checkpoint, TrainingInterrupted; the rerun ends where a straight run ends."""
     import os
@@ -271,6 +272,7 @@ def test_an_interrupted_run_resumes_to_the_same_model(tiny_data, tmp_path, monke
     assert steps[:-1] == list(range(1, 25)) and steps[-1] == 24  # one record per step, then the evaluation
 
 
+@pytest.mark.slow  # compiles the tiny model's step unless an earlier test in the process did
 def test_trains_on_the_output_folder_of_experiments_detect(tmp_path):
     """GAN-SR and MSE-SR folders -> experiments.detect -> its --out_dir names the masks of the GAN-SR images."""
     from configs import localizer as localizer_config
