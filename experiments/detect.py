@@ -261,7 +261,7 @@ def csv_text(records: list[dict], columns: list[str]) -> str:
     return buffer.getvalue()
 
 
-def _semantics(segformer, class_adjustment, segment_source, segformer_size):
+def load_semantics(segformer, class_adjustment, segment_source, segformer_size):
     """(segmenter, A (K,), settings) for ``--segformer``, or (None, None, None) without it."""
     if segformer is None:
         if class_adjustment is not None:
@@ -293,7 +293,7 @@ def run(gan_dir, mse_dir, out_dir, gt_dir=None, threshold=0.7, min_area=4000, ba
     """
     gan_dir, mse_dir, out_dir = Path(gan_dir), Path(mse_dir), Path(out_dir)
     gt_dir = Path(gt_dir) if gt_dir else None
-    segmenter, adjustment, semantics = _semantics(segformer, class_adjustment, segment_source, segformer_size)
+    segmenter, adjustment, semantics = load_semantics(segformer, class_adjustment, segment_source, segformer_size)
     pairs, problems = pair_files(gan_dir, mse_dir, gt_dir)
     records, gallery_rows, preds, gts = [], {}, {}, {}
     for batch in batches_by_size(pairs, batch_size, alpha, problems, desc="detect"):

@@ -1,4 +1,8 @@
-"""Train a GAN super-resolution model: `python -m experiments.main --config=configs/ragp_fft.py[:tiny]`.
+"""Run an experiment config: `python -m experiments.main --config=configs/ragp_fft.py[:tiny]`.
+
+The config's `job` picks what runs: GAN-SR training (configs/mse, ragan, ragp, ragp_fft; the default), DeSRA
+fine-tuning (configs/desra_finetune.py; `--online` for its continual loop) or the artifact localizer
+(configs/localizer.py).
 
 Flags: `--config` (an ml_collections config file; `:variant` after the path, `--config.a.b=value` overrides
 any key) and `--workdir` (default ./runs/<config name>[_<variant>]). Rerunning the same command resumes.
@@ -19,6 +23,7 @@ flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initia
 flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0 (else auto-detected).")
 flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes (else auto-detected).")
 flags.DEFINE_integer("process_id", None, "With --distributed: this process's index (else auto-detected).")
+flags.DEFINE_bool("online", False, "DeSRA fine-tuning only: the continual loop (same as --config.online=True).")
 flags.mark_flag_as_required("config")
 FLAGS = flags.FLAGS
 
@@ -26,6 +31,24 @@ FLAGS = flags.FLAGS
 def default_workdir(config) -> str:
     """runs/<name>[_<variant>], e.g. runs/ragp_fft_tiny for configs/ragp_fft.py:tiny."""
     return os.path.join("runs", f"{config.name}_{config.variant}" if config.variant else config.name)
+
+
+def run_job(config, workdir: str) -> dict:
+    """Runs the job named by `config.job` in `workdir`; returns its final validation summary."""
+    job = config.get("job", "sr")
+    if job == "sr":
+        from experiments import train
+
+        return train.train_and_evaluate(config, workdir)
+    if job == "desra_finetune":
+        from experiments import finetune
+
+        return finetune.run_finetune(config, workdir)
+    if job == "localizer":
+        from experiments import localizer
+
+        return localizer.train_localizer(config, workdir)
+    raise ValueError(f"config.job={job!r}: choose 'sr', 'desra_finetune' or 'localizer'")
 
 
 def main(argv):
@@ -37,12 +60,18 @@ def main(argv):
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     from experiments import train
 
+    config = FLAGS.config
+    if FLAGS.online:
+        if "online" not in config:
+            raise app.UsageError(f"--online: the config {config.name} has no online mode (configs/desra_finetune.py has)")
+        config.online = True
+
     logging.set_verbosity(logging.INFO)
-    workdir = FLAGS.workdir or default_workdir(FLAGS.config)
+    workdir = FLAGS.workdir or default_workdir(config)
     logging.info("config %s, workdir %s, %d devices on %d processes", FLAGS["config"].config_filename, workdir,
                  jax.device_count(), jax.process_count())
     try:
-        summary = train.train_and_evaluate(FLAGS.config, workdir)
+        summary = run_job(config, workdir)
     except train.TrainingInterrupted as stopped:
         print(f"interrupted by {stopped}", file=sys.stderr)
         sys.exit(130)

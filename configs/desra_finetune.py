@@ -1,0 +1,71 @@
+"""DeSRA fine-tuning (section 3.3 / 4.3): detect the artifacts of a GAN-SR model on real LR images, merge the
+MSE-SR result into them as pseudo ground truth (eq. 10), fine-tune the GAN-SR model on (LR, pseudo-GT) pairs,
+and measure on held-out LR images what was removed.
+
+Defaults are the paper's: 50 training images, 1000 iterations, lr 1e-4, HR patch 256, global batch 48. The paper
+fine-tunes Real-ESRGAN with its own training code, so the losses are Real-ESRGAN's: L1 1.0, perceptual 1.0,
+vanilla GAN 0.1 with the U-Net discriminator (the perceptual term here uses one VGG19 layer, conv5_4, where
+Real-ESRGAN sums five with weights 0.1/0.1/1/1/1). Set `init_from` (the GAN-SR model: a directory of this
+library or e.g. RealESRGAN_x4plus.pth), `mse_model` (e.g. RealESRNet_x4plus.pth), `data.lr_dir` and
+`data.eval_lr_dir`; `discriminator_from` (e.g. RealESRGAN_x4plus_netD.pth) continues its discriminator,
+otherwise a fresh one is trained. `online=True` runs the continual loop of the paper's Discussion (section 6).
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None):
+    config = common.base_config("desra_finetune")
+    config.job = "desra_finetune"
+    config.phase = "gan"
+    config.mse_model = ""  # the MSE-SR model of the same input scale: the reference and the pseudo-GT source
+    config.discriminator_from = ""  # a discriminator to continue (directory or BasicSR net_d .pth); "" = fresh
+    config.discriminator.kind = "unet"
+
+    config.data.lr_dir = ""  # real LR images (no ground truth): detection and pseudo-GT pairs
+    config.data.num_images = 50  # the first ones (sorted by name) whose GAN-SR result has detected artifacts
+    config.data.eval_lr_dir = ""  # held-out LR images: artifacts detected before and after fine-tuning
+    config.data.eval_mask_dir = ""  # optional ground-truth artifact masks of the held-out GAN-SR results
+    config.data.hr_patch = 256
+    config.data.batch_size = 48
+
+    config.detection = ml_collections.ConfigDict()
+    config.detection.threshold = 0.7
+    config.detection.min_area = 4000
+    config.detection.segformer = ""  # a SegFormer (Hugging Face directory or mmseg .pth); "" = no semantics
+    config.detection.class_adjustment = ""  # "" = the authors' published ADE20K table
+    config.detection.segment = "gan"  # which SR result is segmented (the released script: GAN-SR)
+    config.detection.segformer_size = 512
+    config.detection.feather = 0.0  # Gaussian sigma (HR pixels) of the pseudo-GT blend edge; 0 = eq. 10 as printed
+
+    config.train.num_steps = 1000
+    config.train.learning_rate = 1e-4
+    config.train.milestones = ()
+    config.train.eval_every = 500
+    config.train.checkpoint_every = 500
+    config.train.log_every = 50
+
+    config.loss.pixel_weight = 1.0
+    config.loss.perceptual_weight = 1.0
+    config.loss.gan_kind = "gan"
+    config.loss.gan_weight = 0.1
+
+    config.online = False
+    config.online_settings = ml_collections.ConfigDict()
+    config.online_settings.incoming_dir = ""  # where new LR images arrive
+    config.online_settings.buffer_size = 50  # artifact samples per fine-tuning round
+    config.online_settings.poll_seconds = 10.0
+    config.online_settings.idle_polls = -1  # stop after this many polls without a new image; -1 = never
+    common.apply_variant(config, arg)
+    if config.variant == "tiny":
+        config.detection.min_area = 64
+        config.data.update(hr_patch=32, batch_size=8, num_images=4)
+        # At lr 1e-4 and EMA 0.99 a tiny model hardly moves in 100 steps; a fresh tiny discriminator's signal is
+        # noise at this scale, so its weight is small.
+        config.train.update(num_steps=100, learning_rate=2e-3, ema_decay=0.9, eval_every=100, checkpoint_every=50,
+                            log_every=10)
+        config.loss.gan_weight = 0.01
+        config.online_settings.update(buffer_size=2, poll_seconds=0.1)
+    return config
