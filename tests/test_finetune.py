@@ -139,3 +139,17 @@ def test_online_mode_buffers_artifact_samples_and_fine_tunes_when_full(setting, 
     # Restarted with nothing new, it fine-tunes nothing and loses nothing.
     finetune.run_finetune(config, str(workdir))
     assert json.loads((workdir / "online" / "state.json").read_text()) == state
+
+
+def test_the_job_names_missing_inputs_and_online_needs_its_config(tmp_path):
+    import subprocess
+    import sys
+
+    def main(*args):
+        return subprocess.run([sys.executable, "-m", "experiments.main", f"--workdir={tmp_path}", *args],
+                              cwd=os.path.dirname(os.path.dirname(__file__)), capture_output=True, text=True)
+
+    result = main("--config=configs/desra_finetune.py:tiny")
+    assert result.returncode == 1 and "config.init_from" in result.stderr and "Traceback" not in result.stderr
+    result = main("--config=configs/mse.py:tiny", "--online")
+    assert result.returncode != 0 and "no online mode" in result.stderr
