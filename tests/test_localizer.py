@@ -169,37 +169,30 @@ def _flat_variables(variables) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(variables)}
 
 
-@pytest.fixture(scope="module")
-def tiny_data():
-    """The default data of configs/localizer.py:tiny: (train, held-out) lists of (name, image, DeSRA mask)."""
+@pytest.mark.slow
+def test_tiny_localizer_job(tmp_path, monkeypatch):
+    """configs/localizer.py:tiny end to end: it learns the DeSRA masks, resumes exactly after a SIGTERM, and trains
+    on an experiments.detect folder. One test, so the runs share one compilation of the model (pytest-xdist would
+    compile it again in each worker that got one of them)."""
     from configs import localizer as localizer_config
-    from experiments.localizer import load_data
-
-    return load_data(localizer_config.get_config("tiny"))
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tiny_data, tmp_path_factory):
-    """configs/localizer.py:tiny trained from scratch on its default data: (config, workdir, summary)."""
-    from configs import localizer as localizer_config
-    from experiments.localizer import train_localizer
+    from experiments import localizer
 
     config = localizer_config.get_config("tiny")
-    workdir = tmp_path_factory.mktemp("localizer") / "run"
-    with pytest.MonkeyPatch.context() as patch:  # the same data, without detecting it twice
-        patch.setattr("experiments.localizer.load_data", lambda _: tiny_data)
-        return config, workdir, train_localizer(config, str(workdir))
+    data = localizer.load_data(config)
+    with monkeypatch.context() as patch:  # the same data, without detecting it twice
+        patch.setattr(localizer, "load_data", lambda _: data)
+        summary = localizer.train_localizer(config, str(tmp_path / "run"))
+    _check_learned_held_out_masks(config, tmp_path / "run", summary, data[1])
+    _check_resumes_to_the_same_model(data, tmp_path / "resume", monkeypatch)
+    _check_trains_on_the_output_folder_of_experiments_detect(tmp_path / "detect")
 
 
-@pytest.mark.slow
-def test_tiny_localizer_learns_desra_masks_of_held_out_photographs(tiny_run, tiny_data):
+def _check_learned_held_out_masks(config, workdir, summary, held_out):
     from desra_jax.metrics.detection import mean_iou
     from desra_jax.models import DeepLabV3Plus
     from desra_jax.training.checkpoints import load_model
     from experiments import localizer
 
-    config, workdir, summary = tiny_run
-    _, held_out = tiny_data
     assert [name for name, _, _ in held_out] == [f"{p}_{v}" for p in ("chelsea", "coffee") for v in range(16)]
     evaluation = json.loads((workdir / f"eval_{config.train.num_steps:07d}.json").read_text())
     assert evaluation["summary"] == summary and len(evaluation["per_image"]) == 32
@@ -232,8 +225,7 @@ def test_tiny_localizer_learns_desra_masks_of_held_out_photographs(tiny_run, tin
     assert localizer.train_localizer(config, str(workdir)) == summary
 
 
-@pytest.mark.slow  # compiles the tiny model's step unless an earlier test in the process did
-def test_an_interrupted_run_resumes_to_the_same_model(tiny_data, tmp_path, monkeypatch):
+def _check_resumes_to_the_same_model(data, root, monkeypatch):
     """SIGTERM in the middle: checkpoint, TrainingInterrupted; the rerun ends where a straight run ends."""
     import os
     import signal
@@ -244,10 +236,7 @@ def test_an_interrupted_run_resumes_to_the_same_model(tiny_data, tmp_path, monke
 
     config = localizer_config.get_config("tiny")
     config.train.update(num_steps=24, checkpoint_every=8, log_every=1, eval_every=24)
-    train_pairs, held_out = tiny_data
-    monkeypatch.setattr(localizer, "load_data", lambda _: (train_pairs, held_out[:2]))
-    localizer.train_localizer(config, str(tmp_path / "straight"))
-
+    train_pairs, held_out = data
     batch = MaskPatchSampler.batch
 
     def batch_then_terminate(self, step):
@@ -255,31 +244,33 @@ def test_an_interrupted_run_resumes_to_the_same_model(tiny_data, tmp_path, monke
             os.kill(os.getpid(), signal.SIGTERM)
         return batch(self, step)
 
-    monkeypatch.setattr(MaskPatchSampler, "batch", batch_then_terminate)
-    with pytest.raises(train.TrainingInterrupted, match=r"SIGTERM at step \d+: checkpoint saved") as stopped:
-        localizer.train_localizer(config, str(tmp_path / "killed"))
-    assert 4 <= int(str(stopped.value).split()[3].rstrip(":")) <= 12
-    assert not (tmp_path / "killed" / "model").exists()
-    monkeypatch.setattr(MaskPatchSampler, "batch", batch)
-    localizer.train_localizer(config, str(tmp_path / "killed"))
+    with monkeypatch.context() as patch:
+        patch.setattr(localizer, "load_data", lambda _: (train_pairs, held_out[:2]))
+        localizer.train_localizer(config, str(root / "straight"))
+        patch.setattr(MaskPatchSampler, "batch", batch_then_terminate)
+        with pytest.raises(train.TrainingInterrupted, match=r"SIGTERM at step \d+: checkpoint saved") as stopped:
+            localizer.train_localizer(config, str(root / "killed"))
+        assert 4 <= int(str(stopped.value).split()[3].rstrip(":")) <= 12
+        assert not (root / "killed" / "model").exists()
+        patch.setattr(MaskPatchSampler, "batch", batch)
+        localizer.train_localizer(config, str(root / "killed"))
 
-    straight = _flat_variables(load_model(tmp_path / "straight" / "model")[1])
-    resumed = _flat_variables(load_model(tmp_path / "killed" / "model")[1])
+    straight = _flat_variables(load_model(root / "straight" / "model")[1])
+    resumed = _flat_variables(load_model(root / "killed" / "model")[1])
     assert straight.keys() == resumed.keys() and any("batch_stats" in k for k in straight)
     for name in straight:
         np.testing.assert_allclose(resumed[name], straight[name], rtol=0, atol=1e-6, err_msg=name)
-    steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (root / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert steps[:-1] == list(range(1, 25)) and steps[-1] == 24  # one record per step, then the evaluation
 
 
-@pytest.mark.slow  # compiles the tiny model's step unless an earlier test in the process did
-def test_trains_on_the_output_folder_of_experiments_detect(tmp_path):
+def _check_trains_on_the_output_folder_of_experiments_detect(root):
     """GAN-SR and MSE-SR folders -> experiments.detect -> its --out_dir names the masks of the GAN-SR images."""
     from configs import localizer as localizer_config
     from desra_jax.data.synthetic import synthetic_pair
     from experiments import detect, localizer
 
-    gan_dir, mse_dir, detect_dir = tmp_path / "gan", tmp_path / "mse", tmp_path / "detect"
+    gan_dir, mse_dir, detect_dir = root / "gan", root / "mse", root / "detect"
     for seed, (name, top, left) in enumerate((("astronaut", 0, 150), ("sub/coffee", 100, 300), ("rocket", 150, 0))):
         gan, mse, _ = synthetic_pair(photo_crop(name.split("/")[-1], (128, 128), top, left)[0], seed=seed)
         write_image(gan_dir / f"{name}.png", gan)
@@ -292,8 +283,8 @@ def test_trains_on_the_output_folder_of_experiments_detect(tmp_path):
     config.data.update(image_dir=str(gan_dir), mask_dir=str(detect_dir), val_image_dir=str(gan_dir),
                        val_mask_dir=str(detect_dir / "masks"))
     config.train.update(num_steps=2, eval_every=2, checkpoint_every=2)
-    localizer.train_localizer(config, str(tmp_path / "run"))
-    per_image = json.loads((tmp_path / "run" / "eval_0000002.json").read_text())["per_image"]
+    localizer.train_localizer(config, str(root / "run"))
+    per_image = json.loads((root / "run" / "eval_0000002.json").read_text())["per_image"]
     assert {r["name"]: r["target_fraction"] for r in per_image} == pytest.approx(fractions, abs=1e-9)
 
 
@@ -303,7 +294,7 @@ def test_trains_on_the_output_folder_of_experiments_detect(tmp_path):
     ({"data.mask_dir": "/nowhere"}, "config.data.mask_dir='/nowhere': give data.image_dir and data.mask_dir together"),
     ({"loss.bce_weight": 0.0, "loss.dice_weight": 0.0}, "loss.bce_weight and loss.dice_weight cannot both be 0"),
 ])
-def test_bad_configs_name_the_key(overrides, message, tmp_path):
+def test_bad_configs_name_the_key(overrides, message):
     from configs import localizer as localizer_config
     from experiments import localizer
 
