@@ -63,9 +63,9 @@ def unwrap_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:
     """The tensors of a BasicSR-style checkpoint: ``params_ema`` if present, else ``params``, else as is.
 
     BasicSR and Real-ESRGAN save ``{'params_ema': ..., 'params': ...}``; the EMA weights are the released ones.
-    Lightning and mmseg wrap theirs in ``state_dict``.
+    Lightning and mmseg wrap theirs in ``state_dict``, VainF/DeepLabV3Plus-Pytorch in ``model_state``.
     """
-    for wrapper in ("params_ema", "params", "state_dict"):
+    for wrapper in ("params_ema", "params", "state_dict", "model_state"):
         inner = state.get(wrapper)
         if isinstance(inner, Mapping):
             return dict(inner)
