@@ -60,14 +60,15 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     return config
 
 
-def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
-    """Apply the variant named after the colon of `--config=configs/x.py:variant`."""
+def apply_variant(config: ml_collections.ConfigDict, arg: str | None, tiny=None) -> ml_collections.ConfigDict:
+    """Apply the variant named after the colon of `--config=configs/x.py:variant`; `tiny(config)` makes the tiny
+    variant of a job other than GAN-SR training (default: the SR job's `_tiny`)."""
     arg = arg or ""
     if arg not in VARIANTS:
         raise ValueError(f"unknown config variant {arg!r}; choose one of {VARIANTS[1:]} or none")
     config.variant = arg
     if arg == "tiny":
-        _tiny(config)
+        (tiny or _tiny)(config)
     return config
 
 

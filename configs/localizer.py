@@ -20,7 +20,7 @@ paper. Optimisation follows issue 8 (Adam, BCE + Dice, both weighted 1); lr 1e-4
 
 import ml_collections
 
-VARIANTS = ("", "tiny")
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -71,17 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.p = 0.5  # region overlap of DeSRA's precision / recall (eq. 12-13)
     config.eval.max_size = 512  # held-out images are centre-cropped to at most this size
     config.eval.num_samples = 2  # held-out images shown in the sample grid
-    return apply_variant(config, arg)
-
-
-def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
-    arg = arg or ""
-    if arg not in VARIANTS:
-        raise ValueError(f"unknown config variant {arg!r}; choose one of {VARIANTS[1:]} or none")
-    config.variant = arg
-    if arg == "tiny":
-        _tiny(config)
-    return config
+    return common.apply_variant(config, arg, tiny=_tiny)
 
 
 def _tiny(config: ml_collections.ConfigDict) -> None:

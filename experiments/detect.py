@@ -47,17 +47,14 @@ from absl import app, flags, logging
 from tqdm import tqdm
 
 from desra_jax.convert import load_segformer
-from desra_jax.data.image_io import IMAGE_EXTENSIONS, list_images, read_image, write_bytes_atomic, write_image
-from desra_jax.data.masks import LABELME_EXTENSION, read_mask
+from desra_jax.data.image_io import list_images, read_image, write_bytes_atomic, write_image
+from desra_jax.data.masks import find_mask, read_mask
 from desra_jax.detection import detect_artifacts, load_class_adjustment, segment
 from desra_jax.detection.semantic import ADE20K_ADJUSTMENT_TSV
 from desra_jax.metrics.detection import evaluate_detection, label_regions
 from experiments import report
 
 FLAGS = flags.FLAGS
-
-#: Ground-truth extensions tried in this order for each pair (the first file that exists is used).
-GT_EXTENSIONS = (".png", LABELME_EXTENSION) + tuple(e for e in IMAGE_EXTENSIONS if e != ".png")
 
 #: Which image of a pair SegFormer segments by default: the GAN-SR one, as the authors' released script does.
 DEFAULT_SEGMENT = "gan"
@@ -136,7 +133,7 @@ def pair_files(gan_dir: Path, mse_dir: Path, gt_dir: Path | None = None) -> tupl
     for name in sorted(gans.keys() & mses.keys()):
         gt = None
         if gt_dir is not None:
-            gt = next((gt_dir / f"{name}{ext}" for ext in GT_EXTENSIONS if (gt_dir / f"{name}{ext}").is_file()), None)
+            gt = find_mask(gt_dir, name)
         pairs.append(Pair(name, gans[name], mses[name], gt))
     return pairs, problems
 

@@ -28,14 +28,14 @@ from absl import logging
 
 from desra_jax import inference
 from desra_jax.data.image_io import list_images, read_image, write_bytes_atomic, write_image
-from desra_jax.data.masks import read_mask
+from desra_jax.data.masks import find_mask, read_mask
 from desra_jax.data.pairs import PatchSampler
 from desra_jax.detection import detect_artifacts
 from desra_jax.fusion import pseudo_gt
 from desra_jax.metrics.detection import mean_iou, removal_addition_rates
 from desra_jax.training import checkpoints, sharding
 from experiments import report, train
-from experiments.detect import GT_EXTENSIONS, Segmenter, load_semantics
+from experiments.detect import Segmenter, load_semantics
 
 
 def validate(config, num_devices: int) -> None:
@@ -151,13 +151,9 @@ def load_discriminator(config, path: str):
 
 def held_out_set(config) -> list[dict]:
     """Held-out LR images with their ground-truth masks where `data.eval_mask_dir` has one (by name)."""
-    def ground_truth(name: str) -> str | None:
-        if not config.data.eval_mask_dir:
-            return None
-        paths = [os.path.join(config.data.eval_mask_dir, name + ext) for ext in GT_EXTENSIONS]
-        return next((path for path in paths if os.path.isfile(path)), None)
-
-    return [{"name": name, "lr": lr, "gt_path": ground_truth(name)} for name, lr in read_lr_images(config.data.eval_lr_dir)]
+    masks = config.data.eval_mask_dir
+    return [{"name": name, "lr": lr, "gt_path": find_mask(masks, name) if masks else None}
+            for name, lr in read_lr_images(config.data.eval_lr_dir)]
 
 
 def detect_held_out(held_out, gan: SRModel, mse_results: list[np.ndarray], detect: Detector):

@@ -183,9 +183,7 @@ def train_localizer(config, workdir: str, mesh=None) -> dict:
     # 'rbg' keys: XLA on CPU takes tens of seconds to compile threefry for every parameter of the init, rbg a few.
     init_key, step_key = jax.random.split(jax.random.key(config.seed, impl="rbg"))
     tx = _adam(config.train.learning_rate, tuple(config.train.milestones), config.train.gamma)
-    # The step as a strong int32, the type orbax restores: a weak-typed one would compile the step again on resume.
-    state = create_state(model, initial_variables(config, model, init, init_key), tx, ema=False).replace(
-        step=np.int32(0))
+    state = create_state(model, initial_variables(config, model, init, init_key), tx, ema=False)
     state = jax.device_put(state, sharding.replicated(mesh))
 
     def evaluate(state, step, writer):

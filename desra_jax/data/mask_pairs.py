@@ -11,15 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from desra_jax.data.image_io import IMAGE_EXTENSIONS, list_images, read_image
-from desra_jax.data.masks import LABELME_EXTENSION, read_mask
+from desra_jax.data.image_io import list_images, read_image
+from desra_jax.data.masks import MASK_EXTENSIONS, find_mask, read_mask
 from desra_jax.data.pairs import augment
 
 #: (name, image float32 (H, W, 3) in [0, 1], mask bool (H, W)); the name appears in errors.
 MaskPair = tuple[str, np.ndarray, np.ndarray]
-
-#: Mask extensions tried in this order for each image (the first file that exists is used).
-MASK_EXTENSIONS = (".png", LABELME_EXTENSION) + tuple(e for e in IMAGE_EXTENSIONS if e != ".png")
 
 
 def detection_masks_folder(mask_dir: str | Path) -> Path:
@@ -49,8 +46,7 @@ def pair_mask_files(image_dir: str | Path, mask_dir: str | Path) -> list[tuple[s
         images[name] = image_dir / relative
     found, missing = [], []
     for name, image_path in images.items():
-        mask_path = next((mask_dir / f"{name}{ext}" for ext in MASK_EXTENSIONS if (mask_dir / f"{name}{ext}").is_file()),
-                         None)
+        mask_path = find_mask(mask_dir, name)
         if mask_path is None:
             missing.append(f"{image_path}: no mask {mask_dir / name}{{{','.join(MASK_EXTENSIONS)}}}")
         else:

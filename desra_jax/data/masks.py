@@ -11,10 +11,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from desra_jax.data.image_io import read_image
+from desra_jax.data.image_io import IMAGE_EXTENSIONS, read_image
 
 #: The extension of labelme annotation files; ``read_mask`` reads every other file as an image.
 LABELME_EXTENSION = ".json"
+
+#: Mask file extensions, tried in this order by ``find_mask``.
+MASK_EXTENSIONS = (".png", LABELME_EXTENSION) + tuple(e for e in IMAGE_EXTENSIONS if e != ".png")
+
+
+def find_mask(folder: str | os.PathLike, name: str) -> Path | None:
+    """The mask of the image called ``name`` (relative path without extension) in ``folder``: the first of
+    ``folder/name`` + each of ``MASK_EXTENSIONS`` that exists, or None."""
+    candidates = (Path(folder) / f"{name}{ext}" for ext in MASK_EXTENSIONS)
+    return next((path for path in candidates if path.is_file()), None)
 
 
 def _check_shape(path, mask_shape: tuple[int, int], shape: tuple[int, int] | None) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training import train_state
 
@@ -38,13 +39,15 @@ def create_state(module, variables, tx, *, ema: bool) -> TrainState:
     """A TrainState from a module, its initialised (or converted) variables and an optax transformation."""
     variables = dict(variables)
     params = variables.pop("params")
-    return TrainState.create(
+    state = TrainState.create(
         apply_fn=module.apply,
         params=params,
         tx=tx,
         model_state=variables,
         ema_params=jax.tree.map(jnp.copy, params) if ema else None,  # own buffers: states are donated
     )
+    # The step as a strong int32, the type orbax restores: a weak-typed 0 would compile the step again on resume.
+    return state.replace(step=np.int32(0))
 
 
 def ema_update(ema_params, params, decay: float):
