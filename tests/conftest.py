@@ -1,9 +1,19 @@
 """Shared fixtures: the bundled photographs as small NHWC crops, and torch set to be deterministic."""
 
+import os
+import tempfile
+
+import jax
 import numpy as np
 import pytest
 
 from desra_jax.data.bundled import bundled_photograph
+
+# One persistent XLA compilation cache for the whole run: the tiny models are compiled by many tests, in the
+# pytest-xdist workers and in the subprocesses of the end-to-end tests (which inherit the variable). Entries are
+# keyed by the program, the compiler flags and the jax version, so a stale one is never used.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "desra_jax_tests_xla_cache"))
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 
 def photo_crop(name: str, size: tuple[int, int], top: int = 0, left: int = 0) -> np.ndarray:
