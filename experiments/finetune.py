@@ -330,12 +330,17 @@ def online_loop(config, workdir: str, gan: SRModel, mse: SRModel, detect: Detect
     while True:
         if len(state["buffer"]) >= settings.buffer_size:
             version = state["version"] + 1
-            pairs = [(name, read_image(os.path.join(root, "buffer", "lr", f"{name}.png")),
-                      read_image(os.path.join(root, "buffer", "pseudo_gt", f"{name}.png"))) for name in state["buffer"]]
+            # The buffer's files are moved into the round only after its model is saved; a kill between that move
+            # and the state update leaves them there.
+            samples = os.path.join(root, "buffer")
+            if not os.path.isdir(samples):
+                samples = os.path.join(round_dir(version), "data")
+            pairs = [(name, read_image(os.path.join(samples, "lr", f"{name}.png")),
+                      read_image(os.path.join(samples, "pseudo_gt", f"{name}.png"))) for name in state["buffer"]]
             previous_d = os.path.join(round_dir(state["version"]), "discriminator") if state["version"] else ""
             summary = fine_tune(config, round_dir(version), model, pairs, held_out, detect,
                                 previous_d or config.discriminator_from, mesh)
-            if jax.process_index() == 0:
+            if jax.process_index() == 0 and os.path.isdir(os.path.join(root, "buffer")):
                 os.replace(os.path.join(root, "buffer"), os.path.join(round_dir(version), "data"))
             state.update(buffer=[], version=version)
             save_state()
