@@ -14,6 +14,17 @@ from desra_jax.data.bundled import bundled_photograph
 # keyed by the program, the compiler flags and the jax version, so a stale one is never used.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "desra_jax_tests_xla_cache"))
 jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+# XLA:CPU without its backend optimisations: the same functions, compiled in about half the time, which is most of
+# the tests' time (the whole tiny ragp_fft job: 125 s -> 113 s, same validation PSNR to 0.02 dB). Benchmarks and
+# users compile optimised code. Subprocess tests that set XLA_FLAGS append to this value (`xla_flags`).
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+
+
+def xla_flags(*flags: str) -> str:
+    """XLA_FLAGS for a subprocess: the tests' flags plus ``flags``."""
+    return " ".join((os.environ["XLA_FLAGS"], *flags))
 
 
 def photo_crop(name: str, size: tuple[int, int], top: int = 0, left: int = 0) -> np.ndarray:

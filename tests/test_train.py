@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import xla_flags
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -145,7 +147,7 @@ print(json.dumps(losses))
 def test_one_and_eight_devices_give_the_same_losses(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", DEVICES_SCRIPT, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"},
+        env={**os.environ, "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=8"), "JAX_PLATFORMS": "cpu"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     losses = json.loads(result.stdout.strip().splitlines()[-1])
@@ -209,7 +211,7 @@ def test_two_processes_train_like_one_process_with_as_many_devices(tmp_path):
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     overrides = ["--config.train.num_steps=3", "--config.train.log_every=1", "--config.train.eval_every=3"]
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
+    env = {**os.environ, "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=2"), "JAX_PLATFORMS": "cpu",
            "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo"}
     workers = [
         subprocess.Popen(
@@ -220,7 +222,7 @@ def test_two_processes_train_like_one_process_with_as_many_devices(tmp_path):
         for i in range(2)
     ]
     single = run_main("--config=configs/mse.py:tiny", f"--workdir={tmp_path / 'one'}", *overrides,
-                      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"})
+                      env={"XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4"), "JAX_PLATFORMS": "cpu"})
     assert single.returncode == 0, single.stderr[-3000:]
     outputs = [w.communicate(timeout=600) for w in workers]
     for worker, (_, stderr) in zip(workers, outputs):
