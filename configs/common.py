@@ -22,8 +22,14 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.discriminator = ml_collections.ConfigDict(dict(kind="vgg", num_feat=64))
 
     config.data = ml_collections.ConfigDict()
-    config.data.train_dir = ""  # empty: the photographs bundled with scikit-image
+    # "images": train_dir / val_dir, each empty for the photographs bundled with scikit-image; "tfds": the
+    # 'train' / 'validation' splits of a prepared tensorflow-datasets builder (pip install 'desra-jax[tfds]'),
+    # whose 'lr' images are the training LR as given instead of bicubic_downsample of the HR patch.
+    config.data.source = "images"
+    config.data.train_dir = ""
     config.data.val_dir = ""
+    config.data.tfds_name = "div2k/bicubic_x4"
+    config.data.tfds_data_dir = ""  # empty: tfds's default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
     config.data.hr_patch = 128
     config.data.batch_size = 16  # global, split over all devices
     config.data.prefetch = 2  # batches prepared ahead of the step, on the devices

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -25,7 +26,7 @@ from absl import logging
 from tqdm import tqdm
 
 from desra_jax import inference
-from desra_jax.data import pairs
+from desra_jax.data import pairs, tfds_source
 from desra_jax.data.feeding import prefetch_to_device
 from desra_jax.data.image_io import write_image
 from desra_jax.models import RRDBNet, UNetDiscriminatorSN, VGGStyleDiscriminator
@@ -35,6 +36,7 @@ from desra_jax.training.state import adam, create_state
 from desra_jax.training.steps import GanLosses, gan_step, pixel_step
 
 PHASES = ("pixel", "gan")
+DATA_SOURCES = ("images", "tfds")
 DISCRIMINATORS = ("vgg", "unet")
 
 
@@ -73,9 +75,16 @@ def validate(config, num_devices: int) -> None:
             f"the global batch must be positive and split evenly over the {num_devices} devices")
     require(config.train.num_steps > 0, "train.num_steps", "must be positive")
     require(config.eval.tile > config.eval.overlap >= 0, "eval.tile", f"must exceed eval.overlap={config.eval.overlap} >= 0")
-    for key in ("data.train_dir", "data.val_dir", "init_from"):
+    for key in ("data.train_dir", "data.val_dir", "data.tfds_data_dir", "init_from"):
         path = _get(config, key)
         require(not path or os.path.exists(path), key, "no such file or directory")
+    require(config.data.source in DATA_SOURCES, "data.source", f"choose one of {DATA_SOURCES}")
+    if config.data.source == "tfds":
+        for key in ("data.train_dir", "data.val_dir"):
+            require(not _get(config, key), key, "data.source='tfds' reads the builder's splits, not folders")
+        builder_scale = re.search(r"_x(\d+)\b", config.data.tfds_name)
+        require(builder_scale is None or int(builder_scale[1]) == config.scale, "data.tfds_name",
+                f"its LR images are not for config.scale={config.scale}")
     if config.phase == "gan":
         gan_losses(config)  # raises on an unknown loss kind, naming it
         require(config.discriminator.kind in DISCRIMINATORS, "discriminator.kind", f"choose one of {DISCRIMINATORS}")
@@ -144,13 +153,18 @@ def make_discriminator(config):
 
 
 def load_images(config):
-    """(train, val) lists of (name, HR image): the bundled photographs unless folders are given."""
+    """(train, val, train_lr): lists of (name, HR image), and the LR partner of each training image or None
+    (LR made by bicubic_downsample). The bundled photographs unless folders or a tfds builder are given."""
+    if config.data.source == "tfds":
+        train, train_lr = tfds_source.load_split(config.data.tfds_name, "train", config.data.tfds_data_dir)
+        val, _ = tfds_source.load_split(config.data.tfds_name, "validation", config.data.tfds_data_dir)
+        return train, val, train_lr
     train, val = pairs.bundled_split()
     if config.data.train_dir:
         train = pairs.load_folder(config.data.train_dir)
     if config.data.val_dir:
         val = pairs.load_folder(config.data.val_dir)
-    return train, val
+    return train, val, None
 
 
 def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
@@ -162,10 +176,10 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
         return summary
     init_key, disc_key, step_key = jax.random.split(jax.random.key(config.seed), 3)
 
-    train_images, val_images = load_images(config)
+    train_images, val_images, train_lr = load_images(config)
     sampler = pairs.PatchSampler(
         train_images, hr_patch=config.data.hr_patch, scale=config.scale, batch_size=config.data.batch_size,
-        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
+        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(), lr_images=train_lr,
     )
     val_pairs = evaluation.validation_pairs(val_images, config.scale)
 

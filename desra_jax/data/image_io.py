@@ -23,7 +23,20 @@ _FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
 def read_image(path: str | os.PathLike, alpha: str = "error") -> np.ndarray:
-    """Reads an image file as float32 RGB in [0, 1], shape (H, W, 3).
+    """Reads an image file as float32 RGB in [0, 1], shape (H, W, 3) (see ``decode_image``).
+
+    Raises:
+      ValueError naming the file: unreadable or missing file, or any problem ``decode_image`` names.
+    """
+    try:
+        encoded = np.fromfile(path, dtype=np.uint8)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read the file ({error.strerror or error})") from error
+    return decode_image(encoded, str(path), alpha)
+
+
+def decode_image(encoded: bytes | np.ndarray, name: str, alpha: str = "error") -> np.ndarray:
+    """The bytes of an image file (PNG, JPEG, ...) as float32 RGB in [0, 1], shape (H, W, 3).
 
     8-bit files are divided by 255 and 16-bit files by 65535 (both are exact scalings, nothing is clipped).
     Grayscale files are repeated into three channels. A fourth (alpha) channel follows ``alpha``: ``'error'``
@@ -31,20 +44,18 @@ def read_image(path: str | os.PathLike, alpha: str = "error") -> np.ndarray:
     a loss sees; ``'drop'`` ignores it.
 
     Raises:
-      ValueError naming the file: unreadable or missing file, alpha channel with ``alpha='error'``, a sample
-      type other than 8/16-bit unsigned (e.g. float TIFF/EXR), an unexpected channel count.
+      ValueError naming ``name`` (a file path, or where the bytes came from): undecodable bytes, alpha channel
+      with ``alpha='error'``, a sample type other than 8/16-bit unsigned (e.g. float TIFF/EXR), an unexpected
+      channel count.
     """
     if alpha not in _ALPHA_POLICIES:
         raise ValueError(f"alpha must be one of {_ALPHA_POLICIES}, got {alpha!r}")
-    try:
-        encoded = np.fromfile(path, dtype=np.uint8)
-    except OSError as error:
-        raise ValueError(f"{path}: cannot read the file ({error.strerror or error})") from error
+    encoded = np.frombuffer(encoded, dtype=np.uint8)
     image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if encoded.size else None
     if image is None:
-        raise ValueError(f"{path}: not a readable image file")
+        raise ValueError(f"{name}: not a readable image file")
     if image.dtype not in _FULL_SCALE:
-        raise ValueError(f"{path}: expected 8-bit or 16-bit samples, got {image.dtype}")
+        raise ValueError(f"{name}: expected 8-bit or 16-bit samples, got {image.dtype}")
     scale = _FULL_SCALE[image.dtype]
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
@@ -52,12 +63,12 @@ def read_image(path: str | os.PathLike, alpha: str = "error") -> np.ndarray:
         rgb = np.repeat(image[:, :, None], 3, axis=2)
     elif image.shape[2] == 4:
         if alpha == "error":
-            raise ValueError(f"{path}: has an alpha channel (shape {image.shape}); expected an RGB image")
+            raise ValueError(f"{name}: has an alpha channel (shape {image.shape}); expected an RGB image")
         rgb = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
     elif image.shape[2] == 3:
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     else:
-        raise ValueError(f"{path}: expected 1, 3 or 4 channels, got shape {image.shape}")
+        raise ValueError(f"{name}: expected 1, 3 or 4 channels, got shape {image.shape}")
     return rgb.astype(np.float32) / np.float32(scale)
 
 
