@@ -1,6 +1,8 @@
 """desra-jax: GAN super-resolution training, DeSRA artifact detection and deletion, in JAX/Flax."""
 from setuptools import find_packages, setup
 
+TFDS = ["tensorflow-datasets>=4.9.10", "array-record", "importlib-resources"]
+
 setup(
     name="desra-jax",
     version="0.1.0",
@@ -28,8 +30,12 @@ setup(
         "tensorboardX",
     ],
     extras_require={
+        # config.data.source='tfds': reads prepared array_record datasets without TensorFlow (4.9.10 checked).
+        # tfds needs importlib_resources to prepare a dataset from a builder in a package (`tfds build`, the
+        # tests) but declares it only for Python < 3.9.
+        "tfds": TFDS,
         # torch pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA build.
-        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", "safetensors"],
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", "safetensors", *TFDS],
         "bench": ["torch==2.13.0"],
     },
 )
