@@ -9,7 +9,6 @@ from desra_jax.detection.indicator import (
     luminance,
 )
 from desra_jax.detection.morphology import (
-    component_areas,
     dilate,
     erode,
     fill_holes,
