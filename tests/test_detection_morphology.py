@@ -38,7 +38,8 @@ def test_erode_and_dilate_equal_cv2(raw_masks, photo_masks, iterations):
 
 def test_fill_holes_equals_scipy(raw_masks, photo_masks):
     filled_pixels = 0
-    for mask in (raw_masks, photo_masks, ref.dilate(ref.erode(raw_masks))):
+    # photo_masks[:, :-1, 1:] is 119 x 139: odd sizes pad the 2 x 2 blocks of the labelling
+    for mask in (raw_masks, photo_masks, photo_masks[:, :-1, 1:], ref.dilate(ref.erode(raw_masks))):
         expected = ref.fill_holes(mask)
         np.testing.assert_array_equal(np.asarray(detection.fill_holes(mask)), expected)
         filled_pixels += np.count_nonzero(expected != mask)
@@ -94,7 +95,7 @@ def test_labelling_converges_on_a_long_spiral():
 
 @pytest.mark.parametrize("min_area", [0, 50, 400, 4000])
 def test_remove_small_regions_equals_cv2(raw_masks, photo_masks, min_area):
-    for mask in (raw_masks, photo_masks):
+    for mask in (raw_masks, photo_masks[:, :-1, 1:], photo_masks):
         expected = ref.remove_small_regions(mask, min_area)
         np.testing.assert_array_equal(np.asarray(detection.remove_small_regions(mask, min_area)), expected)
     if min_area == 400:
