@@ -9,12 +9,11 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds  # in the test extra: a missing package fails, it is not skipped
 
 from desra_jax.data.degradations import bicubic_downsample, bicubic_upsample
 from desra_jax.data.image_io import encode_png
 from tests.conftest import photo_crop
-
-tfds = pytest.importorskip("tensorflow_datasets")
 
 NAME = "div2k/bicubic_x4"
 #: 64x64 HR crops of bundled photographs (top, left) per split; their LR is bicubic_downsample x4 (16x16).
