@@ -28,6 +28,14 @@ def photo_masks():
     ] > 0.55
 
 
+@pytest.fixture(scope="module")
+def texture_masks():
+    """(2, 120, 140) masks of pixels brighter than their right neighbour in textured crops (fur, feathers):
+    hundreds of small regions, many touching only diagonally, which stresses 8-connectivity between 2 x 2 blocks."""
+    images = np.concatenate([photo_crop("chelsea", (120, 141), 150, 180), photo_crop("astronaut", (120, 141), 300, 50)])
+    return images[:, :, :-1, 1] > images[:, :, 1:, 1] + 0.01
+
+
 @pytest.mark.parametrize("iterations", [1, 2, 3])
 def test_erode_and_dilate_equal_cv2(raw_masks, photo_masks, iterations):
     for mask in (raw_masks, photo_masks):
@@ -58,9 +66,10 @@ def test_fill_holes_treats_the_background_as_8_connected():
     assert filled[0, 1, 1] and not filled[0, 4, 4]
 
 
-def test_label_components_partition_equals_scipy(photo_masks):
-    labels = np.asarray(detection.label_components(photo_masks))
-    for mask, got in zip(photo_masks, labels):
+def test_label_components_partition_equals_scipy(photo_masks, texture_masks):
+    masks = np.concatenate([photo_masks, texture_masks])
+    labels = np.concatenate([detection.label_components(photo_masks), detection.label_components(texture_masks)])
+    for mask, got in zip(masks, labels):
         expected, count = ndimage.label(mask, structure=np.ones((3, 3)))
         assert count > 5
         assert len(np.unique(got[mask])) == count
@@ -94,8 +103,8 @@ def test_labelling_converges_on_a_long_spiral():
 
 
 @pytest.mark.parametrize("min_area", [0, 50, 400, 4000])
-def test_remove_small_regions_equals_cv2(raw_masks, photo_masks, min_area):
-    for mask in (raw_masks, photo_masks[:, :-1, 1:], photo_masks):
+def test_remove_small_regions_equals_cv2(raw_masks, photo_masks, texture_masks, min_area):
+    for mask in (raw_masks, photo_masks[:, :-1, 1:], texture_masks, photo_masks):
         expected = ref.remove_small_regions(mask, min_area)
         np.testing.assert_array_equal(np.asarray(detection.remove_small_regions(mask, min_area)), expected)
     if min_area == 400:

@@ -73,8 +73,8 @@ def _blocks(mask: jnp.ndarray) -> jnp.ndarray:
 
 def _facing(blocks: jnp.ndarray, di: int, dj: int) -> jnp.ndarray:
     """(N, H2, W2) bool: whether each block has a member pixel on its side towards the neighbour (di, dj)."""
-    rows = {-1: slice(0, 1), 0: slice(0, 2), 1: slice(1, 2)}
-    return jnp.any(blocks[:, :, rows[di], :, rows[dj]], axis=(2, 4))
+    side = {-1: slice(0, 1), 0: slice(0, 2), 1: slice(1, 2)}  # first, both or second row (column) of a block
+    return jnp.any(blocks[:, :, side[di], :, side[dj]], axis=(2, 4))
 
 
 def _neighbour(a: jnp.ndarray, di: int, dj: int, fill) -> jnp.ndarray:
@@ -163,6 +163,12 @@ def _to_pixels(block_values: jnp.ndarray, shape) -> jnp.ndarray:
     return jnp.repeat(jnp.repeat(block_values, 2, axis=1), 2, axis=2)[:, :h, :w]
 
 
+def _block_components(mask: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(blocks of `_blocks`, (N, H2, W2) component label of each block) for the foreground of mask."""
+    blocks = _blocks(mask)
+    return blocks, _propagate_labels(blocks, _block_ids(blocks))
+
+
 def label_components(mask: jnp.ndarray) -> jnp.ndarray:
     """8-connected component labels of an (N, H, W) bool mask.
 
@@ -171,9 +177,8 @@ def label_components(mask: jnp.ndarray) -> jnp.ndarray:
     0 on the background.
     """
     _check_mask(mask, "label_components")
-    blocks = _blocks(mask)
-    labels = _to_pixels(_propagate_labels(blocks, _block_ids(blocks)), mask.shape)
-    return jnp.where(mask, labels, 0)
+    _, labels = _block_components(mask)
+    return jnp.where(mask, _to_pixels(labels, mask.shape), 0)
 
 
 def fill_holes(mask: jnp.ndarray) -> jnp.ndarray:
@@ -198,8 +203,7 @@ def remove_small_regions(mask: jnp.ndarray, min_area: int = 4000) -> jnp.ndarray
     """Keeps the 8-connected regions of more than `min_area` pixels, as the released script does with
     cv2.connectedComponentsWithStats(connectivity=8) and `area > min_area`: (N, H, W) bool -> (N, H, W) bool."""
     _check_mask(mask, "remove_small_regions")
-    blocks = _blocks(mask)
-    labels = _propagate_labels(blocks, _block_ids(blocks))
+    blocks, labels = _block_components(mask)
     n, h, w = labels.shape
     flat = labels.reshape(n, h * w)
     members = jnp.sum(blocks, axis=(2, 4), dtype=jnp.int32).reshape(n, h * w)
