@@ -22,6 +22,12 @@ if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
 
+def pytest_collection_modifyitems(items):
+    """Runs the slow end-to-end tests first: under pytest-xdist (handing out tests one or two at a time, see
+    pyproject.toml) they then run beside the short ones instead of alone at the end of the run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def xla_flags(*flags: str) -> str:
     """XLA_FLAGS for a subprocess: the tests' flags plus ``flags``."""
     return " ".join((os.environ["XLA_FLAGS"], *flags))

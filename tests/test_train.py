@@ -82,6 +82,7 @@ def test_ragp_fft_tiny_runs_from_scratch_and_beats_bicubic_after_pretraining(tmp
     assert result.stdout.strip().splitlines()[-1] == again.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_a_run_killed_by_sigterm_resumes_to_the_same_parameters(tmp_path):
     from configs import mse
     from experiments import train
@@ -144,6 +145,7 @@ print(json.dumps(losses))
 """
 
 
+@pytest.mark.slow
 def test_one_and_eight_devices_give_the_same_losses(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", DEVICES_SCRIPT, str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=900,
