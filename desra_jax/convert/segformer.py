@@ -144,7 +144,7 @@ def hf_keys_from_original(state: Mapping[str, Any]) -> dict[str, Any]:
             renamed[f"{base}.key.{match.group(4)}"] = value[:half]
             renamed[f"{base}.value.{match.group(4)}"] = value[half:]
             continue
-        renamed[_original_to_hf_key(key)] = value
+        renamed[_renamed(key, _ORIGINAL_TO_HF)] = value
     return renamed
 
 
@@ -160,13 +160,13 @@ def hf_keys_from_mmseg(state: Mapping[str, Any]) -> dict[str, Any]:
         match = re.fullmatch(r"(backbone\.layers\.\d+\.1\.\d+\.attn\.)attn\.in_proj_(weight|bias)", key)
         if match:
             third = np.shape(value)[0] // 3
-            base = _mmseg_to_hf_key(match.group(1))
+            base = _renamed(match.group(1), _MMSEG_TO_HF)
             for index, name in enumerate(("query", "key", "value")):
                 renamed[f"{base}attention.self.{name}.{match.group(2)}"] = value[index * third:(index + 1) * third]
             continue
         if re.search(r"\.ffn\.layers\.[04]\.weight$|decode_head\.convs\.\d+\.conv\.weight$", key):
             value = value[:, :, 0, 0]
-        renamed[_mmseg_to_hf_key(key)] = value
+        renamed[_renamed(key, _MMSEG_TO_HF)] = value
     return renamed
 
 
@@ -191,12 +191,6 @@ _MMSEG_TO_HF = (
 )
 
 
-def _mmseg_to_hf_key(key: str) -> str:
-    for pattern, replacement in _MMSEG_TO_HF:
-        key = re.sub(pattern, replacement, key)
-    return key
-
-
 _ORIGINAL_TO_HF = (
     (r"backbone\.patch_embed(\d)\.norm\.", lambda m: f"{_HF_PREFIX}.patch_embeddings.{int(m[1]) - 1}.layer_norm."),
     (r"backbone\.patch_embed(\d)\.", lambda m: f"{_HF_PREFIX}.patch_embeddings.{int(m[1]) - 1}."),
@@ -215,8 +209,9 @@ _ORIGINAL_TO_HF = (
 )
 
 
-def _original_to_hf_key(key: str) -> str:
-    for pattern, replacement in _ORIGINAL_TO_HF:
+def _renamed(key: str, table) -> str:
+    """key with every (pattern, replacement) of a renaming table (_MMSEG_TO_HF, _ORIGINAL_TO_HF) applied in order."""
+    for pattern, replacement in table:
         key = re.sub(pattern, replacement, key)
     return key
 
