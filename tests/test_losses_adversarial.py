@@ -123,7 +123,9 @@ def test_gradient_penalty_of_a_linear_critic_is_closed_form(real_and_fake):
     np.testing.assert_allclose(penalty(real, fake, jax.random.key(0)), expected, rtol=1e-5)
 
 
-def test_gradient_penalty_value_and_parameter_gradient(real_and_fake):
+def test_gradient_penalty_value_and_gradients(real_and_fake):
+    """The value, and the first derivatives with respect to the critic's parameters and to the fake images (the
+    penalty is differentiated forward-over-reverse), against float64 central differences of the closed form."""
     real, fake = real_and_fake
     key = jax.random.key(3)
     eps = np.asarray(jax.random.uniform(key, (2, 1, 1, 1)), np.float64)  # the draw gradient_penalty makes
@@ -136,18 +138,23 @@ def test_gradient_penalty_value_and_parameter_gradient(real_and_fake):
     np.testing.assert_allclose(
         jax.jit(penalty)(w.astype(np.float32), real, fake), numpy_penalty(w, real, fake, eps, 10.0), rtol=1e-5
     )
+    fake = fake.astype(np.float64)
     with jax.enable_x64(True):
-        grad = jax.grad(penalty)(jnp.asarray(w), jnp.asarray(real, jnp.float64), jnp.asarray(fake, jnp.float64))
+        grads = jax.grad(penalty, argnums=(0, 2))(jnp.asarray(w), jnp.asarray(real, jnp.float64), jnp.asarray(fake))
         eps = np.asarray(jax.random.uniform(key, (2, 1, 1, 1), jnp.float64))  # a float64 draw differs from float32
+
     h = 1e-6
-    for index in [(0, 0, 0), (3, 5, 1), (7, 2, 2)]:
-        step = np.zeros_like(w)
-        step[index] = h
-        central = (numpy_penalty(w + step, real, fake, eps, 10.0) - numpy_penalty(w - step, real, fake, eps, 10.0)) / (
-            2 * h
-        )
-        np.testing.assert_allclose(grad[index], central, rtol=1e-6)
-        assert abs(central) > 1e-3  # a parameter the penalty really depends on
+    checks = (  # (gradient, the float64 penalty with one argument shifted by `step`, the indices checked)
+        (grads[0], lambda step: numpy_penalty(w + step, real, fake, eps, 10.0), [(0, 0, 0), (3, 5, 1), (7, 2, 2)]),
+        (grads[1], lambda step: numpy_penalty(w, real, fake + step, eps, 10.0), [(0, 0, 0, 0), (0, 3, 5, 1), (1, 7, 2, 2)]),
+    )
+    for grad, shifted_penalty, indices in checks:
+        for index in indices:
+            step = np.zeros(grad.shape)
+            step[index] = h
+            central = (shifted_penalty(step) - shifted_penalty(-step)) / (2 * h)
+            np.testing.assert_allclose(grad[index], central, rtol=1e-6)
+            assert abs(central) > 1e-3  # an entry the penalty really depends on
 
 
 def test_ragp_is_ragan_plus_the_penalty(real_and_fake):

@@ -53,8 +53,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from desra_jax.losses.pixel import safe_sqrt
-
 #: The ``kind`` names accepted by :func:`discriminator_loss` and :func:`generator_loss`.
 ADVERSARIAL_KINDS = ("gan", "rsgan", "rasgan", "ralsgan", "rahinge", "rcsgan", "rclsgan", "rchinge", "wgan")
 
@@ -160,14 +158,30 @@ def gradient_penalty(
     independently (no batch normalization, as WGAN-GP requires); for a per-pixel map it is the gradient of the
     map's sum. Close over the critic's parameters (``lambda x: disc.apply({'params': p}, x)``) to differentiate the
     penalty with respect to them. Returns a scalar; weight = 10 is WGAN-GP's lambda.
+
+    Differentiated forward-over-reverse instead of through the backward pass: the penalty P depends on the
+    parameters and on x_hat only through g = grad S(x_hat), S = sum C, so dP = sum_i slope_i <g_i, dg_i> with
+    slope_i = 2 (||g_i|| - 1) / (N ||g_i||). With g held fixed, <slope g, dg> is the differential of the
+    directional derivative S'(x_hat)[slope g], a `jax.jvp`; adding it minus its stopped value gives P's value and
+    P's exact first derivatives (not its second). The same gradient as differentiating `jax.grad` (PyTorch's
+    create_graph=True), 1.8-3.5x faster on XLA:CPU for ESRGAN's discriminator (benchmarks/train_step.py sizes).
     """
     if real.shape != fake.shape:
         raise ValueError(f"real and fake images must have the same shape, got {real.shape} and {fake.shape}")
     eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1), dtype=real.dtype)
     interpolates = eps * real + (1.0 - eps) * fake
-    grads = jax.grad(lambda x: jnp.sum(critic_fn(x)))(interpolates)
-    norms = safe_sqrt(jnp.sum(jnp.square(grads), axis=tuple(range(1, grads.ndim))))
-    return weight * jnp.mean(jnp.square(norms - 1.0))
+
+    def critic_sum(images):
+        return jnp.sum(critic_fn(images))
+
+    grads = jax.lax.stop_gradient(jax.grad(critic_sum)(interpolates))
+    sample_axes = tuple(range(1, grads.ndim))
+    norms = jnp.sqrt(jnp.sum(jnp.square(grads), axis=sample_axes))
+    nonzero = norms > 0
+    slope = jnp.where(nonzero, 2.0 * (norms - 1.0) / (norms.size * jnp.where(nonzero, norms, 1.0)), 0.0)
+    _, directional = jax.jvp(critic_sum, (interpolates,), (jnp.expand_dims(slope, sample_axes) * grads,))
+    penalty = jnp.mean(jnp.square(norms - 1.0))
+    return weight * (penalty + directional - jax.lax.stop_gradient(directional))
 
 
 def ragp_discriminator_loss(
