@@ -19,13 +19,14 @@ class ConversionError(ValueError):
 
 
 def to_numpy(value: Any) -> np.ndarray:
-    """A torch tensor (any device, any dtype) or array-like as a float32/int numpy array."""
+    """A torch tensor (any device, any dtype) or array-like as a float32/int numpy array of its own: never a view of
+    the caller's memory (tensor.numpy() is one), so training the torch model on afterwards leaves it unchanged."""
     if hasattr(value, "detach"):  # torch.Tensor, without importing torch
         value = value.detach().cpu()
         if str(value.dtype) in ("torch.bfloat16", "torch.float16"):
             value = value.float()
         value = value.numpy()
-    array = np.asarray(value)
+    array = np.array(value)
     if array.dtype.kind == "f" and array.dtype != np.float32:
         array = array.astype(np.float32)
     return array
