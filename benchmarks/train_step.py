@@ -4,15 +4,14 @@ One step is what `experiments.main` runs for `configs/ragp_fft.py`: `desra_jax.t
 `jax.jit` with donated states, i.e. a generator update (L1 1e-2 + VGG19 conv5_4 perceptual 1.0 + FFT 0.3 +
 RaGAN 5e-3, Adam, EMA 0.999 of the weights) then a discriminator update (RaGAN + gradient penalty 10 on random
 interpolates, Adam), RRDBNet x4 and ESRGAN's VGG-style discriminator with BatchNorm in train mode. The PyTorch
-twin (`TorchGanStep`) does the same arithmetic in NCHW the way BasicSR's ESRGANModel does it: the discriminator's
-parameters frozen during the generator update, the other side's mean *not* detached in the relativistic losses
-(as `desra_jax.losses.adversarial`), the penalty's input gradient by `torch.autograd.grad(create_graph=True)`.
+twin (tests/references/gan_step_torch.py, checked against `gan_step` by tests/test_gan_step.py) does the same
+arithmetic in NCHW the way BasicSR's ESRGANModel does it.
 
 Both start from the same weights (PyTorch's random initialisation, VGG19 random too since no weights are
 downloaded, converted with `desra_jax.convert`), see the same batch (crops of the bundled photographs) and the
 same penalty interpolation weights (drawn from the JAX key exactly as `gradient_penalty` draws them). The
-warm-up steps double as the sanity check: the loss values of every warm-up step must agree within a tolerance,
-which from the second step on also checks the gradients, Adam and the EMA of the first. Timed steps run
+warm-up steps double as the sanity check: the loss values of every warm-up step must agree within a tolerance
+(strict for the first step, looser after Adam's first update, see `main`). Timed steps run
 back to back and synchronise once at the end (`jax.block_until_ready`, `torch.cuda.synchronize`).
 
     python -m benchmarks.train_step                  # the ragp_fft sizes: 23 blocks, batch 16, HR patch 128
@@ -34,23 +33,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from desra_jax.convert import discriminator_from_torch, rrdbnet_from_torch, vgg19_from_torch
 from desra_jax.data.bundled import PHOTOGRAPH_NAMES, bundled_photograph
 from desra_jax.training.state import adam, create_state
 from desra_jax.training.steps import GanLosses, gan_step
 from tests.references.discriminators_torch import VGGStyleDiscriminator
+from tests.references.gan_step_torch import TorchGanStep
 from tests.references.rrdbnet_torch import RRDBNetTorch
-from tests.references.vgg_torch import NAMES as VGG19_NAMES
 from tests.references.vgg_torch import VGG19
 
 SCALE = 4
 LEARNING_RATE = 1e-4  # configs/common.py; the milestones of the decay lie far beyond a benchmark's steps
 #: configs/ragp_fft.py: common.py's ESRGAN losses plus the gradient penalty and the FFT loss.
 LOSSES = GanLosses(gradient_penalty_weight=10.0, fft_weight=0.3)
-#: ImageNet statistics of VGG19Features(use_input_norm=True) and BasicSR's VGGFeatureExtractor.
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,82 +95,6 @@ def nchw(array: np.ndarray, device: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2))).to(device)
 
 
-def torch_fft_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-    """`desra_jax.losses.frequency.fft_loss(norm='fro')` on NCHW: ||F(SR) - F(HR)|| / max(||F(SR)||, ||F(HR)||),
-    Frobenius norms over each image's channels and frequencies, averaged over the batch."""
-    spectrum_sr, spectrum_hr = torch.fft.fft2(sr), torch.fft.fft2(hr)
-
-    def image_norm(z: torch.Tensor) -> torch.Tensor:
-        return z.abs().square().sum(dim=(1, 2, 3)).sqrt()
-
-    difference = image_norm(spectrum_sr - spectrum_hr)
-    scale = torch.maximum(image_norm(spectrum_sr), image_norm(spectrum_hr))
-    return torch.where(scale > 0, difference / scale.clamp_min(torch.finfo(scale.dtype).tiny), 0.0).mean()
-
-
-def relativistic_average_loss(real: torch.Tensor, fake: torch.Tensor, real_sign: float) -> torch.Tensor:
-    """`desra_jax.losses.adversarial`'s 'rasgan' loss: (E softplus(-s r) + E softplus(s f)) / 2 with
-    r = C(x_r) - E C(x_f), f = C(x_f) - E C(x_r); s = +1 for the discriminator, -1 for the generator."""
-    real_relative, fake_relative = real - fake.mean(), fake - real.mean()
-    return (F.softplus(-real_sign * real_relative).mean() + F.softplus(real_sign * fake_relative).mean()) / 2
-
-
-class TorchGanStep:
-    """`gan_step` with `LOSSES` in PyTorch (NCHW): one generator update, then one discriminator update."""
-
-    def __init__(self, generator, discriminator, vgg19, device: str):
-        self.generator, self.discriminator = generator.to(device).train(), discriminator.to(device).train()
-        # VGG19Features(('conv5_4',)): the convs up to conv5_4, before its ReLU, on ImageNet-standardised input.
-        self.vgg = vgg19.features[: VGG19_NAMES.index("conv5_4") + 1].to(device).eval().requires_grad_(False)
-        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.99))
-        self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.99))
-        self.ema = [p.detach().clone() for p in self.generator.parameters()]
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.vgg((images - self.mean) / self.std)
-
-    def __call__(self, lr: torch.Tensor, hr: torch.Tensor, eps: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One step on NCHW `lr`, `hr`; `eps` (N, 1, 1, 1) are the penalty's interpolation weights."""
-        # Generator update, the discriminator fixed (BasicSR freezes its parameters).
-        self.discriminator.requires_grad_(False)
-        self.g_optimizer.zero_grad(set_to_none=True)
-        sr = self.generator(lr)
-        with torch.no_grad():
-            hr_features = self.features(hr)
-            real_logits = self.discriminator(hr)
-        metrics = {
-            "l_pix": LOSSES.pixel_weight * (sr - hr).abs().mean(),
-            "l_percep": LOSSES.perceptual_weight * (self.features(sr) - hr_features).abs().mean(),
-            "l_fft": LOSSES.fft_weight * torch_fft_loss(sr, hr),
-            "l_g_gan": LOSSES.gan_weight * relativistic_average_loss(real_logits, self.discriminator(sr), -1.0),
-        }
-        metrics["l_g_total"] = sum(metrics.values())
-        metrics["l_g_total"].backward()
-        self.g_optimizer.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(self.ema, list(self.generator.parameters()), 1.0 - LOSSES.ema_decay)
-
-        # Discriminator update on real HR and the fixed SR output, plus the gradient penalty.
-        self.discriminator.requires_grad_(True)
-        self.d_optimizer.zero_grad(set_to_none=True)
-        sr = sr.detach()
-        real_logits, fake_logits = self.discriminator(hr), self.discriminator(sr)
-        interpolates = (eps * hr + (1.0 - eps) * sr).requires_grad_(True)
-        (grads,) = torch.autograd.grad(self.discriminator(interpolates).sum(), interpolates, create_graph=True)
-        norms = grads.square().sum(dim=(1, 2, 3)).sqrt()
-        d_terms = {
-            "l_d_gan": relativistic_average_loss(real_logits, fake_logits, 1.0),
-            "l_d_gp": LOSSES.gradient_penalty_weight * (norms - 1.0).square().mean(),
-        }
-        d_total = sum(d_terms.values())
-        d_total.backward()
-        self.d_optimizer.step()
-        return {**metrics, **d_terms, "out_d_real": real_logits.mean(), "out_d_fake": fake_logits.mean(),
-                "l_d_total": d_total}
-
-
 def build(sizes: Sizes, device: str):
     """Random PyTorch networks and the same weights in Flax; returns (TorchGanStep, JAX states, vgg, vgg params)."""
     torch.manual_seed(0)
@@ -188,16 +108,19 @@ def build(sizes: Sizes, device: str):
     tx = adam(LEARNING_RATE)
     states = (create_state(g_module, {"params": g_params}, tx, ema=True),
               create_state(d_module, d_variables, tx, ema=False))
-    return TorchGanStep(generator, discriminator, vgg19, device), jax.device_put(states), vgg, jax.device_put(vgg_params)
+    torch_step = TorchGanStep(generator, discriminator, vgg19, device, LOSSES,
+                              lambda params: torch.optim.Adam(params, lr=LEARNING_RATE, betas=(0.9, 0.99)))
+    return torch_step, jax.device_put(states), vgg, jax.device_put(vgg_params)
 
 
-def compare(step: int, jax_metrics: dict, torch_metrics: dict, rtol: float, atol: float) -> bool:
-    """Print the loss values of both frameworks for one step; True when all agree within rtol/atol."""
+def compare(step: int, jax_metrics: dict, torch_metrics: dict, rtol: float, atol: float, scales: dict) -> bool:
+    """Print the loss values of both frameworks for one step; True when each agrees within
+    atol + rtol * scales[name]."""
     agree = True
     print(f"  step {step}: {'loss':<11}{'JAX':>14}{'PyTorch':>14}{'rel. diff':>11}")
     for name, value in jax_metrics.items():
         got, expected = float(value), float(torch_metrics[name])
-        ok = abs(got - expected) <= atol + rtol * abs(expected)
+        ok = abs(got - expected) <= atol + rtol * scales[name]
         agree &= ok
         relative = abs(got - expected) / max(abs(expected), 1e-30)
         print(f"          {name:<11}{got:>14.7g}{expected:>14.7g}{relative:>11.1e}{'' if ok else '  MISMATCH'}")
@@ -258,8 +181,15 @@ def main() -> None:
             torch.cuda.synchronize()
 
     # Warm-up, one step of each framework in turn so that step i of both starts from the same weights.
+    # Step 1 starts from the same weights: each value to rtol of itself. Later steps carry Adam's first update,
+    # lr * sign(gradient) per parameter, so float32 rounding in near-zero gradients flips whole lr-sized steps (in
+    # JAX alone, a 1e-6 relative change of the penalty weight moves step 2's penalty by 1.6e-4 relative at the
+    # quick sizes; at the default sizes the mean logits, near 0, differ by 1.2e-4): those are compared to 1% of the
+    # value's size over the warm-up. tests/test_gan_step.py checks the gradients themselves against PyTorch.
     rtol, atol = (2e-2, 1e-5) if args.tf32 else (1e-3, 1e-6)
-    print(f"sanity check, tolerance |JAX - PyTorch| <= {atol:g} + {rtol:g} |PyTorch|:")
+    later_rtol = max(rtol, 1e-2)
+    print(f"sanity check: step 1 |JAX - PyTorch| <= {atol:g} + {rtol:g} |PyTorch|, later steps "
+          f"<= {atol:g} + {later_rtol:g} max(|PyTorch at step 1|, |PyTorch|):")
     agree = True
     for i in range(args.warmup):
         start = time.perf_counter()
@@ -270,7 +200,11 @@ def main() -> None:
         torch_first = time.perf_counter() - start
         if i == 0:
             print(f"  first step (JAX: trace + compile + run): JAX {jax_first:.2f} s, PyTorch {torch_first:.2f} s")
-        agree &= compare(i + 1, jax_metrics, torch_metrics, rtol, atol)
+            first = torch_metrics
+            agree &= compare(1, jax_metrics, torch_metrics, rtol, atol, {k: abs(v) for k, v in first.items()})
+        else:
+            scales = {k: max(abs(v), abs(first[k])) for k, v in torch_metrics.items()}
+            agree &= compare(i + 1, jax_metrics, torch_metrics, later_rtol, atol, scales)
     print("  losses agree" if agree else "  LOSSES DISAGREE: the two steps do not compute the same thing")
 
     start = time.perf_counter()
