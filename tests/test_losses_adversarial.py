@@ -125,7 +125,7 @@ def test_gradient_penalty_of_a_linear_critic_is_closed_form(real_and_fake):
 
 def test_gradient_penalty_value_and_gradients(real_and_fake):
     """The value, and the first derivatives with respect to the critic's parameters and to the fake images (the
-    penalty is differentiated forward-over-reverse), against float64 central differences of the closed form."""
+    penalty is differentiated reverse-over-forward), against float64 central differences of the closed form."""
     real, fake = real_and_fake
     key = jax.random.key(3)
     eps = np.asarray(jax.random.uniform(key, (2, 1, 1, 1)), np.float64)  # the draw gradient_penalty makes
