@@ -157,7 +157,8 @@ def load_images(config):
     (LR made by bicubic_downsample). The bundled photographs unless folders or a tfds builder are given."""
     if config.data.source == "tfds":
         train, train_lr = tfds_source.load_split(config.data.tfds_name, "train", config.data.tfds_data_dir)
-        val, _ = tfds_source.load_split(config.data.tfds_name, "validation", config.data.tfds_data_dir)
+        # Validation makes its LR from the HR, as for folders, so that scores compare across sources.
+        val, _ = tfds_source.load_split(config.data.tfds_name, "validation", config.data.tfds_data_dir, with_lr=False)
         return train, val, train_lr
     train, val = pairs.bundled_split()
     if config.data.train_dir:

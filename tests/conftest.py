@@ -23,7 +23,7 @@ if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
 
 
 def pytest_collection_modifyitems(items):
-    """Runs the slow end-to-end tests first: under pytest-xdist (handing out tests one or two at a time, see
+    """Runs the slow end-to-end tests first: under pytest-xdist (handing out tests one at a time, see
     pyproject.toml) they then run beside the short ones instead of alone at the end of the run."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 

@@ -82,9 +82,13 @@ def match_photographs(loaded_hr, split: str) -> dict[str, int]:
 
 
 def test_load_images_returns_the_prepared_pixels_and_lr_partners(data_dir):
+    from desra_jax.data.tfds_source import load_split
     from experiments.train import load_images
 
     train, val, train_lr = load_images(tfds_config(data_dir))
+    hr_only, no_lr = load_split(NAME, "train", data_dir, with_lr=False)  # what validation loads: no LR decoded
+    assert no_lr is None and len(hr_only) == len(train)
+    assert all(a == b and np.array_equal(x, y) for (a, x), (b, y) in zip(hr_only, train))
 
     assert [name for name, _ in val] == [f"{NAME}/validation[0]"]
     assert match_photographs(val, "validation") == {"coffee": 0}

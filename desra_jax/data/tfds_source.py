@@ -21,8 +21,11 @@ from desra_jax.data.pairs import NamedImage
 HR_FEATURE, LR_FEATURE = "hr", "lr"
 
 
-def load_split(name: str, split: str, data_dir: str = "") -> tuple[list[NamedImage], list[np.ndarray]]:
-    """The (name, HR image) list of ``split`` of the prepared builder ``name`` and the LR partner of each.
+def load_split(
+    name: str, split: str, data_dir: str = "", with_lr: bool = True
+) -> tuple[list[NamedImage], list[np.ndarray] | None]:
+    """The (name, HR image) list of ``split`` of the prepared builder ``name`` and the LR partner of each (None
+    with ``with_lr=False``: the LR images are then not decoded).
 
     name: a tfds builder with its config, e.g. ``'div2k/bicubic_x4'``; data_dir: where it was prepared ('' =
     tfds's default, ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``). Images are float32 RGB (H, W, 3) in [0, 1];
@@ -54,12 +57,13 @@ def load_split(name: str, split: str, data_dir: str = "") -> tuple[list[NamedIma
         ) from error
     except ValueError as error:  # tfds's message lists the splits there are
         raise ValueError(f"{name}: {error}") from error
-    hr_images, lr_images = [], []
+    hr_images, lr_images = [], [] if with_lr else None
     for index in range(len(source)):
         label = f"{name}/{split}[{index}]"
         example = source[index]
         hr_images.append((label, decode_image(example[HR_FEATURE], f"{label} {HR_FEATURE}")))
-        lr_images.append(decode_image(example[LR_FEATURE], f"{label} {LR_FEATURE}"))
+        if with_lr:
+            lr_images.append(decode_image(example[LR_FEATURE], f"{label} {LR_FEATURE}"))
     return hr_images, lr_images
 
 
