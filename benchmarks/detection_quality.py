@@ -3,7 +3,7 @@ ablations of Table 4 and the LDL* baseline of Tables 1-2, with the paper's metri
 
 Data: each bundled photograph, centre-cropped square and resized to 512x512, with two random seeds; MSE-SR
 stand-in = the photograph smoothed, GAN-SR stand-in = the photograph with high-frequency artifact textures in
-2-3 random ellipses, which are the ground-truth masks (tests/references/synthetic_artifacts.py). There is no
+2-3 random ellipses, which are the ground-truth masks (desra_jax/data/synthetic.py). There is no
 segmentation here, so every DeSRA row is the semantics-free variant (Table 4, third row). Prints mean IoU
 (percent, as the paper), region precision and recall (p = 0.5) and the detected area per configuration.
 
@@ -22,7 +22,7 @@ from benchmarks.detection_speed import square_photographs
 from desra_jax import detection
 from desra_jax.data.bundled import PHOTOGRAPH_NAMES
 from desra_jax.metrics.detection import evaluate_detection
-from tests.references.synthetic_artifacts import synthetic_batch
+from desra_jax.data.synthetic import synthetic_batch
 
 #: (name, keyword arguments of detect_artifacts); the first row is the released default.
 DESRA_CONFIGS = (

@@ -1,10 +1,10 @@
 """DeSRA detection: the jitted JAX pipeline against the same pipeline in cv2/scipy, in one run.
 
 Times, for batches of GAN-SR / MSE-SR pairs (synthetic GAN-like pairs made from the bundled photographs, see
-tests/references/synthetic_artifacts.py):
+desra_jax/data/synthetic.py):
   * the D map alone (desra_jax.detection.indicator_d vs cv2.GaussianBlur in float32, per image),
   * the whole released pipeline (D, threshold 0.7, erode, dilate, fill holes, regions > 4000 px:
-    desra_jax.detection.detect_artifacts vs tests/references/desra_numpy.py in float32, which is the authors'
+    desra_jax.detection.detect_artifacts vs references/desra_numpy.py in float32, which is the authors'
     script as a cv2 user writes it: cv2.GaussianBlur, cv2.erode/dilate, scipy binary_fill_holes,
     cv2.connectedComponentsWithStats),
 and prints JAX / cv2 time ratios (below 1 = JAX faster), the compile time, and how far the two agree.
@@ -26,8 +26,8 @@ import numpy as np
 from benchmarks.timing import median_seconds
 from desra_jax import detection
 from desra_jax.data.bundled import PHOTOGRAPH_NAMES, bundled_photograph
-from tests.references import desra_numpy as cv2_pipeline
-from tests.references.synthetic_artifacts import synthetic_batch
+from references import desra_numpy as cv2_pipeline
+from desra_jax.data.synthetic import synthetic_batch
 
 
 

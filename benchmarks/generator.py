@@ -29,10 +29,10 @@ import numpy as np
 import optax
 import torch
 
-from benchmarks.timing import median_seconds
+from benchmarks.timing import median_seconds, torch_sync
 from desra_jax.convert import rrdbnet_from_torch
 from desra_jax.data.bundled import bundled_photograph
-from tests.references.rrdbnet_torch import RRDBNetTorch
+from references.rrdbnet_torch import RRDBNetTorch
 
 
 
@@ -67,13 +67,8 @@ def matmul_gflops(torch_device: str, size: int = 4096) -> tuple[float, float]:
     matmul = jax.jit(lambda m: m @ m)
     jax_rate = flops / median_seconds(lambda: matmul(a).block_until_ready(), 5) / 1e9
     t = torch.rand(size, size, device=torch_device)
-    torch_rate = flops / median_seconds(lambda: (t @ t, sync(torch_device)), 5) / 1e9
+    torch_rate = flops / median_seconds(lambda: (t @ t, torch_sync(torch_device)), 5) / 1e9
     return jax_rate, torch_rate
-
-
-def sync(torch_device: str) -> None:
-    if torch_device == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -121,7 +116,7 @@ def main() -> None:
         def run_torch():
             with torch.no_grad(), autocast:
                 reference(x_torch)
-            sync(torch_device)
+            torch_sync(torch_device)
 
         jax_s = median_seconds(lambda: forward(params, x_jax).block_until_ready(), repeats)
         torch_s = median_seconds(run_torch, repeats)
@@ -159,7 +154,7 @@ def main() -> None:
             loss = (reference(lr_torch).float() - hr_torch).abs().mean()
         loss.backward()
         torch_opt.step()
-        sync(torch_device)
+        torch_sync(torch_device)
 
     jax_s = median_seconds(run_jax_step, repeats)
     torch_s = median_seconds(run_torch_step, repeats)

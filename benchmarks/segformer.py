@@ -19,21 +19,16 @@ import numpy as np
 import torch
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-from benchmarks.timing import median_seconds
+from benchmarks.timing import median_seconds, torch_sync
 from desra_jax.convert import load_segformer
 from desra_jax.data.bundled import bundled_photograph
-from desra_jax.detection.segmentation import normalize
+from desra_jax.models.layers import imagenet_normalize
 
 #: transformers' SegformerConfig fields of the published sizes (b0 is the config's default).
 SIZES = {
     "b0": {},
     "b2": {"hidden_sizes": [64, 128, 320, 512], "decoder_hidden_size": 768, "depths": [3, 4, 6, 3]},
 }
-
-
-def sync(torch_device: str) -> None:
-    if torch_device == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -47,7 +42,7 @@ def main() -> None:
     torch.set_flush_denormal(True)  # as XLA does on CPU
 
     image = bundled_photograph("astronaut")[: args.size, : args.size][None]
-    pixels = np.array(normalize(image), np.float32)
+    pixels = np.array(imagenet_normalize(image), np.float32)
     x_torch = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous().to(torch_device)
     x_jax = jax.device_put(pixels)
     print(f"device: JAX {jax.devices()[0].device_kind} ({jax.default_backend()}), PyTorch {torch_device}; "
@@ -65,7 +60,7 @@ def main() -> None:
         def run_torch():
             with torch.inference_mode():
                 logits = reference(pixel_values=x_torch).logits
-            sync(torch_device)
+            torch_sync(torch_device)
             return logits
 
         expected = run_torch().permute(0, 2, 3, 1).cpu().numpy()

@@ -1,4 +1,4 @@
-"""The one timing helper of the benchmarks."""
+"""The timing helpers of the benchmarks."""
 
 import statistics
 import time
@@ -14,3 +14,11 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def torch_sync(device: str) -> None:
+    """Waits for torch's queued work on ``device`` ('cuda' runs asynchronously; the CPU does not)."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()

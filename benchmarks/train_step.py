@@ -4,7 +4,7 @@ One step is what `experiments.main` runs for `configs/ragp_fft.py`: `desra_jax.t
 `jax.jit` with donated states, i.e. a generator update (L1 1e-2 + VGG19 conv5_4 perceptual 1.0 + FFT 0.3 +
 RaGAN 5e-3, Adam, EMA 0.999 of the weights) then a discriminator update (RaGAN + gradient penalty 10 on random
 interpolates, Adam), RRDBNet x4 and ESRGAN's VGG-style discriminator with BatchNorm in train mode. The PyTorch
-twin (tests/references/gan_step_torch.py, checked against `gan_step` by tests/test_gan_step.py) does the same
+twin (references/gan_step_torch.py, checked against `gan_step` by tests/test_gan_step.py) does the same
 arithmetic in NCHW the way BasicSR's ESRGANModel does it.
 
 Both start from the same weights (PyTorch's random initialisation, VGG19 random too since no weights are
@@ -38,10 +38,10 @@ from desra_jax.convert import discriminator_from_torch, rrdbnet_from_torch, vgg1
 from desra_jax.data.bundled import PHOTOGRAPH_NAMES, bundled_photograph
 from desra_jax.training.state import adam, create_state
 from desra_jax.training.steps import GanLosses, gan_step
-from tests.references.discriminators_torch import VGGStyleDiscriminator
-from tests.references.gan_step_torch import TorchGanStep
-from tests.references.rrdbnet_torch import RRDBNetTorch
-from tests.references.vgg_torch import VGG19
+from references.discriminators_torch import VGGStyleDiscriminator
+from references.gan_step_torch import TorchGanStep
+from references.rrdbnet_torch import RRDBNetTorch
+from references.vgg_torch import VGG19
 
 SCALE = 4
 LEARNING_RATE = 1e-4  # configs/common.py; the milestones of the decay lie far beyond a benchmark's steps
@@ -176,10 +176,6 @@ def main() -> None:
         g_state, d_state, metrics = jax_step(g_state, d_state, batch, keys[i], vgg_params)
         return metrics
 
-    def sync_torch():
-        if device == "cuda":
-            torch.cuda.synchronize()
-
     # Warm-up, one step of each framework in turn so that step i of both starts from the same weights.
     # Step 1 starts from the same weights: each value to rtol of itself. Later steps carry Adam's first update,
     # lr * sign(gradient) per parameter, so float32 rounding in near-zero gradients flips whole lr-sized steps (in
@@ -213,11 +209,11 @@ def main() -> None:
     jax.block_until_ready((g_state, d_state, metrics))
     jax_s = (time.perf_counter() - start) / steps
 
-    sync_torch()
+    torch_sync(device)
     start = time.perf_counter()
     for i in range(args.warmup, total):
         torch_step(lr_torch, hr_torch, eps_torch[i])
-    sync_torch()
+    torch_sync(device)
     torch_s = (time.perf_counter() - start) / steps
 
     print(f"JAX:     {1 / jax_s:8.3f} steps/s ({jax_s:.3f} s/step)")

@@ -49,7 +49,9 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.loss.pixel_kind = "l1"
     config.loss.pixel_weight = 1e-2
     config.loss.perceptual_weight = 1.0
-    config.loss.perceptual_layer = "conv5_4"  # before activation, as ESRGAN
+    # VGG19 layers (before activation) and their weights: ESRGAN's conv5_4 alone; Real-ESRGAN's
+    # desra_jax.losses.REAL_ESRGAN_LAYER_WEIGHTS sums five.
+    config.loss.perceptual_layers = ml_collections.ConfigDict({"conv5_4": 1.0})
     config.loss.perceptual_criterion = "l1"
     # ImageNet VGG19 weights for the perceptual loss: a torchvision vgg19 .pth, or a directory written by
     # `python -m experiments.convert vgg19`. Required when perceptual_weight > 0; never downloaded.

@@ -16,77 +16,29 @@ Pairs that cannot be read are reported by file name and skipped; the exit status
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import jax
 from absl import app, flags, logging
 
-from desra_jax.detection import calibrate_class_adjustment, indicator_d, save_class_adjustment
 from desra_jax.detection.calibration import DEFAULT_NUM_BINS, DEFAULT_PERCENTILE
-from experiments.detect import (
-    DEFAULT_SEGFORMER_SIZE,
-    DEFAULT_SEGMENT,
-    Segmenter,
-    batches_by_size,
-    define_pair_flags,
-    load_segmenter,
-    pair_files,
-    stack_padded,
-)
+from desra_jax.detection.segmenter import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT
+from desra_jax.tools import calibrate
 
+flags.DEFINE_string("gan_dir", None, "Folder of GAN-SR results.", required=True)
+flags.DEFINE_string("mse_dir", None, "Folder of MSE-SR results, same relative names.", required=True)
+flags.DEFINE_string("segformer", None, "SegFormer: a Hugging Face directory (config.json + weights) or an mmseg "
+                    "checkpoint (desra_jax.convert.load_segformer).", required=True)
+flags.DEFINE_string("out", None, "The JSON table to write (experiments.detect --class_adjustment reads it).",
+                    required=True)
+flags.DEFINE_enum("segment", DEFAULT_SEGMENT, ["gan", "mse"], "Which image of a pair SegFormer segments: 'gan' "
+                  "(default, as experiments.detect) or 'mse' (the paper's calibration, appendix A.2).")
+flags.DEFINE_integer("segformer_size", DEFAULT_SEGFORMER_SIZE, "SegFormer's input size (as experiments.detect); "
+                     "0: whole images.")
+flags.DEFINE_integer("batch_size", 4, "Pairs of equal size processed together on the device.")
+flags.DEFINE_enum("alpha", "error", ["error", "drop"], "Images with an alpha channel: skip or drop it.")
+flags.DEFINE_integer("num_bins", DEFAULT_NUM_BINS, "Histogram bins of D on [0, 1], a multiple of 20; the exact A_k "
+                     "are accurate to 1 / num_bins.")
+flags.DEFINE_float("percentile", DEFAULT_PERCENTILE, "At least this percentage of a class's pixels have D >= A_k "
+                   "(eq. 15: 85).")
 FLAGS = flags.FLAGS
-
-#: Label of the rows that pad a short batch: outside every class, so `accumulate` does not count them.
-_NOT_A_CLASS = -1
-
-
-def _define_calibrate_flags() -> None:
-    define_pair_flags()
-    flags.mark_flag_as_required("segformer")
-    flags.DEFINE_string("out", None, "The JSON table to write (experiments.detect --class_adjustment reads it).",
-                        required=True)
-    flags.DEFINE_integer("num_bins", DEFAULT_NUM_BINS, "Histogram bins of D on [0, 1], a multiple of 20; the "
-                         "exact A_k are accurate to 1 / num_bins.")
-    flags.DEFINE_float("percentile", DEFAULT_PERCENTILE, "At least this percentage of a class's pixels have "
-                       "D >= A_k (eq. 15: 85).")
-
-
-_indicator = jax.jit(indicator_d)
-
-
-def d_and_label_batches(batches, segmenter: Segmenter, batch_size: int) -> Iterator[tuple[jax.Array, jax.Array]]:
-    """(D (B, H, W) float32, labels (B, H, W) int32) for each batch of loaded pairs; a short batch is padded to ``batch_size``
-    (one compilation per image size) and its padding rows are labelled outside every class."""
-    for batch in batches:
-        gans, mses = stack_padded([b[1] for b in batch], batch_size), stack_padded([b[2] for b in batch], batch_size)
-        labels = segmenter(gans, mses).at[len(batch):].set(_NOT_A_CLASS)
-        yield _indicator(gans, mses), labels  # both stay on the device for the histograms
-
-
-def run(gan_dir, mse_dir, segformer, out, segment_source=DEFAULT_SEGMENT, batch_size=4, alpha="error",
-        num_bins=DEFAULT_NUM_BINS, percentile=DEFAULT_PERCENTILE, segformer_size=DEFAULT_SEGFORMER_SIZE) -> dict:
-    """Calibrates on every readable pair and writes the table to ``out`` (when at least one pair was used).
-
-    Returns {'pairs', 'used', 'problems', 'seen_classes', 'out'}. An unreadable SegFormer raises ValueError
-    naming the file.
-    """
-    segmenter = load_segmenter(segformer, segment_source, segformer_size)
-    pairs, problems = pair_files(Path(gan_dir), Path(mse_dir))
-    used = []
-
-    def counted(batches):
-        for batch in batches:
-            used.extend(pair.name for pair, _, _ in batch)
-            yield batch
-
-    batches = counted(batches_by_size(pairs, batch_size, alpha, problems, desc="calibrate"))
-    adjustment = calibrate_class_adjustment(d_and_label_batches(batches, segmenter, batch_size), segmenter.names,
-                                            num_bins, percentile)
-    if used:
-        save_class_adjustment(out, adjustment)
-    return {"pairs": len(pairs), "used": len(used), "problems": problems,
-            "seen_classes": int(adjustment.seen.sum()), "out": str(out)}
 
 
 def main(argv):
@@ -95,8 +47,9 @@ def main(argv):
     if FLAGS.batch_size < 1:
         raise app.UsageError(f"--batch_size must be at least 1, got {FLAGS.batch_size}")
     try:
-        summary = run(FLAGS.gan_dir, FLAGS.mse_dir, FLAGS.segformer, FLAGS.out, FLAGS.segment, FLAGS.batch_size,
-                      FLAGS.alpha, FLAGS.num_bins, FLAGS.percentile, FLAGS.segformer_size or None)
+        summary = calibrate.run(FLAGS.gan_dir, FLAGS.mse_dir, FLAGS.segformer, FLAGS.out, FLAGS.segment,
+                                FLAGS.batch_size, FLAGS.alpha, FLAGS.num_bins, FLAGS.percentile,
+                                FLAGS.segformer_size or None)
     except ValueError as error:  # an unreadable SegFormer, or bad --num_bins / --percentile
         logging.error("%s", error)
         return 1
@@ -111,5 +64,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    _define_calibrate_flags()
     app.run(main)

@@ -34,7 +34,13 @@ def default_workdir(config) -> str:
 
 
 def run_job(config, workdir: str) -> dict:
-    """Runs the job named by `config.job` in `workdir`; returns its final validation summary."""
+    """Checks `config` (configs.validation) and runs the job it names (`config.job`) in `workdir`; returns its
+    final evaluation summary."""
+    import jax
+
+    from configs import validation
+
+    validation.check(config, jax.device_count())
     job = config.get("job", "sr")
     if job == "sr":
         from experiments import train
@@ -44,11 +50,9 @@ def run_job(config, workdir: str) -> dict:
         from experiments import finetune
 
         return finetune.run_finetune(config, workdir)
-    if job == "localizer":
-        from experiments import localizer
+    from experiments import localizer
 
-        return localizer.train_localizer(config, workdir)
-    raise ValueError(f"config.job={job!r}: choose 'sr', 'desra_finetune' or 'localizer'")
+    return localizer.train_localizer(config, workdir)
 
 
 def main(argv):
@@ -58,7 +62,7 @@ def main(argv):
 
     if FLAGS.distributed:
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    from experiments import train
+    from desra_jax.training.loop import TrainingInterrupted
 
     config = FLAGS.config
     if FLAGS.online:
@@ -72,10 +76,12 @@ def main(argv):
                  jax.device_count(), jax.process_count())
     try:
         summary = run_job(config, workdir)
-    except train.TrainingInterrupted as stopped:
+    except TrainingInterrupted as stopped:
         print(f"interrupted by {stopped}", file=sys.stderr)
         sys.exit(130)
-    except ValueError as error:  # bad config values and bad data: a message, not a traceback
+    except (ValueError, OSError) as error:  # bad config values, bad data, unwritable workdirs: a message
+        if isinstance(error, OSError) and error.filename:
+            error = f"{error.filename}: {error.strerror}"
         logging.debug("traceback", exc_info=True)
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

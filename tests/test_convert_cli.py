@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from desra_jax.training.checkpoints import load_model
-from tests.references.rrdbnet_torch import RRDBNetTorch
+from references.rrdbnet_torch import RRDBNetTorch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

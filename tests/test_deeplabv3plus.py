@@ -1,4 +1,4 @@
-"""DeepLabV3Plus against the PyTorch reference in tests/references/deeplab_torch.py, through the converters.
+"""DeepLabV3Plus against the PyTorch reference in references/deeplab_torch.py, through the converters.
 
 Tiny widths (backbone width 8, 16-channel ASPP and decoder) keep torch and XLA fast; the full ResNet-50/101 key
 layout is checked on shapes only (meta tensors, zero-copy zeros) against torchvision's published sizes.
@@ -19,9 +19,9 @@ from desra_jax.convert.deeplab import (
 )
 from desra_jax.models import DeepLabV3Plus
 from desra_jax.models.resnet import RESNET50_LAYERS, RESNET101_LAYERS
-from desra_jax.models.vgg import IMAGENET_MEAN, IMAGENET_STD
+from desra_jax.models.layers import IMAGENET_MEAN, IMAGENET_STD
 from tests.conftest import photo_crop
-from tests.references import deeplab_torch
+from references import deeplab_torch
 
 TINY = dict(backbone_width=8, aspp_channels=16, decoder_projection=8, decoder_channels=16)
 

@@ -170,7 +170,7 @@ def test_gallery_renders_in_headless_chromium(cli_run, tmp_path):
 
 
 def test_pairing_by_relative_name_without_extension(tmp_path):
-    from experiments.detect import pair_files
+    from desra_jax.tools.detect import pair_files
 
     for name in ("gan/x.png", "gan/sub/y.png", "gan/dup.png", "gan/dup.jpg", "mse/x.jpg", "mse/sub/y.png",
                  "mse/dup.png", "gt/sub/y.json"):
@@ -228,7 +228,7 @@ def tiny_segformer(directory):
 def semantic_run(tmp_path_factory):
     """Calibrates with the calibrate CLI, then detects with that table; returns (root, calibrate process,
     detection summary). Whole images at their resolution (size 0 / None): the default 512 x 512 is slow on a CPU."""
-    from experiments import detect
+    from desra_jax.tools import detect
 
     root = tmp_path_factory.mktemp("semantic_cli")
     segformer = tiny_segformer(root / "segformer")
@@ -289,7 +289,7 @@ def test_calibrate_cli_writes_the_calibration_of_the_segmented_pairs(semantic_ru
 
 @pytest.mark.slow
 def test_detect_cli_with_segformer_matches_the_library(semantic_run, direct):
-    from experiments import report
+    from desra_jax import report
 
     root, _, returned = semantic_run
     gans, mses, labels, _ = direct
@@ -334,14 +334,14 @@ def test_detect_cli_semantic_flags_and_an_unreadable_segformer(tmp_path):
 
 
 def test_class_adjustment_without_segformer_is_an_error_naming_the_file(tmp_path):
-    from experiments import detect
+    from desra_jax.tools import detect
 
     with pytest.raises(ValueError, match=r"table\.json: a class adjustment table needs --segformer"):
         detect.run(tmp_path, tmp_path, tmp_path / "out", class_adjustment=tmp_path / "table.json")
 
 
 def test_label_colours_and_legend():
-    from experiments import report
+    from desra_jax import report
 
     labels = np.array([[0, 0, 2], [2, 2, 255]])
     legend = report.label_legend(labels, ["wall", "building", "sky"])
@@ -356,7 +356,7 @@ def test_label_colours_and_legend():
 
 @pytest.mark.slow
 def test_a_table_with_other_class_names_is_applied_by_index_with_a_warning(semantic_run, tmp_path, caplog):
-    from experiments import detect
+    from desra_jax.tools import detect
 
     root = semantic_run[0]
     table = json.loads((root / "adjustment.json").read_text())

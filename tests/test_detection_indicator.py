@@ -1,4 +1,4 @@
-"""desra_jax.detection.indicator against the float64 cv2 reference (tests/references/desra_numpy.py)."""
+"""desra_jax.detection.indicator against the float64 cv2 reference (references/desra_numpy.py)."""
 
 import cv2
 import jax.numpy as jnp
@@ -8,8 +8,8 @@ import pytest
 from desra_jax import detection
 from desra_jax.detection.indicator import window_weights
 from tests.conftest import photo_crop
-from tests.references import desra_numpy as ref
-from tests.references.synthetic_artifacts import synthetic_batch
+from references import desra_numpy as ref
+from desra_jax.data.synthetic import synthetic_batch
 
 BORDERS_AND_KINDS = [(b, k) for b in ("reflect", "valid") for k in ("gaussian", "box")]
 

@@ -6,8 +6,8 @@ from scipy import ndimage
 
 from desra_jax import detection
 from tests.conftest import photo_crop
-from tests.references import desra_numpy as ref
-from tests.references.synthetic_artifacts import synthetic_batch
+from references import desra_numpy as ref
+from desra_jax.data.synthetic import synthetic_batch
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from desra_jax import detection
 from desra_jax.data.bundled import bundled_photograph
 from desra_jax.detection.semantic import ADE20K_ADJUSTMENT_TSV
 from tests.conftest import photo_crop
-from tests.references import desra_numpy as ref
-from tests.references.synthetic_artifacts import synthetic_batch
+from references import desra_numpy as ref
+from desra_jax.data.synthetic import synthetic_batch
 
 #: ADE20K classes with different published adjustments: wall 0.95, building 0.80, sky 1.0, tree 0.75, painting 0.70.
 CLASSES_BY_BRIGHTNESS = np.array([4, 1, 0, 22, 2])

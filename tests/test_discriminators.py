@@ -7,10 +7,11 @@ import torch
 
 from desra_jax.convert.discriminators import discriminator_from_torch, load_discriminator
 from desra_jax.convert.torch_state import ConversionError
-from desra_jax.models.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator, upsample_bilinear_x2
+from desra_jax.models.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator
+from desra_jax.models.layers import resize_bilinear
 from desra_jax.training.checkpoints import load_model, save_model
 from tests.conftest import photo_crop
-from tests.references import discriminators_torch as reference_arch
+from references import discriminators_torch as reference_arch
 
 NUM_FEAT = 8
 
@@ -72,16 +73,11 @@ def test_vgg_discriminator_train_mode_matches_torch(photo_batch):
     np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-4)
     after = reference.state_dict()
     for name, stats in updates["batch_stats"].items():
-        stage, second = int(name[2]), name.endswith("_1")
-        side = 64 // 2 ** (stage + second)  # each 4x4 stride-2 conv halves the map
-        n = images.shape[0] * side * side
-        old_mean, old_var = before[f"{name}.running_mean"].numpy(), before[f"{name}.running_var"].numpy()
+        old_mean = before[f"{name}.running_mean"].numpy()
         assert not np.allclose(after[f"{name}.running_mean"].numpy(), old_mean), name
         np.testing.assert_allclose(stats["mean"], after[f"{name}.running_mean"].numpy(), rtol=1e-4, atol=1e-5)
-        # torch averages in the unbiased batch variance (n / (n - 1) times the biased one), flax the biased one.
-        torch_batch_var = (after[f"{name}.running_var"].numpy() - 0.9 * old_var) / 0.1
-        expected_var = 0.9 * old_var + 0.1 * torch_batch_var * (n - 1) / n
-        np.testing.assert_allclose(stats["var"], expected_var, rtol=1e-4, atol=1e-5)
+        # torch's running variance averages in the unbiased batch variance; so does layers.BatchNorm.
+        np.testing.assert_allclose(stats["var"], after[f"{name}.running_var"].numpy(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("skip_connection", [True, False])
@@ -128,7 +124,7 @@ def test_unet_discriminator_power_iteration_matches_torch(photo_batch):
 def test_upsample_bilinear_x2_matches_torch_interpolate(photo_batch):
     images = photo_batch(12, 20)
     expected = torch.nn.functional.interpolate(to_nchw(images), scale_factor=2, mode="bilinear", align_corners=False)
-    got = np.asarray(upsample_bilinear_x2(images))
+    got = np.asarray(resize_bilinear(images, (24, 40)))
     np.testing.assert_allclose(got, expected.numpy().transpose(0, 2, 3, 1), rtol=0, atol=1e-6)
 
 

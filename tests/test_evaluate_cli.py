@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from desra_jax.data.image_io import read_image, write_image
-from experiments.evaluate import NO_WEIGHTS, load_pair, pair_files, pairing_key, run
+from desra_jax.tools.evaluate import NO_WEIGHTS, load_pair, pair_files, pairing_key, run
 from tests.conftest import photo_crop
-from tests.references.lpips_torch import random_lpips, save_released_layout
+from references.lpips_torch import random_lpips, save_released_layout
 
 SIZE = 48
 

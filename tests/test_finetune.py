@@ -129,7 +129,7 @@ def test_online_mode_buffers_artifact_samples_and_fine_tunes_when_full(setting, 
     finetune.run_finetune(config, str(workdir))
 
     state = json.loads((workdir / "online" / "state.json").read_text())
-    assert state["seen"] == [os.path.splitext(p)[0] for p in list_images(root / "train")]
+    assert state["seen"] == list_images(root / "train")  # samples are keyed by their whole relative name
     assert state["version"] >= 1
     first_round = workdir / "online" / "round_001"
     assert (first_round / "model").is_dir() and len(list_images(first_round / "data" / "lr")) == 2

@@ -1,5 +1,5 @@
 """One `gan_step` of the ragp_fft configuration (L1 + VGG19 conv5_4 + FFT + RaGAN, then RaGAN + gradient penalty)
-against the same step in PyTorch (tests/references/gan_step_torch.py, the penalty by create_graph double backward).
+against the same step in PyTorch (references/gan_step_torch.py, the penalty by create_graph double backward).
 Both update with plain SGD, so each parameter's change is its gradient times the learning rate, compared directly
 (Adam's first step is lr * sign(gradient), which would hide every magnitude). The learning rate is large so that
 the change, not the float32 rounding of the updated parameter, carries the gradient's digits."""
@@ -15,10 +15,10 @@ from desra_jax.convert import discriminator_from_torch, rrdbnet_from_torch, vgg1
 from desra_jax.training.state import create_state
 from desra_jax.training.steps import GanLosses, gan_step
 from tests.conftest import photo_crop
-from tests.references.discriminators_torch import VGGStyleDiscriminator
-from tests.references.gan_step_torch import TorchGanStep
-from tests.references.rrdbnet_torch import RRDBNetTorch
-from tests.references.vgg_torch import VGG19
+from references.discriminators_torch import VGGStyleDiscriminator
+from references.gan_step_torch import TorchGanStep
+from references.rrdbnet_torch import RRDBNetTorch
+from references.vgg_torch import VGG19
 
 LOSSES = GanLosses(gradient_penalty_weight=10.0, fft_weight=0.3)  # configs/ragp_fft.py
 LEARNING_RATE = 1e3

@@ -1,4 +1,4 @@
-"""The artifact localizer (issue 8): BCE + soft Dice against float64 references, (image, mask) pairing and its
+"""The artifact localizer: BCE + soft Dice against float64 references, (image, mask) pairing and its
 errors, step-addressed training crops, and the tiny job end to end on DeSRA masks of the bundled photographs."""
 
 from __future__ import annotations
@@ -191,6 +191,7 @@ def _check_learned_held_out_masks(config, workdir, summary, held_out):
     from desra_jax.metrics.detection import mean_iou
     from desra_jax.models import DeepLabV3Plus
     from desra_jax.training.checkpoints import load_model
+    from desra_jax.training.evaluation import predict_masks
     from experiments import localizer
 
     assert [name for name, _, _ in held_out] == [f"{p}_{v}" for p in ("chelsea", "coffee") for v in range(16)]
@@ -208,7 +209,7 @@ def _check_learned_held_out_masks(config, workdir, summary, held_out):
     model, variables = load_model(workdir / "model")
     assert isinstance(model, DeepLabV3Plus) and set(variables) == {"params", "batch_stats"}
     predict = jax.jit(lambda v, x: model.apply(v, x[None], train=False)[0, ..., 0])
-    preds = localizer.predict_masks(predict, variables, [image for _, image, _ in held_out], config.eval.threshold)
+    preds = predict_masks(predict, variables, [image for _, image, _ in held_out], config.eval.threshold)
     np.testing.assert_allclose(mean_iou(preds, targets), summary["mean_iou"], atol=1e-6)
 
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -232,7 +233,8 @@ def _check_resumes_to_the_same_model(data, root, monkeypatch):
 
     from configs import localizer as localizer_config
     from desra_jax.training.checkpoints import load_model
-    from experiments import localizer, train
+    from desra_jax.training.loop import TrainingInterrupted
+    from experiments import localizer
 
     config = localizer_config.get_config("tiny")
     config.train.update(num_steps=24, checkpoint_every=8, log_every=1, eval_every=24)
@@ -248,7 +250,7 @@ def _check_resumes_to_the_same_model(data, root, monkeypatch):
         patch.setattr(localizer, "load_data", lambda _: (train_pairs, held_out[:2]))
         localizer.train_localizer(config, str(root / "straight"))
         patch.setattr(MaskPatchSampler, "batch", batch_then_terminate)
-        with pytest.raises(train.TrainingInterrupted, match=r"SIGTERM at step \d+: checkpoint saved") as stopped:
+        with pytest.raises(TrainingInterrupted, match=r"SIGTERM at step \d+: checkpoint saved") as stopped:
             localizer.train_localizer(config, str(root / "killed"))
         assert 4 <= int(str(stopped.value).split()[3].rstrip(":")) <= 12
         assert not (root / "killed" / "model").exists()
@@ -268,7 +270,8 @@ def _check_trains_on_the_output_folder_of_experiments_detect(root):
     """GAN-SR and MSE-SR folders -> experiments.detect -> its --out_dir names the masks of the GAN-SR images."""
     from configs import localizer as localizer_config
     from desra_jax.data.synthetic import synthetic_pair
-    from experiments import detect, localizer
+    from desra_jax.tools import detect
+    from experiments import localizer
 
     gan_dir, mse_dir, detect_dir = root / "gan", root / "mse", root / "detect"
     for seed, (name, top, left) in enumerate((("astronaut", 0, 150), ("sub/coffee", 100, 300), ("rocket", 150, 0))):
@@ -296,11 +299,11 @@ def _check_trains_on_the_output_folder_of_experiments_detect(root):
 ])
 def test_bad_configs_name_the_key(overrides, message):
     from configs import localizer as localizer_config
-    from experiments import localizer
+    from configs.validation import check_localizer
 
     config = localizer_config.get_config("tiny")
     for dotted, value in overrides.items():
         section, key = dotted.split(".")
         config[section][key] = value
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        localizer.validate(config, num_devices=2)
+        check_localizer(config, num_devices=2)

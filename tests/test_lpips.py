@@ -8,7 +8,7 @@ from desra_jax.convert.lpips import load_lpips, lpips_from_torch
 from desra_jax.convert.torch_state import ConversionError
 from desra_jax.metrics.lpips import lpips, tap_widths
 from tests.conftest import photo_crop
-from tests.references.lpips_torch import LPIPSTorch, random_lpips, save_released_layout
+from references.lpips_torch import LPIPSTorch, random_lpips, save_released_layout
 
 
 @pytest.fixture(scope="module", params=["alex", "vgg"])

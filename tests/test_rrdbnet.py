@@ -17,7 +17,7 @@ from desra_jax.models import RRDBNet
 from desra_jax.models.rrdbnet import pixel_unshuffle
 from desra_jax.training.checkpoints import count_parameters, load_model, save_model
 from tests.conftest import photo_crop
-from tests.references.rrdbnet_torch import RRDBNetTorch
+from references.rrdbnet_torch import RRDBNetTorch
 
 TOLERANCE = 1e-4  # float32 on CPU; observed differences are about 1e-7
 

@@ -17,8 +17,8 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 
 from desra_jax.convert import ConversionError, load_segformer, segformer_from_state_dict  # noqa: E402
 from desra_jax.detection import segment  # noqa: E402
-from desra_jax.detection.segmentation import normalize, segment_logits, window_starts  # noqa: E402
-from desra_jax.models.segformer import resize_bilinear  # noqa: E402
+from desra_jax.detection.segmentation import segment_logits, window_starts  # noqa: E402
+from desra_jax.models.layers import imagenet_normalize, resize_bilinear  # noqa: E402
 from tests.conftest import photo_crop  # noqa: E402
 
 #: MiT-b0's layout (depths, sr_ratios, heads, patch sizes) at an eighth of its widths, 150 ADE20K labels.
@@ -72,7 +72,7 @@ PARITY_INPUTS = {"b0": ("astronaut", 0, 0, (512, 512)), "odd": ("hubble_deep_fie
 def test_logits_match_transformers(converted):
     name, reference, _, (model, params, _) = converted
     photo, top, left, size = PARITY_INPUTS[name]
-    pixels = np.asarray(normalize(photo_crop(photo, size, top, left)))
+    pixels = np.asarray(imagenet_normalize(photo_crop(photo, size, top, left)))
     expected = torch_logits(reference, pixels)
     # Unoptimised XLA code compiles in half the time and computes the same function.
     forward = jax.jit(model.apply, compiler_options={"xla_backend_optimization_level": 0})
@@ -246,7 +246,7 @@ def test_segment_resizes_a_small_image_as_transformers_does(two_stage_model):
 
 def mmseg_slide_logits(reference, image: np.ndarray, crop: int, stride: int) -> np.ndarray:
     """mmseg's EncoderDecoder.slide_inference (logits upsampled per window, summed, divided by the count)."""
-    pixels = torch.from_numpy(np.array(normalize(image))).permute(0, 3, 1, 2)
+    pixels = torch.from_numpy(np.array(imagenet_normalize(image))).permute(0, 3, 1, 2)
     _, _, h_img, w_img = pixels.shape
     h_grids = max(h_img - crop + stride - 1, 0) // stride + 1
     w_grids = max(w_img - crop + stride - 1, 0) // stride + 1
@@ -333,7 +333,7 @@ def test_open_mmlab_checkpoint_matches_its_head_written_in_torch(tmp_path):
     model, params, _ = load_segformer(path)
     assert model.mmseg_head and model.layer_norm_eps == 1e-6 and model.num_attention_heads == (1, 2)
 
-    pixels = np.array(normalize(photo_crop("chelsea", (64, 96), 100, 150)))
+    pixels = np.array(imagenet_normalize(photo_crop("chelsea", (64, 96), 100, 150)))
     t = {k: torch.as_tensor(v) for k, v in head.items()}
 
     def conv_bn_relu(x, prefix, conv):

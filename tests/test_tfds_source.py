@@ -141,7 +141,7 @@ def test_missing_tensorflow_datasets_names_the_extra(monkeypatch):
     ],
 )
 def test_bad_tfds_settings_fail_validation_naming_the_key(key, value, message):
-    from experiments.train import validate
+    from configs.validation import check_sr as validate
 
     config = tfds_config("")
     section, field = key.split(".")

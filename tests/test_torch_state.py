@@ -27,8 +27,8 @@ def test_converted_weights_do_not_follow_the_torch_model(network):
     import torch
 
     from desra_jax.convert import discriminator_from_torch, rrdbnet_from_torch
-    from tests.references.discriminators_torch import UNetDiscriminatorSN, VGGStyleDiscriminator
-    from tests.references.rrdbnet_torch import RRDBNetTorch
+    from references.discriminators_torch import UNetDiscriminatorSN, VGGStyleDiscriminator
+    from references.rrdbnet_torch import RRDBNetTorch
 
     torch.manual_seed(0)
     module, convert = {

@@ -8,7 +8,7 @@ import torch
 from desra_jax.convert.torch_state import ConversionError
 from desra_jax.convert.vgg import load_vgg19, vgg19_from_torch
 from desra_jax.models.vgg import VGG19Features
-from tests.references.vgg_torch import NAMES, VGG19, extract_features
+from references.vgg_torch import NAMES, VGG19, extract_features
 
 LAYERS = ("relu1_1", "conv2_2", "pool3", "conv4_4", "relu5_4")
 

@@ -11,7 +11,7 @@ Three layouts are read, every key mapped explicitly (a leftover key is an error)
   at output stride 8) are not weights: the converted ASPP runs at the model's own rates.
 - A full DeepLabV3+ in VainF/DeepLabV3Plus-Pytorch's key names (``backbone.*``, ``classifier.aspp.*``,
   ``classifier.project.*``, ``classifier.classifier.*``): VainF's checkpoints (their ``model_state``) with
-  ``decoder_convs=1``, and ``tests/references/deeplab_torch.py`` with the paper's two decoder convs.
+  ``decoder_convs=1``, and ``references/deeplab_torch.py`` with the paper's two decoder convs.
 
 Partial conversions return ``{'params': ..., 'batch_stats': ...}`` holding only the converted subtrees;
 :func:`merge_variables` puts them into initialised variables, checking every shape.

@@ -17,7 +17,3 @@ def bundled_photograph(name: str) -> np.ndarray:
     image = getattr(skimage.data, name)()
     return image.astype(np.float32) / 255.0
 
-
-def bundled_photographs() -> dict[str, np.ndarray]:
-    """All bundled photographs by name, float32 RGB in [0, 1]."""
-    return {name: bundled_photograph(name) for name in PHOTOGRAPH_NAMES}

@@ -1,4 +1,5 @@
-"""The project's one image reader and writer: files <-> float32 RGB arrays in [0, 1], (H, W, 3).
+"""The project's one image reader and writer: files <-> float32 RGB arrays in [0, 1], (H, W, 3); and the one
+atomic writer every output goes through (images, JSON, CSV).
 
 cv2 reads and writes BGR; the conversion to RGB happens here, once, so nothing else in the project sees BGR.
 Files are decoded from bytes (``np.fromfile`` + ``cv2.imdecode``) so that paths with non-ASCII characters work
@@ -8,6 +9,9 @@ half-written file, even when the writer is killed.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -87,6 +91,35 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def output_folder(path: str | os.PathLike) -> Path:
+    """Creates the folder ``path`` for a command's outputs, before any work: ValueError naming it when it is a
+    file or cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path}: exists and is not a folder; give an output folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot create the output folder ({error.strerror})") from error
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{path}: the output folder is not writable")
+    return path
+
+
+def write_json(path: str | os.PathLike, value) -> None:
+    """Writes ``value`` as indented JSON to ``path``, atomically (``write_bytes_atomic``)."""
+    write_bytes_atomic(path, json.dumps(value, indent=2).encode("utf-8"))
+
+
+def write_csv(path: str | os.PathLike, records: list[dict], columns: list[str]) -> None:
+    """Writes the ``columns`` of ``records`` (one row each, other keys ignored) as CSV to ``path``, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    write_bytes_atomic(path, buffer.getvalue().encode("utf-8"))
 
 
 def encode_png(image: np.ndarray, name: str = "image") -> bytes:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from desra_jax.data.image_io import list_images, read_image
+from desra_jax.data.folder_pairs import images_by_name
+from desra_jax.data.image_io import read_image
 from desra_jax.data.masks import MASK_EXTENSIONS, find_mask, read_mask
-from desra_jax.data.pairs import augment
+from desra_jax.data.pairs import BatchRows, augment
 
 #: (name, image float32 (H, W, 3) in [0, 1], mask bool (H, W)); the name appears in errors.
 MaskPair = tuple[str, np.ndarray, np.ndarray]
@@ -38,12 +39,10 @@ def pair_mask_files(image_dir: str | Path, mask_dir: str | Path) -> list[tuple[s
     image_dir, mask_dir = Path(image_dir), detection_masks_folder(mask_dir)
     if not mask_dir.is_dir():
         raise ValueError(f"{mask_dir}: not a folder of masks")
-    images: dict[str, Path] = {}
-    for relative in list_images(image_dir):
-        name = Path(relative).with_suffix("").as_posix()
-        if name in images:
-            raise ValueError(f"{image_dir / relative}: same name as {images[name]}; which one does the mask belong to?")
-        images[name] = image_dir / relative
+    problems: list[str] = []
+    images = images_by_name(image_dir, problems)
+    if problems:  # no images, or two of one name: which one would the mask belong to?
+        raise ValueError("; ".join(problems))
     found, missing = [], []
     for name, image_path in images.items():
         mask_path = find_mask(mask_dir, name)
@@ -83,36 +82,26 @@ def _checked_pair(name: str, image: np.ndarray, mask: np.ndarray, patch: int) ->
 class MaskPatchSampler:
     """Batches of random (image, mask) training crops, each batch a pure function of (seed, step).
 
-    Like ``pairs.PatchSampler``: sample i of the global batch of step s picks a pair uniformly, a uniformly placed
-    ``patch`` square in it and one of the 8 flips / rotations of the square (``pairs.augment``, the same for image
-    and mask), all drawn from ``numpy.random.default_rng((seed, s, i))``; so a resumed run sees the same batches
-    and process p of P computes the contiguous rows [p B / P, (p + 1) B / P) of the global batch of B.
+    Like ``pairs.PatchSampler``: each sample picks a pair uniformly, a uniformly placed ``patch`` square in it and
+    one of the 8 flips / rotations of the square (``pairs.augment``, the same for image and mask), drawn as
+    ``pairs.BatchRows`` says; so a resumed run sees the same batches and each process makes its own rows.
     """
 
     def __init__(self, pairs: list[MaskPair], patch: int, batch_size: int, seed: int, process_index: int = 0,
                  process_count: int = 1):
-        if batch_size < 1 or batch_size % process_count:
-            raise ValueError(
-                f"MaskPatchSampler: batch_size {batch_size} is not a positive multiple of process_count {process_count}"
-            )
-        if not 0 <= process_index < process_count:
-            raise ValueError(f"MaskPatchSampler: process_index {process_index} is outside [0, {process_count})")
+        self.rows = BatchRows("MaskPatchSampler", batch_size, seed, process_index, process_count)
         if not pairs:
             raise ValueError("MaskPatchSampler: no training pairs")
         self.pairs = [_checked_pair(name, image, mask, patch) for name, image, mask in pairs]
-        self.patch, self.seed = patch, seed
-        self.local_batch_size = batch_size // process_count
-        self._first_row = process_index * self.local_batch_size
+        self.patch = patch
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """This process's rows of the global batch of ``step``: {'image': (b, p, p, 3), 'mask': (b, p, p, 1)}
         float32 (mask 0 / 1), b = batch_size / process_count, p = patch."""
-        rows = range(self._first_row, self._first_row + self.local_batch_size)
-        images, masks = zip(*(self._sample(step, row) for row in rows))
+        images, masks = zip(*(self._sample(rng) for rng in self.rows.generators(step)))
         return {"image": np.stack(images), "mask": np.stack(masks)}
 
-    def _sample(self, step: int, row: int) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng((self.seed, step, row))
+    def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         image, mask = self.pairs[rng.integers(len(self.pairs))]
         top = rng.integers(image.shape[0] - self.patch + 1)
         left = rng.integers(image.shape[1] - self.patch + 1)

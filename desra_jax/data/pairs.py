@@ -1,16 +1,14 @@
 """Paired LR/HR training patches made on the host from HR images: numpy, deterministic from a seed.
 
-BasicSR's ``PairedImageDataset`` with the LR made on the fly (issue 4: "random HR crop, flips and 90-degree
-rotations, LR by antialiased bicubic downsampling"): crop an HR patch, apply one random element of the dihedral
+BasicSR's ``PairedImageDataset`` with the LR made on the fly: crop an HR patch, apply one random element of the dihedral
 group (BasicSR's ``augment``), and make the LR patch with ``bicubic_downsample``, the degradation that made
 DIV2K's LR images.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -65,6 +63,34 @@ def _dihedral(image: np.ndarray, hflip: bool, vflip: bool, transpose: bool) -> n
     return image
 
 
+class BatchRows:
+    """The rows of a global batch that one process makes, and the random generator of each.
+
+    Process p of P makes the contiguous rows [p B / P, (p + 1) B / P) of the global batch of ``batch_size`` B;
+    row i of step s draws from ``numpy.random.default_rng((seed, s, i))``, so a batch is the same bit for bit
+    whether steps run in order, resume after a restart, or are split over hosts. ``owner`` names the sampler in
+    errors.
+    """
+
+    def __init__(self, owner: str, batch_size: int, seed: int, process_index: int = 0, process_count: int = 1):
+        if batch_size < 1 or batch_size % process_count:
+            raise ValueError(
+                f"{owner}: batch_size {batch_size} is not a positive multiple of process_count {process_count}"
+            )
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"{owner}: process_index {process_index} is outside [0, {process_count})")
+        if seed < 0:
+            raise ValueError(f"{owner}: expected a non-negative seed, got {seed}")
+        self.seed = seed
+        self.local_batch_size = batch_size // process_count
+        self.first_row = process_index * self.local_batch_size
+
+    def generators(self, step: int) -> list[np.random.Generator]:
+        """One generator per row of this process's slice of the batch of ``step``."""
+        rows = range(self.first_row, self.first_row + self.local_batch_size)
+        return [np.random.default_rng((self.seed, step, row)) for row in rows]
+
+
 class PatchSampler:
     """Batches of random (LR, HR) training patches, each batch a pure function of (seed, step).
 
@@ -75,10 +101,8 @@ class PatchSampler:
     their DeSRA pseudo ground truth) the LR patch is instead cropped from the partner at the same place
     (``random_crop_pair``) and augmented with it.
 
-    Sample i of the global batch of step s draws from ``numpy.random.default_rng((seed, s, i))`` and its LR is
-    computed alone, so ``batch(s)`` is the same bit for bit whether steps run in order, resume after a restart, or
-    are split over hosts: process p of P computes the contiguous rows [p B / P, (p + 1) B / P) of the global batch
-    of ``batch_size`` B.
+    Rows and their random draws as ``BatchRows`` says; each sample's LR is computed alone, so ``batch(s)`` is a
+    pure function of (seed, s, process).
     """
 
     def __init__(
@@ -93,14 +117,7 @@ class PatchSampler:
         lr_images: Sequence[np.ndarray] | None = None,
     ):
         _lr_patch_size(hr_patch, scale)
-        if batch_size < 1 or batch_size % process_count:
-            raise ValueError(
-                f"PatchSampler: batch_size {batch_size} is not a positive multiple of process_count {process_count}"
-            )
-        if not 0 <= process_index < process_count:
-            raise ValueError(f"PatchSampler: process_index {process_index} is outside [0, {process_count})")
-        if seed < 0:
-            raise ValueError(f"PatchSampler: expected a non-negative seed, got {seed}")
+        self.rows = BatchRows("PatchSampler", batch_size, seed, process_index, process_count)
         named = [item if isinstance(item, tuple) else (f"image {i}", item) for i, item in enumerate(images)]
         if not named:
             raise ValueError("PatchSampler: no training images")
@@ -112,41 +129,28 @@ class PatchSampler:
                 raise ValueError(f"PatchSampler: {len(lr_images)} LR images for {len(named)} HR images")
             self.lr_images = [_checked_lr_partner(name, np.asarray(lr, np.float32), hr, scale)
                               for name, lr, hr in zip(self.names, lr_images, self.images)]
-        self.hr_patch, self.scale, self.seed = hr_patch, scale, seed
-        self.local_batch_size = batch_size // process_count
-        self._first_row = process_index * self.local_batch_size
+        self.hr_patch, self.scale = hr_patch, scale
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """This process's rows of the global batch of ``step``: {'lr': (b, p / scale, p / scale, 3),
         'hr': (b, p, p, 3)} float32, b = batch_size / process_count, p = hr_patch."""
-        rows = range(self._first_row, self._first_row + self.local_batch_size)
         if self.lr_images is not None:
-            lr, hr = zip(*(self._paired_sample(step, row) for row in rows))
+            lr, hr = zip(*(self._paired_sample(rng) for rng in self.rows.generators(step)))
             return {"lr": np.stack(lr), "hr": np.stack(hr)}
-        hr = [self._hr_sample(step, row) for row in rows]
+        hr = [self._hr_sample(rng) for rng in self.rows.generators(step)]
         return {
             "lr": np.stack([bicubic_downsample(patch, self.scale) for patch in hr]),
             "hr": np.stack(hr),
         }
 
-    def iterate(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-        """``batch(step)`` for step = start_step, start_step + 1, ... (endless)."""
-        return map(self.batch, itertools.count(start_step))
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        return self.iterate(0)
-
-    def _hr_sample(self, step: int, row: int) -> np.ndarray:
-        rng = np.random.default_rng((self.seed, step, row))
+    def _hr_sample(self, rng: np.random.Generator) -> np.ndarray:
         image = self.images[rng.integers(len(self.images))]
         top = rng.integers(image.shape[0] - self.hr_patch + 1)
         left = rng.integers(image.shape[1] - self.hr_patch + 1)
         (patch,) = augment([image[top : top + self.hr_patch, left : left + self.hr_patch]], rng)
         return np.ascontiguousarray(patch)
 
-
-    def _paired_sample(self, step: int, row: int) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng((self.seed, step, row))
+    def _paired_sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         index = rng.integers(len(self.images))
         hr, lr = random_crop_pair(self.images[index], self.lr_images[index], self.hr_patch, self.scale, rng)
         lr, hr = augment([lr, hr], rng)

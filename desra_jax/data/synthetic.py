@@ -55,3 +55,22 @@ def synthetic_batch(images, seed: int = 0, **kwargs):
     """Stacked `synthetic_pair` of each (H, W, 3) image: (gan (N, H, W, 3), mse (N, H, W, 3), masks (N, H, W))."""
     pairs = [synthetic_pair(image, seed + i, **kwargs) for i, image in enumerate(images)]
     return tuple(np.stack(parts) for parts in zip(*pairs))
+
+
+def synthetic_mask_pairs(photographs, size: int, variants: int, label):
+    """(name, GAN-like image, mask) of `variants` synthetic pairs of the centre `size` square of each (name,
+    photograph); pair k of the list has synthetic seed k, so no two share their artifacts. The masks are
+    `label(gans, mses)` of all pairs at once ((N, size, size, 3) each -> (N, size, size) bool), e.g. DeSRA's
+    detection, the labels a localizer learns."""
+    names, gans, mses = [], [], []
+    for name, image in photographs:
+        top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+        if min(top, left) < 0:
+            raise ValueError(f"{name}: photograph of {image.shape[:2]} is smaller than the synthetic size {size}")
+        square = image[top : top + size, left : left + size]
+        for variant in range(variants):
+            gan, mse, _ = synthetic_pair(square, seed=len(names))
+            names.append(f"{name}_{variant}")
+            gans.append(gan)
+            mses.append(mse)
+    return list(zip(names, gans, np.asarray(label(np.stack(gans), np.stack(mses)))))

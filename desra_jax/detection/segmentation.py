@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from desra_jax.models.segformer import Segformer, resize_bilinear
-from desra_jax.models.vgg import IMAGENET_MEAN, IMAGENET_STD
+from desra_jax.models.layers import imagenet_normalize, resize_bilinear
+from desra_jax.models.segformer import Segformer
 
 
 def window_starts(length: int, window: int, stride: int) -> tuple[int, ...]:
@@ -58,16 +58,11 @@ def segment(images, model: Segformer, params, *, size: int | None = 512, stride:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
-def normalize(images: jax.Array) -> jax.Array:
-    """SegformerImageProcessor's normalisation: (x - ImageNet mean) / ImageNet std, x in [0, 1], NHWC."""
-    return (images - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
-
-
 @functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
 def _segment_logits(params, images: jax.Array, model: Segformer, size: int | None, stride: int | None,
                     batch_size: int) -> jax.Array:
     n, h, w, _ = images.shape
-    pixels = normalize(images)
+    pixels = imagenet_normalize(images)
     if size is None or (h <= size and w <= size):
         model_size = (h, w) if size is None else (size, size)
         logits = model.apply({"params": params}, resize_bilinear(pixels, model_size))

@@ -5,7 +5,6 @@ from desra_jax.losses.adversarial import (
     discriminator_loss,
     generator_loss,
     gradient_penalty,
-    ragp_discriminator_loss,
 )
 from desra_jax.losses.frequency import fft_loss, power_spectrum_1d, spectral_loss, spectrum_discrepancy
 from desra_jax.losses.perceptual import ESRGAN_LAYER_WEIGHTS, REAL_ESRGAN_LAYER_WEIGHTS, perceptual_loss

@@ -40,7 +40,7 @@ Entry points for training code: :func:`discriminator_loss` and :func:`generator_
 
 The gradient penalty is independent of the kind: WGAN-GP = 'wgan' + :func:`gradient_penalty`; the slides' RaGP =
 'rasgan' + :func:`gradient_penalty` for the discriminator and plain 'rasgan' for the generator
-(:func:`ragp_discriminator_loss`).
+(`training.steps.gan_step`).
 
 Like the paper and ESRGAN's original code, the losses let gradients flow through both logits (including the
 averaged term E C(.)); BasicSR's newer ESRGAN model detaches the other side's mean in the D step to save memory.
@@ -164,9 +164,7 @@ def gradient_penalty(
     slope_i = 2 (||g_i|| - 1) / (N ||g_i||). With g held fixed, <slope g, dg> is the differential of the
     directional derivative S'(x_hat)[slope g], a `jax.jvp`; adding it minus its stopped value gives P's value and
     P's exact first derivatives (its second derivatives are not P's). These are the gradients that differentiating
-    `jax.grad` gives (PyTorch's create_graph=True; tests/test_gan_step.py compares them), and the penalty's
-    parameter gradient of ESRGAN's discriminator comes 1.75x faster at benchmarks/train_step.py's quick sizes and
-    about 3x faster at its default sizes (2-core CPU).
+    `jax.grad` gives (PyTorch's create_graph=True), at a fraction of the cost of a second backward pass.
     """
     if real.shape != fake.shape:
         raise ValueError(f"real and fake images must have the same shape, got {real.shape} and {fake.shape}")
@@ -185,19 +183,3 @@ def gradient_penalty(
     penalty = jnp.mean(jnp.square(norms - 1.0))
     return weight * (penalty + directional - jax.lax.stop_gradient(directional))
 
-
-def ragp_discriminator_loss(
-    critic_fn: Callable[[jnp.ndarray], jnp.ndarray],
-    real: jnp.ndarray,
-    fake: jnp.ndarray,
-    key: jax.Array,
-    gp_weight: float = 10.0,
-) -> jnp.ndarray:
-    """RaGP (slides): L_D = L_D^RaGAN + lambda_g * (||grad D(x_hat)||_2 - 1)^2, a scalar.
-
-    The RaGAN term is ``discriminator_loss('rasgan', C(real), C(fake))``; the penalty is :func:`gradient_penalty`
-    with weight lambda_g (the slides give no value; 10 is WGAN-GP's). The generator side of RaGP is plain
-    ``generator_loss('rasgan', ...)``. real, fake: (N, H, W, C) images; critic_fn: images -> logits.
-    """
-    adversarial = discriminator_loss("rasgan", critic_fn(real), critic_fn(fake))
-    return adversarial + gradient_penalty(critic_fn, real, fake, key, weight=gp_weight)

@@ -1,6 +1,6 @@
 """Losses of the artifact localizer (a binary segmentation): BCE with logits and soft Dice, and their weighted sum.
 
-The deraining paper trains DeepLabV3+ on artifact masks without naming its loss; issue 8 asks for BCE + Dice, the
+The deraining paper trains DeepLabV3+ on artifact masks without naming its loss; BCE + Dice is the
 usual pair for a foreground that covers a small part of the image (BCE gives every pixel a gradient, Dice keeps a
 small foreground from being drowned by the background). Inputs are NHWC: logits (N, H, W, 1) of any real value,
 targets (N, H, W, 1) in [0, 1] (1 = artifact); each loss returns a scalar.

@@ -17,14 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from desra_jax.models.resnet import RESNET50_LAYERS, BatchNorm, ResNet, conv
-from desra_jax.models.vgg import IMAGENET_MEAN, IMAGENET_STD
-
-
-def resize_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """(N, h, w, C) -> (N, *size, C), bilinear on half-pixel centres: torch's
-    ``F.interpolate(mode='bilinear', align_corners=False)`` when upsampling (the only use here)."""
-    return jax.image.resize(x, (x.shape[0], *size, x.shape[3]), method="bilinear")
+from desra_jax.models.layers import BatchNorm, imagenet_normalize, resize_bilinear
+from desra_jax.models.resnet import RESNET50_LAYERS, ResNet, conv
 
 
 class ConvBNReLU(nn.Module):
@@ -97,7 +91,7 @@ class DeepLabV3Plus(nn.Module):
             raise ValueError(f"DeepLabV3Plus: expected (N, H, W, 3) RGB images, got shape {images.shape}")
         if self.output_stride not in (8, 16):
             raise ValueError(f"DeepLabV3Plus: output_stride must be 16 or 8, got {self.output_stride}")
-        x = (images - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+        x = imagenet_normalize(images)
         low_level, high_level = ResNet(self.backbone_layers, self.backbone_width, self.output_stride,
                                        name="backbone")(x, train)
         rates = tuple(rate * 16 // self.output_stride for rate in self.aspp_rates)

@@ -16,27 +16,15 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from desra_jax.models.layers import BatchNorm, leaky_relu, resize_bilinear
+
 # BasicSR pads every conv by 1 on each side; 'SAME' would agree with it only for even input sizes.
 _TORCH_PADDING_1 = ((1, 1), (1, 1))
-
-
-def _lrelu(x: jax.Array) -> jax.Array:
-    return nn.leaky_relu(x, negative_slope=0.2)
 
 
 def _normalize(vector: jax.Array, eps: float = 1e-12) -> jax.Array:
     """``torch.nn.functional.normalize(vector, dim=0, eps=eps)``: vector / max(||vector||, eps)."""
     return vector / jnp.maximum(jnp.linalg.norm(vector), eps)
-
-
-def upsample_bilinear_x2(x: jax.Array) -> jax.Array:
-    """(N, H, W, C) -> (N, 2H, 2W, C), as ``F.interpolate(scale_factor=2, mode='bilinear', align_corners=False)``.
-
-    Both sample at half-pixel centres; at the border torch clamps the source coordinate and jax renormalises
-    the triangle kernel over the pixels inside the image, which for a x2 upsampling gives the same weights.
-    """
-    n, h, w, c = x.shape
-    return jax.image.resize(x, (n, 2 * h, 2 * w, c), method="bilinear")
 
 
 class SpectralNormConv(nn.Module):
@@ -86,9 +74,7 @@ class VGGStyleDiscriminator(nn.Module):
     (stage 0 has a biased 3x3 conv and no BN on it), then linear1 (-> 100), LReLU 0.2, linear2 (-> 1).
     ``input_size`` S may be any multiple of 32 (BasicSR allows 128, and 256 with an extra stage that is not
     built here); linear1 sees 8nf * (S/32)^2 features, flattened in NHWC order (the converter permutes torch's
-    NCHW-ordered weight columns). BatchNorm as torch's BatchNorm2d: momentum 0.1 (flax 0.9), eps 1e-5; flax
-    updates the running variance with the biased batch variance where torch uses the unbiased one, a factor
-    n/(n-1) (n = N*H*W) on the update that only matters for tiny batches.
+    NCHW-ordered weight columns). BatchNorm as torch's BatchNorm2d (`layers.BatchNorm`).
     """
 
     num_in_ch: int = 3
@@ -105,23 +91,21 @@ class VGGStyleDiscriminator(nn.Module):
                 f"VGGStyleDiscriminator: expected input (N, {', '.join(map(str, expected))}), got shape {x.shape}"
             )
 
-        def conv_bn_lrelu(feat: jax.Array, name: str, width: int, kernel: int, stride: int) -> jax.Array:
+        def conv_bnleaky_relu(feat: jax.Array, name: str, width: int, kernel: int, stride: int) -> jax.Array:
             feat = nn.Conv(
                 width, (kernel, kernel), (stride, stride), padding=_TORCH_PADDING_1, use_bias=False, name=f"conv{name}"
             )(feat)
-            feat = nn.BatchNorm(
-                use_running_average=not train, momentum=0.9, epsilon=1e-5, use_fast_variance=False, name=f"bn{name}"
-            )(feat)
-            return _lrelu(feat)
+            feat = BatchNorm(name=f"bn{name}")(feat, train)
+            return leaky_relu(feat)
 
         nf = self.num_feat
-        feat = _lrelu(nn.Conv(nf, (3, 3), padding=_TORCH_PADDING_1, name="conv0_0")(x))
+        feat = leaky_relu(nn.Conv(nf, (3, 3), padding=_TORCH_PADDING_1, name="conv0_0")(x))
         for stage, width in enumerate((nf, nf * 2, nf * 4, nf * 8, nf * 8)):
             if stage > 0:
-                feat = conv_bn_lrelu(feat, f"{stage}_0", width, kernel=3, stride=1)
-            feat = conv_bn_lrelu(feat, f"{stage}_1", width, kernel=4, stride=2)
+                feat = conv_bnleaky_relu(feat, f"{stage}_0", width, kernel=3, stride=1)
+            feat = conv_bnleaky_relu(feat, f"{stage}_1", width, kernel=4, stride=2)
         feat = feat.reshape(feat.shape[0], -1)
-        feat = _lrelu(nn.Dense(100, name="linear1")(feat))
+        feat = leaky_relu(nn.Dense(100, name="linear1")(feat))
         return nn.Dense(1, name="linear2")(feat)
 
 
@@ -148,19 +132,36 @@ class UNetDiscriminatorSN(nn.Module):
             )
 
         def sn_lrelu(feat: jax.Array, name: str, width: int, kernel: int = 3, stride: int = 1) -> jax.Array:
-            return _lrelu(SpectralNormConv(width, kernel, stride, name=name)(feat, update_stats=train))
+            return leaky_relu(SpectralNormConv(width, kernel, stride, name=name)(feat, update_stats=train))
+
+        def upsample_x2(feat: jax.Array) -> jax.Array:
+            return resize_bilinear(feat, (2 * feat.shape[1], 2 * feat.shape[2]))
 
         def skip(feat: jax.Array, encoder_feat: jax.Array) -> jax.Array:
             return feat + encoder_feat if self.skip_connection else feat
 
         nf = self.num_feat
-        x0 = _lrelu(nn.Conv(nf, (3, 3), padding=_TORCH_PADDING_1, name="conv0")(x))
+        x0 = leaky_relu(nn.Conv(nf, (3, 3), padding=_TORCH_PADDING_1, name="conv0")(x))
         x1 = sn_lrelu(x0, "conv1", nf * 2, kernel=4, stride=2)
         x2 = sn_lrelu(x1, "conv2", nf * 4, kernel=4, stride=2)
         x3 = sn_lrelu(x2, "conv3", nf * 8, kernel=4, stride=2)
-        x4 = skip(sn_lrelu(upsample_bilinear_x2(x3), "conv4", nf * 4), x2)
-        x5 = skip(sn_lrelu(upsample_bilinear_x2(x4), "conv5", nf * 2), x1)
-        x6 = skip(sn_lrelu(upsample_bilinear_x2(x5), "conv6", nf), x0)
+        x4 = skip(sn_lrelu(upsample_x2(x3), "conv4", nf * 4), x2)
+        x5 = skip(sn_lrelu(upsample_x2(x4), "conv5", nf * 2), x1)
+        x6 = skip(sn_lrelu(upsample_x2(x5), "conv6", nf), x0)
         out = sn_lrelu(x6, "conv7", nf)
         out = sn_lrelu(out, "conv8", nf)
         return nn.Conv(1, (3, 3), padding=_TORCH_PADDING_1, name="conv9")(out)
+
+
+#: The discriminators a training config can name.
+DISCRIMINATORS = ("vgg", "unet")
+
+
+def make_discriminator(kind: str, num_feat: int, input_size: int) -> nn.Module:
+    """ESRGAN's VGG-style discriminator ('vgg', for `input_size` x `input_size` patches) or Real-ESRGAN's U-Net
+    discriminator with spectral norm ('unet', any size), on RGB."""
+    if kind == "vgg":
+        return VGGStyleDiscriminator(num_in_ch=3, num_feat=num_feat, input_size=input_size)
+    if kind == "unet":
+        return UNetDiscriminatorSN(num_in_ch=3, num_feat=num_feat)
+    raise ValueError(f"unknown discriminator {kind!r}; choose one of {DISCRIMINATORS}")

@@ -9,8 +9,9 @@ output stride 16 or 8. Parameter names follow torchvision's state_dict (``layer2
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import linen as nn
+
+from desra_jax.models.layers import BatchNorm
 
 #: Blocks per stage: torchvision's resnet50 and resnet101.
 RESNET50_LAYERS = (3, 4, 6, 3)
@@ -29,39 +30,6 @@ def conv(features: int, kernel: int, stride: int = 1, dilation: int = 1, name: s
     pad = dilation * (kernel // 2)
     return nn.Conv(features, (kernel, kernel), strides=stride, padding=((pad, pad), (pad, pad)),
                    kernel_dilation=dilation, use_bias=False, kernel_init=conv_init, name=name)
-
-
-class BatchNorm(nn.Module):
-    """``torch.nn.BatchNorm2d`` over the last axis of (N, H, W, C), statistics in the 'batch_stats' collection.
-
-    In training the batch is normalised with its biased variance and the running statistics move by
-    ``momentum`` (torch's convention: new = (1 - momentum) * old + momentum * batch) with the *unbiased* batch
-    variance, as torch does; flax's ``nn.BatchNorm`` stores the biased one, which for the 1x1 image-pooling
-    features of ASPP (N values per channel) differs by N / (N - 1). Evaluation uses the running statistics.
-    """
-
-    momentum: float = 0.1
-    epsilon: float = 1e-5
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        channels = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (channels,))
-        bias = self.param("bias", nn.initializers.zeros, (channels,))
-        running_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((channels,), jnp.float32))
-        running_var = self.variable("batch_stats", "var", lambda: jnp.ones((channels,), jnp.float32))
-        if train:
-            axes = tuple(range(x.ndim - 1))
-            mean = jnp.mean(x, axes)
-            var = jnp.var(x, axes)
-            count = x.size // channels
-            if not self.is_initializing():
-                unbiased = var * count / max(count - 1, 1)
-                running_mean.value = (1 - self.momentum) * running_mean.value + self.momentum * mean
-                running_var.value = (1 - self.momentum) * running_var.value + self.momentum * unbiased
-        else:
-            mean, var = running_mean.value, running_var.value
-        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
 
 
 class Bottleneck(nn.Module):

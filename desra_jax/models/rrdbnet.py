@@ -16,10 +16,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from desra_jax.models.layers import leaky_relu
+
 #: Residual scaling inside each dense block and around each RRDB (ESRGAN Sec. 3.2, beta = 0.2).
 RESIDUAL_SCALE = 0.2
-#: Negative slope of every LeakyReLU in the network.
-LEAKY_SLOPE = 0.2
 
 # BasicSR initialises the dense-block convolutions with Kaiming-normal weights scaled by 0.1 and zero biases
 # (``default_init_weights(..., 0.1)``): a small initial residual keeps the deep trunk close to identity.
@@ -48,10 +48,6 @@ def upsample_nearest_x2(x: jax.Array) -> jax.Array:
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
-def _lrelu(x: jax.Array) -> jax.Array:
-    return nn.leaky_relu(x, LEAKY_SLOPE)
-
-
 def _conv3x3(features: int, name: str, dtype: Any, kernel_init=_torch_kernel_init) -> nn.Conv:
     return nn.Conv(
         features,
@@ -75,10 +71,10 @@ class ResidualDenseBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         conv = functools.partial(_conv3x3, dtype=self.dtype, kernel_init=_dense_kernel_init)
-        x1 = _lrelu(conv(self.num_grow_ch, "conv1")(x))
-        x2 = _lrelu(conv(self.num_grow_ch, "conv2")(jnp.concatenate([x, x1], axis=-1)))
-        x3 = _lrelu(conv(self.num_grow_ch, "conv3")(jnp.concatenate([x, x1, x2], axis=-1)))
-        x4 = _lrelu(conv(self.num_grow_ch, "conv4")(jnp.concatenate([x, x1, x2, x3], axis=-1)))
+        x1 = leaky_relu(conv(self.num_grow_ch, "conv1")(x))
+        x2 = leaky_relu(conv(self.num_grow_ch, "conv2")(jnp.concatenate([x, x1], axis=-1)))
+        x3 = leaky_relu(conv(self.num_grow_ch, "conv3")(jnp.concatenate([x, x1, x2], axis=-1)))
+        x4 = leaky_relu(conv(self.num_grow_ch, "conv4")(jnp.concatenate([x, x1, x2, x3], axis=-1)))
         x5 = conv(self.num_feat, "conv5")(jnp.concatenate([x, x1, x2, x3, x4], axis=-1))
         return x + RESIDUAL_SCALE * x5
 
@@ -133,6 +129,6 @@ class RRDBNet(nn.Module):
         for i in range(self.num_block):
             body = RRDB(self.num_feat, self.num_grow_ch, self.dtype, name=f"body_{i}")(body)
         feat = feat + conv(self.num_feat, "conv_body")(body)
-        feat = _lrelu(conv(self.num_feat, "conv_up1")(upsample_nearest_x2(feat)))
-        feat = _lrelu(conv(self.num_feat, "conv_up2")(upsample_nearest_x2(feat)))
-        return conv(self.num_out_ch, "conv_last")(_lrelu(conv(self.num_feat, "conv_hr")(feat)))
+        feat = leaky_relu(conv(self.num_feat, "conv_up1")(upsample_nearest_x2(feat)))
+        feat = leaky_relu(conv(self.num_feat, "conv_up2")(upsample_nearest_x2(feat)))
+        return conv(self.num_out_ch, "conv_last")(leaky_relu(conv(self.num_feat, "conv_hr")(feat)))

@@ -13,17 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-
-def resize_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """(N, H, W, C) -> (N, h, w, C), as torch ``F.interpolate(mode='bilinear', align_corners=False)`` upsamples.
-
-    Half-pixel centres like torch; at the borders jax renormalises the weights of the in-range pixels, which
-    equals torch's clamping of the source index. Meant for upsampling: when shrinking, jax's antialiased
-    triangle filter averages more pixels than torch's two-tap bilinear.
-    """
-    if tuple(x.shape[1:3]) == tuple(size):
-        return x
-    return jax.image.resize(x, (x.shape[0], *size, x.shape[3]), method="bilinear")
+from desra_jax.models.layers import resize_bilinear
 
 
 class FrozenBatchNorm(nn.Module):
@@ -48,8 +38,8 @@ class DepthwiseConv3x3(nn.Module):
     """A 3x3 depthwise conv, padding 1, with bias: (N, H, W, C) -> (N, H, W, C); kernel (3, 3, 1, C) as flax's
     grouped ``nn.Conv`` stores it.
 
-    Written as nine shifted products because XLA's CPU backend runs grouped convolutions some 15x slower
-    (0.32 s against 0.02 s for MiT-b2's first stage at 512x512); on GPU the sum fuses into one kernel.
+    Written as nine shifted products because XLA's CPU backend runs grouped convolutions far slower
+    (benchmarks/segformer.py); on GPU the sum fuses into one kernel.
     """
 
     @nn.compact

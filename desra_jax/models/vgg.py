@@ -7,8 +7,9 @@ Simonyan & Zisserman, "Very Deep Convolutional Networks" (2015), configuration E
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import linen as nn
+
+from desra_jax.models.layers import imagenet_normalize
 
 #: Output channels of the convolutions of each of VGG19's five blocks.
 VGG19_BLOCKS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512))
@@ -33,8 +34,6 @@ VGG19_CONV_WIDTHS = {
     for index, width in enumerate(widths, start=1)
 }
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def check_layer_names(layer_names: tuple[str, ...]) -> None:
@@ -69,7 +68,7 @@ class VGG19Features(nn.Module):
         if self.range_norm:
             x = (x + 1.0) / 2.0
         if self.use_input_norm:
-            x = (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+            x = imagenet_normalize(x)
         deepest = max(VGG19_LAYER_NAMES.index(name) for name in self.layer_names)
         features = {}
         for name in VGG19_LAYER_NAMES[: deepest + 1]:

@@ -23,14 +23,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def check_global_batch(global_batch_size: int, mesh: Mesh) -> None:
-    """Raise if the global batch cannot be split evenly over the mesh's devices and processes."""
-    if global_batch_size % mesh.size:
-        raise ValueError(
-            f"global batch size {global_batch_size} is not divisible by the {mesh.size} devices of the mesh"
-        )
-
-
 def put_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Assemble the global batch from this process's slice of it, sharded on the batch axis.
 

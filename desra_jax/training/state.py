@@ -3,6 +3,7 @@ collections, e.g. BatchNorm statistics or spectral-norm vectors)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
@@ -31,8 +32,23 @@ def step_decay_schedule(learning_rate: float, milestones, gamma: float = 0.5) ->
 
 
 def adam(learning_rate: float, milestones=(), gamma: float = 0.5, b1: float = 0.9, b2: float = 0.99):
-    """Adam with the step decay of ESRGAN (betas 0.9, 0.99 as in BasicSR's configs)."""
+    """Adam with the step decay of ESRGAN (betas 0.9, 0.99 as in BasicSR's configs).
+
+    One transformation object per setting: a train state holds its functions, which jit compares by identity.
+    """
+    return _adam(float(learning_rate), tuple(int(m) for m in milestones), float(gamma), float(b1), float(b2))
+
+
+@functools.cache
+def _adam(learning_rate, milestones, gamma, b1, b2):
     return optax.adam(step_decay_schedule(learning_rate, milestones, gamma), b1=b1, b2=b2)
+
+
+@functools.cache
+def _shared(module):
+    """The first of the equal modules seen: a train state holds its bound `apply`, which jit compares by the
+    module's identity, so equal modules (loaded twice, built twice from one config) share one compiled step."""
+    return module
 
 
 def create_state(module, variables, tx, *, ema: bool) -> TrainState:
@@ -40,7 +56,7 @@ def create_state(module, variables, tx, *, ema: bool) -> TrainState:
     variables = dict(variables)
     params = variables.pop("params")
     state = TrainState.create(
-        apply_fn=module.apply,
+        apply_fn=_shared(module).apply,
         params=params,
         tx=tx,
         model_state=variables,
@@ -53,3 +69,12 @@ def create_state(module, variables, tx, *, ema: bool) -> TrainState:
 def ema_update(ema_params, params, decay: float):
     """Exponential moving average of the weights: ema <- decay * ema + (1 - decay) * params (BasicSR model_ema)."""
     return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
+
+
+def sr_states(generator, g_params, tx, discriminator=None, d_variables=None) -> dict:
+    """{'generator': state with an EMA of its weights[, 'discriminator': state]}, both updated by `tx`; the
+    discriminator only when one is given (a GAN phase)."""
+    states = {"generator": create_state(generator, {"params": g_params}, tx, ema=True)}
+    if discriminator is not None:
+        states["discriminator"] = create_state(discriminator, d_variables, tx, ema=False)
+    return states

@@ -1,17 +1,24 @@
-"""Pure training steps `(states, batch, key) -> (states, metrics)`, meant to run under `jax.jit`.
+"""Pure training steps `(states, batch, key) -> (states, metrics)`, and their jitted, sharded forms.
 
 `pixel_step` trains the MSE-SR model (ESRGAN's PSNR-oriented pretraining). `gan_step` does one generator
 update then one discriminator update on the same batch, in the order of ESRGAN and BasicSR's ESRGANModel.
+`localizer_step` trains the artifact localizer. `sr_train_step` and `localizer_train_step` return them jitted
+over a mesh, compiled once per setting: the settings are hashable and the builders cached, and the train states
+hold modules and optimizers that compare equal across runs (`state.create_state`, `state.adam`), so a resumed or
+repeated run in one process reuses the compiled step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 
 from desra_jax.losses import adversarial, frequency, perceptual, pixel
+from desra_jax.losses.segmentation import segmentation_loss
+from desra_jax.training import sharding
 from desra_jax.training.state import TrainState, ema_update
 
 PIXEL_LOSSES = {"l1": pixel.l1_loss, "l2": pixel.l2_loss, "charbonnier": pixel.charbonnier_loss}
@@ -37,10 +44,14 @@ class GanLosses:
     ema_decay: float = 0.999
 
     def __post_init__(self):
+        # A {layer: weight} table (a config's) becomes pairs: the setting is hashed to find its compiled step.
+        layers = tuple((str(layer), float(weight)) for layer, weight in dict(self.perceptual_layers).items())
+        object.__setattr__(self, "perceptual_layers", layers)
         if self.pixel_kind not in PIXEL_LOSSES:
             raise ValueError(f"unknown pixel loss {self.pixel_kind!r}; choose one of {sorted(PIXEL_LOSSES)}")
         if self.gan_kind not in adversarial.ADVERSARIAL_KINDS:
-            raise ValueError(f"unknown GAN loss {self.gan_kind!r}; choose one of {sorted(adversarial.ADVERSARIAL_KINDS)}")
+            kinds = sorted(adversarial.ADVERSARIAL_KINDS)
+            raise ValueError(f"unknown GAN loss {self.gan_kind!r}; choose one of {kinds}")
 
 
 def _finish_generator_update(state: TrainState, grads, ema_decay: float) -> TrainState:
@@ -122,3 +133,60 @@ def gan_step(g_state: TrainState, d_state: TrainState, batch, key, vgg_params=No
     )
     d_state = d_state.apply_gradients(grads=d_grads).replace(model_state=model_state)
     return g_state, d_state, {**metrics, **d_metrics, "l_g_total": g_total, "l_d_total": d_total}
+
+
+def localizer_step(state: TrainState, batch, key, *, loss_weights: tuple[tuple[str, float], ...]):
+    """One update of the localizer on BCE + Dice (`segmentation_loss` with `loss_weights`); batch = {'image':
+    (N, p, p, 3), 'mask': (N, p, p, 1)}, `key` drives the ASPP dropout. BatchNorm runs in training mode, its
+    statistics over the global batch (jit sees the whole sharded batch)."""
+
+    def objective(params):
+        logits, updates = state.apply_fn({"params": params, **state.model_state}, batch["image"], train=True,
+                                         mutable=["batch_stats"], rngs={"dropout": key})
+        total, terms = segmentation_loss(logits, batch["mask"], **dict(loss_weights))
+        return total, (terms, updates)
+
+    (total, (terms, updates)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads).replace(model_state={**state.model_state, **updates})
+    return state, {**terms, "l_total": total}
+
+
+def _jit_step(step, mesh):
+    """`step` jitted with the states donated and everything it returns replicated over `mesh`."""
+    replicated = sharding.replicated(mesh)
+    return jax.jit(step, out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+@functools.cache
+def _sr_step(mesh, pixel_kind: str, ema_decay: float, losses: GanLosses | None, vgg):
+    if losses is None:
+
+        def step(states, batch, key, vgg_params):
+            del key, vgg_params
+            generator, metrics = pixel_step(states["generator"], batch, pixel_kind=pixel_kind, ema_decay=ema_decay)
+            return {"generator": generator}, metrics
+
+    else:
+
+        def step(states, batch, key, vgg_params):
+            generator, discriminator, metrics = gan_step(
+                states["generator"], states["discriminator"], batch, key, vgg_params, losses=losses, vgg=vgg
+            )
+            return {"generator": generator, "discriminator": discriminator}, metrics
+
+    return _jit_step(step, mesh)
+
+
+def sr_train_step(mesh, *, pixel_kind: str = "l1", ema_decay: float = 0.999, losses: GanLosses | None = None,
+                  vgg=None, vgg_params=None):
+    """The jitted SR step `(states, batch, key) -> (states, metrics)` over `mesh`: `pixel_step` when `losses` is
+    None (states {'generator'}), else `gan_step` with `losses` (states {'generator', 'discriminator'}) and the
+    perceptual loss's VGG19Features `vgg` and its replicated `vgg_params` (None without a perceptual term)."""
+    step = _sr_step(mesh, pixel_kind, ema_decay, losses, vgg)
+    return lambda states, batch, key: step(states, batch, key, vgg_params)
+
+
+@functools.cache
+def localizer_train_step(mesh, loss_weights: tuple[tuple[str, float], ...]):
+    """The jitted `localizer_step` `(state, batch, key) -> (state, metrics)` over `mesh`."""
+    return _jit_step(functools.partial(localizer_step, loss_weights=loss_weights), mesh)

@@ -1,8 +1,5 @@
-"""The visual report of the detection CLI: D maps and segmentations in colour, mask overlays, thumbnails and an
-HTML gallery.
-
-Presentation only (colour maps, HTML), so it lives in ``experiments/`` beside the CLI that uses it, not in the
-library. Images are float32 RGB in [0, 1], (H, W, 3).
+"""Visual reports for people: D maps and segmentations in colour, mask overlays, thumbnails and HTML galleries
+(detection, DeSRA fine-tuning, the localizer's sample grids). Images are float32 RGB in [0, 1], (H, W, 3).
 """
 
 from __future__ import annotations

@@ -8,8 +8,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from desra_jax.training.steps import GanLosses
-from tests.references.vgg_torch import NAMES as VGG19_NAMES
+from references.vgg_torch import NAMES as VGG19_NAMES
 
 #: ImageNet statistics of VGG19Features(use_input_norm=True) and BasicSR's VGGFeatureExtractor.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -38,11 +37,12 @@ def relativistic_average_loss(real: torch.Tensor, fake: torch.Tensor, real_sign:
 class TorchGanStep:
     """`gan_step` in PyTorch (NCHW): one generator update, then one discriminator update.
 
-    `losses` as for `gan_step` (pixel L1, VGG19 conv5_4 L1, FFT, RaGAN and the gradient penalty are implemented);
+    `losses`: a `GanLosses`, as for `gan_step` (pixel L1, VGG19 conv5_4 L1, FFT, RaGAN and the gradient penalty
+    are implemented);
     `make_optimizer(parameters)` builds each network's optimizer (BasicSR: Adam, betas (0.9, 0.99)).
     """
 
-    def __init__(self, generator, discriminator, vgg19, device: str, losses: GanLosses, make_optimizer):
+    def __init__(self, generator, discriminator, vgg19, device: str, losses, make_optimizer):
         self.generator, self.discriminator = generator.to(device).train(), discriminator.to(device).train()
         # VGG19Features(('conv5_4',)): the convs up to conv5_4, before its ReLU, on ImageNet-standardised input.
         self.vgg = vgg19.features[: VGG19_NAMES.index("conv5_4") + 1].to(device).eval().requires_grad_(False)

@@ -1,0 +1,117 @@
+"""Checks of a whole config before any work, naming the key and what is wrong with its value: the one way every
+job's config is checked, called once by experiments.main (`check`)."""
+
+import os
+import re
+
+from desra_jax.models.discriminators import DISCRIMINATORS
+from desra_jax.training.steps import GanLosses
+
+PHASES = ("pixel", "gan")
+DATA_SOURCES = ("images", "tfds")
+
+
+def value(config, dotted: str):
+    """The value at a dotted key, e.g. value(config, 'data.hr_patch')."""
+    for part in dotted.split("."):
+        config = config[part]
+    return config
+
+
+def require(config, ok: bool, key: str, message: str) -> None:
+    """ValueError 'config.<key>=<value>: <message>' unless `ok`."""
+    if not ok:
+        raise ValueError(f"config.{key}={value(config, key)!r}: {message}")
+
+
+def check(config, num_devices: int) -> None:
+    """Checks `config` for the job it names (`config.job`, default 'sr') on `num_devices` devices."""
+    job = config.get("job", "sr")
+    if job not in JOBS:
+        raise ValueError(f"config.job={job!r}: choose one of {sorted(JOBS)}")
+    JOBS[job](config, num_devices)
+
+
+def check_sr(config, num_devices: int) -> None:
+    """A GAN-SR training config (and its `pretrain` phase, which runs first when `init_from` is empty)."""
+    require(config, config.phase in PHASES, "phase", f"choose one of {PHASES}")
+    require(config, config.scale in (1, 2, 4), "scale", "RRDBNet supports scales 1, 2 and 4")
+    require(config, config.data.hr_patch % config.scale == 0, "data.hr_patch",
+            f"must be a multiple of the scale {config.scale}")
+    require(config, config.data.batch_size > 0 and config.data.batch_size % num_devices == 0, "data.batch_size",
+            f"the global batch must be positive and split evenly over the {num_devices} devices")
+    require(config, config.train.num_steps > 0, "train.num_steps", "must be positive")
+    require(config, config.eval.tile > config.eval.overlap >= 0, "eval.tile",
+            f"must exceed eval.overlap={config.eval.overlap} >= 0")
+    for key in ("data.train_dir", "data.val_dir", "data.tfds_data_dir", "init_from"):
+        path = value(config, key)
+        require(config, not path or os.path.exists(path), key, "no such file or directory")
+    require(config, config.data.source in DATA_SOURCES, "data.source", f"choose one of {DATA_SOURCES}")
+    if config.data.source == "tfds":
+        for key in ("data.train_dir", "data.val_dir"):
+            require(config, not value(config, key), key, "data.source='tfds' reads the builder's splits, not folders")
+        builder_scale = re.search(r"_x(\d+)\b", config.data.tfds_name)
+        require(config, builder_scale is None or int(builder_scale[1]) == config.scale, "data.tfds_name",
+                f"its LR images are not for config.scale={config.scale}")
+    if config.phase == "gan":
+        try:
+            GanLosses(**{k: v for k, v in config.loss.items() if k != "vgg19"})
+        except ValueError as error:
+            raise ValueError(f"config.loss: {error}") from None
+        require(config, config.discriminator.kind in DISCRIMINATORS, "discriminator.kind",
+                f"choose one of {DISCRIMINATORS}")
+        if config.discriminator.kind == "vgg":
+            require(config, config.data.hr_patch % 32 == 0, "data.hr_patch",
+                    "the VGG-style discriminator needs a multiple of 32")
+        if config.loss.perceptual_weight:
+            require(config, bool(config.loss.vgg19) and os.path.exists(config.loss.vgg19), "loss.vgg19",
+                    "the perceptual loss needs ImageNet VGG19 weights (a torchvision vgg19 .pth or a directory from "
+                    "`python -m experiments.convert vgg19`); none are downloaded. Or set loss.perceptual_weight=0")
+        require(config, bool(config.init_from) or "pretrain" in config, "init_from",
+                "a GAN phase starts from an MSE-SR model: give its directory or .pth file")
+        if not config.init_from and "pretrain" in config:
+            check_sr(config.pretrain, num_devices)
+
+
+def check_finetune(config, num_devices: int) -> None:
+    """A DeSRA fine-tuning config: the GAN-SR checks, plus its models and folders."""
+    check_sr(config, num_devices)
+    for key in ("init_from", "mse_model", "data.lr_dir", "data.eval_lr_dir"):
+        path = value(config, key)
+        require(config, bool(path) and os.path.exists(path), key, "required, and must exist")
+    for key in ("discriminator_from", "data.eval_mask_dir", "detection.segformer", "detection.class_adjustment"):
+        path = value(config, key)
+        require(config, not path or os.path.exists(path), key, "no such file or directory")
+    if config.online:
+        require(config, os.path.isdir(config.online_settings.incoming_dir), "online_settings.incoming_dir",
+                "no such folder")
+
+
+def check_localizer(config, num_devices: int) -> None:
+    """An artifact-localizer config."""
+    data = config.data
+    require(config, data.batch_size > 0 and data.batch_size % num_devices == 0, "data.batch_size",
+            f"the global batch must be positive and split evenly over the {num_devices} devices")
+    require(config, data.patch > 0 and data.patch % config.model.output_stride == 0, "data.patch",
+            f"must be a positive multiple of model.output_stride={config.model.output_stride}")
+    require(config, config.train.num_steps > 0, "train.num_steps", "must be positive")
+    require(config, config.model.num_classes == 1, "model.num_classes",
+            "the localizer predicts one artifact logit per pixel")
+    require(config, config.loss.bce_weight > 0 or config.loss.dice_weight > 0, "loss.bce_weight",
+            "loss.bce_weight and loss.dice_weight cannot both be 0")
+    require(config, 0 < config.eval.threshold < 1, "eval.threshold", "must lie in (0, 1)")
+    for image_key, mask_key in (("image_dir", "mask_dir"), ("val_image_dir", "val_mask_dir")):
+        require(config, bool(data[image_key]) == bool(data[mask_key]), f"data.{mask_key}",
+                f"give data.{image_key} and data.{mask_key} together")
+    require(config, bool(data.image_dir) or not data.val_image_dir, "data.val_image_dir",
+            "held-out folders need training folders (data.image_dir, data.mask_dir)")
+    require(config, not data.image_dir or bool(data.val_image_dir), "data.val_image_dir",
+            "training on your own folders needs held-out ones too")
+    for key in ("image_dir", "mask_dir", "val_image_dir", "val_mask_dir"):
+        require(config, not data[key] or os.path.isdir(data[key]), f"data.{key}", "no such folder")
+    require(config, not config.init_backbone or os.path.isfile(config.init_backbone), "init_backbone",
+            "no such file")
+
+
+#: The check of each job that `config.job` can name.
+JOBS = {"sr": check_sr, "desra_finetune": check_finetune, "localizer": check_localizer}

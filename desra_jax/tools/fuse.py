@@ -1,0 +1,60 @@
+"""Repairs one deraining model's outputs with the outputs of others (Zhao 2024, Sec. 2.2 and Fig. 4): the work of
+``python -m experiments.fuse`` (its docstring describes the options and outputs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from desra_jax.data.folder_pairs import pair_by_name
+from desra_jax.data.image_io import output_folder, read_image, write_image, write_json
+from desra_jax.fusion import fuse
+from desra_jax.training.checkpoints import load_model
+
+
+def localizer_probabilities(module):
+    """Jitted ``(variables, images) -> sigmoid(logits)``: (M, H, W, 3) in [0, 1] -> (M, H, W) in [0, 1]."""
+    return jax.jit(lambda variables, images: jax.nn.sigmoid(module.apply(variables, images, train=False)[..., 0]))
+
+
+def load_outputs(paths: list[Path]) -> np.ndarray:
+    """The M models' outputs of one image, (M, H, W, 3); ValueError naming the files when sizes differ."""
+    images = [read_image(path) for path in paths]
+    for path, image in zip(paths[1:], images[1:]):
+        if image.shape != images[0].shape:
+            raise ValueError(f"{path}: size {image.shape[:2]} differs from {paths[0]}: {images[0].shape[:2]}")
+    return np.stack(images)
+
+
+def run(base_dir, other_dirs, localizer, out_dir, feather=3.0, threshold=0.5, temperature=1.0) -> dict:
+    """Fuses every name that all folders share; writes the images and summary.json; returns the summary."""
+    folders = [Path(base_dir), *map(Path, other_dirs)]
+    if len(folders) < 2:
+        raise ValueError("fuse: give at least one folder of other models' outputs (--others)")
+    out_dir = output_folder(out_dir)
+    module, variables = load_model(localizer)
+    probabilities = localizer_probabilities(module)
+    problems: list[str] = []
+    roles = [("base", folders[0])] + [("other", folder) for folder in folders[1:]]
+    records = []
+    for name, paths in tqdm(pair_by_name(roles, problems), desc="fuse", unit="image"):
+        try:
+            outputs = load_outputs(list(paths))
+        except ValueError as error:
+            problems.append(f"{error}; skipped")
+            continue
+        probs = np.asarray(probabilities(variables, outputs))
+        fused = fuse(outputs[:, None], probs[:, None], 0, feather=feather, threshold=threshold,
+                     temperature=temperature)
+        write_image(out_dir / f"{name}.png", np.asarray(fused[0]))
+        records.append({"name": name, "base_artifact_fraction": float(np.mean(probs[0] >= threshold))})
+    summary = {
+        "settings": {"base": str(folders[0]), "others": [str(f) for f in folders[1:]], "localizer": str(localizer),
+                     "feather": feather, "threshold": threshold, "temperature": temperature},
+        "fused": len(records), "problems": problems, "images": records,
+    }
+    write_json(out_dir / "summary.json", summary)
+    return summary

@@ -1,0 +1,181 @@
+"""The training loop every job shares: sharded steps from a checkpoint to the last step, logs, evaluations,
+orbax checkpoints (periodic, final, and on SIGTERM / SIGINT), and the workdir they live in.
+
+Workdir layout (one per phase):
+  config.json    the settings of the run, as the driver gave them
+  checkpoints/   orbax CheckpointManager steps of the train states
+  metrics.jsonl, tensorboard/   scalars (`MetricWriter`)
+  eval_XXXXXXX.json   {"step", "summary", **details} of each evaluation
+  samples/step_XXXXXXX.png   the evaluation's sample grid, when it makes one
+  model/, discriminator/, ...   the final models (`save_final_models`), written last
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+from tqdm import tqdm
+
+from desra_jax.data.feeding import prefetch_to_device
+from desra_jax.data.image_io import write_image, write_json
+from desra_jax.training import checkpoints
+from desra_jax.training.evaluation import Evaluation
+from desra_jax.training.metric_writer import MetricWriter
+
+
+class TrainingInterrupted(Exception):
+    """Raised after a SIGTERM / SIGINT once the checkpoint of the current step is written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """When the loop stops, logs, evaluates and checkpoints (every `*_every` steps and at `num_steps`)."""
+
+    num_steps: int
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+    keep_checkpoints: int = 3
+
+
+def eval_path(workdir: str, step: int) -> str:
+    return os.path.join(workdir, f"eval_{step:07d}.json")
+
+
+def prepare_workdir(workdir: str, settings_json: str) -> str:
+    """Creates `workdir`, writes `settings_json` (the run's config) to its config.json; returns the absolute path."""
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, "config.json"), json.loads(settings_json))
+    return workdir
+
+
+def finished_summary(workdir: str, num_steps: int, outputs: tuple[str, ...] = ("model",)) -> dict | None:
+    """The final evaluation summary when `workdir` holds every model directory in `outputs` and the evaluation
+    of step `num_steps`, else None (the run is to be resumed)."""
+    path = eval_path(workdir, num_steps)
+    if not (os.path.isfile(path) and all(os.path.isdir(os.path.join(workdir, name)) for name in outputs)):
+        return None
+    logging.info("%s: already trained to step %d", workdir, num_steps)
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["summary"]
+
+
+def save_final_models(workdir: str, models: Mapping[str, tuple]) -> None:
+    """Process 0 writes each `name: (module, params, extra_variables)` of `models` to `workdir/<name>`."""
+    if jax.process_index() != 0:
+        return
+    for name, (module, params, extra) in models.items():
+        checkpoints.save_model(os.path.join(workdir, name), module, params, extra, overwrite=True)
+
+
+def train_loop(
+    workdir: str,
+    states,
+    make_batch: Callable[[int], dict],
+    step_fn: Callable,
+    evaluate: Callable[[object, int], Evaluation],
+    key: jax.Array,
+    mesh,
+    schedule: Schedule,
+    *,
+    name: str,
+    prefetch: int = 2,
+) -> tuple[object, dict]:
+    """Runs `step_fn(states, batch, key) -> (states, metrics)` on `make_batch(step)` (this process's rows of the
+    global batch, sharded over `mesh`) from the latest checkpoint in `workdir/checkpoints` to `schedule.num_steps`.
+
+    Logs the metrics (progress bar, JSONL, TensorBoard, phase `name`) every `log_every` steps; calls
+    `evaluate(states, step)` every `eval_every` steps and at the end and records it (`Evaluation`); checkpoints
+    every `checkpoint_every` steps, at the end, and on SIGTERM / SIGINT, after which it raises
+    TrainingInterrupted. `key` is folded with the step number, so a resumed run draws the same keys. Returns the
+    final states and the last evaluation summary.
+    """
+    manager = ocp.CheckpointManager(
+        os.path.join(workdir, "checkpoints"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=schedule.keep_checkpoints, create=True),
+    )
+    start = manager.latest_step() or 0
+    num_steps = schedule.num_steps
+    if start:
+        states = manager.restore(start, args=ocp.args.StandardRestore(states))
+        logging.info("%s: resumed from step %d", workdir, start)
+
+    is_main = jax.process_index() == 0
+    writer = MetricWriter(workdir, phase=name, resume_step=start) if is_main else None
+
+    def evaluate_and_record(states, step: int) -> dict:
+        evaluation = evaluate(states, step)
+        # A run killed after its final evaluation was recorded evaluates the same restored states again (the
+        # caller may need the outputs) without recording them twice.
+        if writer and not (start == step and os.path.isfile(eval_path(workdir, step))):
+            writer.write(step, {f"val/{k}": v for k, v in evaluation.summary.items()})
+            if evaluation.samples is not None:
+                write_image(os.path.join(workdir, "samples", f"step_{step:07d}.png"), evaluation.samples)
+            write_json(eval_path(workdir, step), {"step": step, "summary": evaluation.summary, **evaluation.details})
+        logging.info("%s step %d: %s", name, step, ", ".join(f"{k}={v:.4f}" for k, v in evaluation.summary.items()))
+        return evaluation.summary
+
+    stop = _StopRequest()
+    summary = {}
+    batches = prefetch_to_device(make_batch, range(start, num_steps), mesh, prefetch)
+    bar = tqdm(total=num_steps, initial=start, desc=name, disable=not is_main, dynamic_ncols=True)
+    last_log, last_time = start, time.perf_counter()
+    try:
+        for step, batch in zip(range(start + 1, num_steps + 1), batches):
+            states, metrics = step_fn(states, batch, jax.random.fold_in(key, step))
+            bar.update(1)
+            if step % schedule.log_every == 0 or step == num_steps:
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                now = time.perf_counter()
+                metrics["steps_per_s"] = (step - last_log) / (now - last_time)
+                last_log, last_time = step, now
+                bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()})
+                if writer:
+                    writer.write(step, metrics)
+            if step % schedule.eval_every == 0 or step == num_steps:
+                summary = evaluate_and_record(states, step)
+            if step % schedule.checkpoint_every == 0 or step == num_steps or stop.requested:
+                manager.save(step, args=ocp.args.StandardSave(states))
+            if stop.requested:
+                manager.wait_until_finished()
+                raise TrainingInterrupted(
+                    f"{stop.requested} at step {step}: checkpoint saved in {workdir}/checkpoints; "
+                    "rerun the same command to resume"
+                )
+        manager.wait_until_finished()
+        if not summary:  # killed after the last checkpoint but before the models were written
+            summary = evaluate_and_record(states, num_steps)
+    finally:
+        bar.close()
+        stop.restore()
+        batches.close()
+        if writer:
+            writer.close()
+    return states, summary
+
+
+class _StopRequest:
+    """Turns SIGTERM / SIGINT into a flag that the loop checks after each step (then checkpoints and stops)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.requested = ""
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def _handle(self, signum, frame):
+        del frame
+        self.requested = signal.Signals(signum).name
+
+    def restore(self):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
