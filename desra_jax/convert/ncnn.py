@@ -232,25 +232,25 @@ class _BinReader:
         self.offset += size
         return chunk
 
-    def load(self, count: int, load_type: int, what: str) -> tuple[np.ndarray, str]:
-        """``count`` values as float32 (int8 as int8) and the storage they were read from."""
+    def load(self, count: int, load_type: int, what: str) -> np.ndarray:
+        """``count`` values as float32 (int8 storage as int8)."""
         if load_type == 1:
-            return np.frombuffer(self._take(4 * count, what), "<f4").copy(), "fp32"
+            return np.frombuffer(self._take(4 * count, what), "<f4").copy()
         if load_type != 0:
             raise ConversionError(f"{self.source}: {what} has load type {load_type}; ncnn knows 0 and 1")
         tag_bytes = self._take(4, f"{what} (storage tag)")
         (tag,) = struct.unpack("<I", tag_bytes)
         if tag == TAG_FP16:
             raw = self._take(_align4(2 * count), what)
-            return np.frombuffer(raw[: 2 * count], "<f2").astype(np.float32), "fp16"
+            return np.frombuffer(raw[: 2 * count], "<f2").astype(np.float32)
         if tag == TAG_INT8:
-            return np.frombuffer(self._take(_align4(count), what)[:count], np.int8).copy(), "int8"
+            return np.frombuffer(self._take(_align4(count), what)[:count], np.int8).copy()
         if tag == TAG_FP32_SCALED or tag == TAG_FP32:
-            return np.frombuffer(self._take(4 * count, what), "<f4").copy(), "fp32"
+            return np.frombuffer(self._take(4 * count, what), "<f4").copy()
         if sum(tag_bytes):
             table = np.frombuffer(self._take(256 * 4, f"{what} (quantisation table)"), "<f4")
             indices = np.frombuffer(self._take(_align4(count), what)[:count], np.uint8)
-            return table[indices].astype(np.float32), "table"
+            return table[indices].astype(np.float32)
         raise AssertionError("unreachable: a zero tag is float32")
 
 
@@ -306,7 +306,7 @@ def read_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike | None 
         reader = _BinReader(f.read(), bin_path)
     for layer in layers:
         for blob, count, load_type in LAYER_BLOBS[layer.type](layer):
-            layer.weights[blob], _ = reader.load(count, load_type, f"layer {layer.name} ({layer.type}) {blob}")
+            layer.weights[blob] = reader.load(count, load_type, f"layer {layer.name} ({layer.type}) {blob}")
         _shape_weights(layer, bin_path)
     left = len(reader.data) - reader.offset
     if left:
@@ -402,7 +402,6 @@ class _GraphBuilder:
 
     def __init__(self):
         self.layers: list[NcnnLayer] = []
-        self._count = Counter()
 
     def add(self, layer_type: str, bottoms: tuple[str, ...], params: dict | None = None,
             weights: dict | None = None, top: str | None = None) -> str:
@@ -720,5 +719,7 @@ def write_ncnn(module: nn.Module, params: Any, param_path: str | os.PathLike, *,
                storage: str = "fp16") -> tuple[str, str]:
     """Writes ``module`` with ``params`` as ``param_path`` and the ``.bin`` beside it, weight blobs in
     ``storage`` ("fp16", as Real-ESRGAN ships them, or "fp32"). Returns (param path, bin path)."""
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     param_path = os.fspath(param_path)
     return write_graph(graph_from_model(module, params, param_path), param_path, storage=storage)
