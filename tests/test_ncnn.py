@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from desra_jax.convert import ConversionError, available_models, load_sr_model, read_ncnn, write_ncnn
-from desra_jax.convert.ncnn import TAG_FP16, TAG_INT8, load_ncnn, read_param
+from desra_jax.convert.ncnn import TAG_FP16, TAG_INT8, read_param
+from desra_jax.convert.ncnn_models import load_ncnn
 from desra_jax.models import SPAN, RRDBNet, SRVGGNetCompact
 from desra_jax.training.checkpoints import load_model, save_model
 from tests.conftest import photo_crop

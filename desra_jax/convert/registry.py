@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 
-from desra_jax.convert.ncnn import load_ncnn
+from desra_jax.convert.ncnn_models import load_ncnn
 from desra_jax.convert.rrdbnet import rrdbnet_from_torch
 from desra_jax.convert.srvgg import is_srvgg_state_dict, srvgg_from_torch
 from desra_jax.convert.torch_state import ConversionError, read_state_dict, unwrap_state_dict
