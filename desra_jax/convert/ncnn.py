@@ -38,8 +38,6 @@ TAG_FP32_SCALED = 0x0002C056
 STORAGES = ("fp16", "fp32")
 #: The first key of the old array spelling (``-23300 - k`` is array ``k``).
 _ARRAY_KEY = -23300
-#: ncnn scans a value into 15 characters at most (``%15[^,\n ]``).
-_MAX_VALUE_CHARS = 15
 # Convolution's fused activations (``9=``), src/layer/fused_activation.h.
 ACT_NONE, ACT_RELU, ACT_LEAKY = 0, 1, 2
 # BinaryOp op types, src/layer/binaryop.h; Eltwise SUM, src/layer/eltwise.h; Interp types, src/layer/interp.cpp.
@@ -305,17 +303,13 @@ def read_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike | None 
 
 
 def _format_value(value: Any) -> str:
-    """A value as ncnn reads it back: floats always with an exponent (ncnn takes a value without '.' or 'e'
-    for an int), with the 9 significant digits that round-trip a float32."""
-    if isinstance(value, (bool, np.bool_)):
-        return str(int(value))
-    if isinstance(value, (int, np.integer)):
+    """A value as ncnn reads it back. Floats always carry an exponent (ncnn takes a value without '.' or 'e' for
+    an int) and the 9 significant digits that round-trip a float32; ``-1.23456789e-38`` is the longest, at the
+    15 characters ncnn scans a value into (``%15[^,\n ]``)."""
+    if isinstance(value, (bool, int, np.integer, np.bool_)):
         return str(int(value))
     if isinstance(value, (float, np.floating)):
-        text = f"{float(np.float32(value)):.8e}"
-        if len(text) > _MAX_VALUE_CHARS:  # "-1.23456789e-10" is 15 characters; a 3-digit exponent needs one less
-            text = f"{float(np.float32(value)):.7e}"
-        return text
+        return f"{float(np.float32(value)):.8e}"
     return str(value)
 
 
