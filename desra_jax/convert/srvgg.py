@@ -76,7 +76,8 @@ def srvgg_from_torch(
             )
         act_type = "prelu"
     elif (act_type == "prelu") != has_prelu:
-        raise ConversionError(f"{source}: act_type={act_type!r}, but body.1.weight is {'' if has_prelu else 'not '}there")
+        there = "there" if has_prelu else "not there"
+        raise ConversionError(f"{source}: act_type={act_type!r}, but body.1.weight (a PReLU) is {there}")
     model = SRVGGNetCompact(num_in_ch=num_in_ch, num_out_ch=num_out_ch, num_feat=num_feat, num_conv=num_conv,
                             upscale=upscale, act_type=act_type)
     params = {}

@@ -50,7 +50,9 @@ class ESRGANSequentialTorch(nn.Module):
 
     def __init__(self, in_nc=3, out_nc=3, nf=64, nb=23, gc=32):
         super().__init__()
-        up = lambda: [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(nf, nf, 3, 1, 1), nn.LeakyReLU(0.2)]  # noqa: E731
+        def up():
+            return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(nf, nf, 3, 1, 1), nn.LeakyReLU(0.2)]
+
         self.model = nn.Sequential(
             nn.Conv2d(in_nc, nf, 3, 1, 1),
             _Shortcut(nn.Sequential(*[_RRDB(nf, gc) for _ in range(nb)], nn.Conv2d(nf, nf, 3, 1, 1))),
