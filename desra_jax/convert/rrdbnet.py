@@ -1,17 +1,19 @@
 """RRDBNet weights from BasicSR / Real-ESRGAN and original ESRGAN PyTorch checkpoints.
 
-Two naming schemes hold the same tensors (BasicSR ``rrdbnet_arch.py`` and xinntao/ESRGAN ``RRDBNet_arch.py``):
+Three naming schemes hold the same tensors: BasicSR ``rrdbnet_arch.py``, xinntao/ESRGAN ``RRDBNet_arch.py``,
+and ESRGAN's first release (its ``architecture.py``: one ``nn.Sequential`` ``model``, as in the first
+``RRDB_ESRGAN_x4.pth`` and many community models), with B the number of blocks:
 
-=====================  ===========================
-BasicSR / Real-ESRGAN  original ESRGAN
-=====================  ===========================
-conv_first             conv_first
-body.N.rdbK.convM      RRDB_trunk.N.RDBK.convM
-conv_body              trunk_conv
-conv_up1, conv_up2     upconv1, upconv2
-conv_hr                HRconv
-conv_last              conv_last
-=====================  ===========================
+=====================  ===========================  ===================================
+BasicSR / Real-ESRGAN  original ESRGAN              ESRGAN's first release
+=====================  ===========================  ===================================
+conv_first             conv_first                   model.0
+body.N.rdbK.convM      RRDB_trunk.N.RDBK.convM      model.1.sub.N.RDBK.convM.0
+conv_body              trunk_conv                   model.1.sub.B
+conv_up1, conv_up2     upconv1, upconv2             model.3, model.6
+conv_hr                HRconv                       model.8
+conv_last              conv_last                    model.10
+=====================  ===========================  ===================================
 
 The architecture is read from the shapes: num_feat and the input channels from ``conv_first``, num_grow_ch
 from the first dense block, num_block from the highest block index, num_out_ch from ``conv_last``.
@@ -30,35 +32,54 @@ import jax.numpy as jnp
 from desra_jax.convert.torch_state import ConversionError, StateDictReader, read_state_dict, unwrap_state_dict
 from desra_jax.models.rrdbnet import RRDBNet
 
+#: Each scheme's name of every convolution; ``{i}`` is the block, ``{k}`` the dense block, ``{m}`` the conv,
+#: ``{b}`` the number of blocks.
 _BASICSR_NAMES = {
+    "conv_first": "conv_first",
     "body": "body",
-    "rdb": "rdb",
+    "dense": "body.{i}.rdb{k}.conv{m}",
     "conv_body": "conv_body",
     "conv_up1": "conv_up1",
     "conv_up2": "conv_up2",
     "conv_hr": "conv_hr",
+    "conv_last": "conv_last",
 }
 _ESRGAN_NAMES = {
+    "conv_first": "conv_first",
     "body": "RRDB_trunk",
-    "rdb": "RDB",
+    "dense": "RRDB_trunk.{i}.RDB{k}.conv{m}",
     "conv_body": "trunk_conv",
     "conv_up1": "upconv1",
     "conv_up2": "upconv2",
     "conv_hr": "HRconv",
+    "conv_last": "conv_last",
+}
+_ESRGAN_SEQUENTIAL_NAMES = {
+    "conv_first": "model.0",
+    "body": "model.1.sub",
+    "dense": "model.1.sub.{i}.RDB{k}.conv{m}.0",
+    "conv_body": "model.1.sub.{b}",
+    "conv_up1": "model.3",
+    "conv_up2": "model.6",
+    "conv_hr": "model.8",
+    "conv_last": "model.10",
 }
 #: Pixel-unshuffle area (input channels per colour channel into conv_first) for each output scale.
 _UNSHUFFLE_AREA = {4: 1, 2: 4, 1: 16}
 
 
 def _naming(reader: StateDictReader) -> dict[str, str]:
-    """The naming scheme of the checkpoint: original ESRGAN if it has its trunk, else BasicSR."""
+    """The naming scheme of the checkpoint: ESRGAN's first release if it has ``model.0``, original ESRGAN if it
+    has its trunk, else BasicSR."""
+    if "model.0.weight" in reader:
+        return _ESRGAN_SEQUENTIAL_NAMES
     return _ESRGAN_NAMES if "trunk_conv.weight" in reader else _BASICSR_NAMES
 
 
-def _num_block(reader: StateDictReader, body: str) -> int:
-    """One more than the highest ``body.N`` index (a gap shows up later as a missing key)."""
-    pattern = re.compile(rf"^{re.escape(body)}\.(\d+)\.")
-    indices = [int(m.group(1)) for m in map(pattern.match, reader.keys()) if m]
+def _num_block(reader: StateDictReader, names: dict[str, str]) -> int:
+    """One more than the highest block index of a first dense conv (a gap shows up later as a missing key)."""
+    pattern = re.compile(re.escape(names["dense"].format(i="@", k=1, m=1) + ".weight").replace("@", r"(\d+)"))
+    indices = [int(m.group(1)) for m in map(pattern.fullmatch, reader.keys()) if m]
     return max(indices) + 1 if indices else 0
 
 
@@ -93,7 +114,7 @@ def rrdbnet_from_torch(
     scale: int | None = None,
     source: str = "state_dict",
 ) -> tuple[RRDBNet, dict]:
-    """An :class:`RRDBNet` and its ``params`` from a PyTorch state_dict of either naming scheme.
+    """An :class:`RRDBNet` and its ``params`` from a PyTorch state_dict of any of the three naming schemes.
 
     ``state_dict`` may be wrapped in ``params_ema`` / ``params`` (BasicSR; the EMA weights are preferred);
     values are torch tensors or numpy arrays. ``num_in_ch`` and ``scale`` resolve the input-channel
@@ -103,34 +124,36 @@ def rrdbnet_from_torch(
     """
     reader = StateDictReader(unwrap_state_dict(state_dict), source)
     names = _naming(reader)
-    num_feat, in_ch = reader.shape("conv_first.weight")[:2]
+    num_feat, in_ch = reader.shape(f"{names['conv_first']}.weight")[:2]
     scale, num_in_ch = _scale_and_in_ch(in_ch, num_in_ch, scale, source)
-    num_grow_ch = reader.shape(f"{names['body']}.0.{names['rdb']}1.conv1.weight")[0]
-    num_out_ch = reader.shape("conv_last.weight")[0]
+    num_block = _num_block(reader, names)
+    num_grow_ch = reader.shape(names["dense"].format(i=0, k=1, m=1) + ".weight")[0] if num_block else 32
+    num_out_ch = reader.shape(f"{names['conv_last']}.weight")[0]
     model = RRDBNet(
         scale=scale,
         num_feat=num_feat,
-        num_block=_num_block(reader, names["body"]),
+        num_block=num_block,
         num_grow_ch=num_grow_ch,
         num_in_ch=num_in_ch,
         num_out_ch=num_out_ch,
     )
 
-    params = {"conv_first": reader.conv("conv_first", in_ch, num_feat)}
-    for i in range(model.num_block):
-        block = {}
-        for k in (1, 2, 3):
-            prefix = f"{names['body']}.{i}.{names['rdb']}{k}"
-            block[f"rdb{k}"] = {
+    params = {"conv_first": reader.conv(names["conv_first"], in_ch, num_feat)}
+    for i in range(num_block):
+        params[f"body_{i}"] = {
+            f"rdb{k}": {
                 f"conv{m}": reader.conv(
-                    f"{prefix}.conv{m}", num_feat + (m - 1) * num_grow_ch, num_feat if m == 5 else num_grow_ch
+                    names["dense"].format(i=i, k=k, m=m),
+                    num_feat + (m - 1) * num_grow_ch,
+                    num_feat if m == 5 else num_grow_ch,
                 )
                 for m in range(1, 6)
             }
-        params[f"body_{i}"] = block
+            for k in (1, 2, 3)
+        }
     for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
-        params[name] = reader.conv(names[name], num_feat, num_feat)
-    params["conv_last"] = reader.conv("conv_last", num_feat, num_out_ch)
+        params[name] = reader.conv(names[name].format(b=num_block), num_feat, num_feat)
+    params["conv_last"] = reader.conv(names["conv_last"], num_feat, num_out_ch)
     reader.finish()
     return model, jax.tree.map(jnp.asarray, params)
 

@@ -1,6 +1,6 @@
 """Building blocks the networks share, each as PyTorch computes it, so converted checkpoints reproduce their
-reference: LeakyReLU 0.2, bilinear resizing with half-pixel centres, ImageNet normalisation, and torch's
-BatchNorm2d."""
+reference: LeakyReLU 0.2, bilinear resizing with half-pixel centres, nearest upsampling, pixel (un)shuffle,
+ImageNet normalisation, torch's default conv initialisation and BatchNorm2d."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from flax import linen as nn
 
 #: Negative slope of the LeakyReLU in ESRGAN's generator and discriminators.
 LEAKY_SLOPE = 0.2
+
+#: PyTorch's Conv2d default initialisation of the kernel, uniform with variance 1 / (3 fan_in).
+TORCH_CONV_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 #: torchvision's ImageNet statistics (RGB, on [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,6 +40,40 @@ def resize_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     if tuple(x.shape[1:3]) == tuple(size):
         return x
     return jax.image.resize(x, (x.shape[0], *size, x.shape[3]), method="bilinear")
+
+
+def pixel_shuffle(x: jax.Array, factor: int) -> jax.Array:
+    """Depth-to-space exactly as torch's ``F.pixel_shuffle`` (and ncnn's PixelShuffle mode 0), in NHWC.
+
+    (N, H, W, C * factor**2) -> (N, factor H, factor W, C): output channel ``c`` at offset ``(i, j)`` of each
+    cell comes from input channel ``c * factor**2 + i * factor + j``.
+    """
+    n, h, w, cr2 = x.shape
+    if cr2 % (factor * factor):
+        raise ValueError(f"pixel_shuffle: channels must be a multiple of {factor * factor}, got shape {x.shape}")
+    c = cr2 // (factor * factor)
+    x = x.reshape(n, h, w, c, factor, factor).transpose(0, 1, 4, 2, 5, 3)
+    return x.reshape(n, h * factor, w * factor, c)
+
+
+def pixel_unshuffle(x: jax.Array, factor: int) -> jax.Array:
+    """Space-to-depth exactly as torch's ``F.pixel_unshuffle``, in NHWC.
+
+    (N, H, W, C) -> (N, H / factor, W / factor, C * factor**2). Output channel ``c * factor**2 + i * factor + j``
+    holds input channel ``c`` at row offset ``i`` and column offset ``j`` of each ``factor`` x ``factor`` cell,
+    the order torch produces, so converted ``conv_first`` weights see the same channels.
+    """
+    n, h, w, c = x.shape
+    if h % factor or w % factor:
+        raise ValueError(f"pixel_unshuffle: height and width must be multiples of {factor}, got shape {x.shape}")
+    x = x.reshape(n, h // factor, factor, w // factor, factor, c)
+    x = x.transpose(0, 1, 3, 5, 2, 4)
+    return x.reshape(n, h // factor, w // factor, c * factor * factor)
+
+
+def upsample_nearest(x: jax.Array, factor: int) -> jax.Array:
+    """(N, H, W, C) -> (N, factor H, factor W, C), each pixel repeated (torch's ``mode='nearest'``)."""
+    return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
 
 
 class BatchNorm(nn.Module):

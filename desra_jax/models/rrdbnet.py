@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from desra_jax.models.layers import leaky_relu
+from desra_jax.models.layers import TORCH_CONV_INIT, leaky_relu, pixel_unshuffle, upsample_nearest
 
 #: Residual scaling inside each dense block and around each RRDB (ESRGAN Sec. 3.2, beta = 0.2).
 RESIDUAL_SCALE = 0.2
@@ -24,31 +24,11 @@ RESIDUAL_SCALE = 0.2
 # BasicSR initialises the dense-block convolutions with Kaiming-normal weights scaled by 0.1 and zero biases
 # (``default_init_weights(..., 0.1)``): a small initial residual keeps the deep trunk close to identity.
 _dense_kernel_init = nn.initializers.variance_scaling(2.0 * 0.1**2, "fan_in", "normal")
-# The other convolutions keep PyTorch's Conv2d default, uniform with variance 1 / (3 fan_in).
-_torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-def pixel_unshuffle(x: jax.Array, factor: int) -> jax.Array:
-    """Space-to-depth exactly as torch's ``F.pixel_unshuffle``, in NHWC.
-
-    (N, H, W, C) -> (N, H / factor, W / factor, C * factor**2). Output channel ``c * factor**2 + i * factor + j``
-    holds input channel ``c`` at row offset ``i`` and column offset ``j`` of each ``factor`` x ``factor`` cell,
-    the order torch produces, so converted ``conv_first`` weights see the same channels.
-    """
-    n, h, w, c = x.shape
-    if h % factor or w % factor:
-        raise ValueError(f"pixel_unshuffle: height and width must be multiples of {factor}, got shape {x.shape}")
-    x = x.reshape(n, h // factor, factor, w // factor, factor, c)
-    x = x.transpose(0, 1, 3, 5, 2, 4)
-    return x.reshape(n, h // factor, w // factor, c * factor * factor)
 
 
-def upsample_nearest_x2(x: jax.Array) -> jax.Array:
-    """(N, H, W, C) -> (N, 2H, 2W, C), each pixel repeated, as torch's ``F.interpolate(mode='nearest')``."""
-    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-
-
-def _conv3x3(features: int, name: str, dtype: Any, kernel_init=_torch_kernel_init) -> nn.Conv:
+def _conv3x3(features: int, name: str, dtype: Any, kernel_init=TORCH_CONV_INIT) -> nn.Conv:
     return nn.Conv(
         features,
         (3, 3),
@@ -129,6 +109,6 @@ class RRDBNet(nn.Module):
         for i in range(self.num_block):
             body = RRDB(self.num_feat, self.num_grow_ch, self.dtype, name=f"body_{i}")(body)
         feat = feat + conv(self.num_feat, "conv_body")(body)
-        feat = leaky_relu(conv(self.num_feat, "conv_up1")(upsample_nearest_x2(feat)))
-        feat = leaky_relu(conv(self.num_feat, "conv_up2")(upsample_nearest_x2(feat)))
+        feat = leaky_relu(conv(self.num_feat, "conv_up1")(upsample_nearest(feat, 2)))
+        feat = leaky_relu(conv(self.num_feat, "conv_up2")(upsample_nearest(feat, 2)))
         return conv(self.num_out_ch, "conv_last")(leaky_relu(conv(self.num_feat, "conv_hr")(feat)))

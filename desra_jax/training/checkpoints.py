@@ -35,6 +35,8 @@ VARIABLES_DIR = "variables"
 #: Architectures a model directory may name, as (module path, class name); imported only when looked up.
 ARCHITECTURES = {
     "RRDBNet": ("desra_jax.models.rrdbnet", "RRDBNet"),
+    "SRVGGNetCompact": ("desra_jax.models.srvgg", "SRVGGNetCompact"),
+    "SPAN": ("desra_jax.models.span", "SPAN"),
     "VGGStyleDiscriminator": ("desra_jax.models.discriminators", "VGGStyleDiscriminator"),
     "UNetDiscriminatorSN": ("desra_jax.models.discriminators", "UNetDiscriminatorSN"),
     "VGG19Features": ("desra_jax.models.vgg", "VGG19Features"),

