@@ -13,6 +13,7 @@ Real-ESRGAN's `tile` / `tile_pad` scheme with the tiles spread evenly instead of
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -87,3 +88,16 @@ def upscale(
                 result[n, r_keep * scale : r_stop * scale, c_keep * scale : c_stop * scale] = kept
                 index += 1
     return result
+
+
+@dataclasses.dataclass
+class Upscaler:
+    """An SR network and its params as a function of whole LR images: `upscale` in tiles, clipped to [0, 1]."""
+
+    module: nn.Module
+    params: object
+    tile: int = 256
+    overlap: int = 32
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        return np.clip(upscale(self.module, self.params, lr, tile=self.tile, overlap=self.overlap), 0.0, 1.0)

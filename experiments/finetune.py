@@ -19,6 +19,7 @@ from configs import arguments
 from desra_jax.data.image_io import read_image
 from desra_jax.detection.detector import Detector
 from desra_jax.detection.segmenter import load_semantics
+from desra_jax.inference import Upscaler
 from desra_jax.models.discriminators import make_discriminator
 from desra_jax.training import checkpoints, finetune, loop, sharding
 
@@ -55,8 +56,8 @@ def run_finetune(config, workdir: str, mesh=None) -> dict:
         return summary
     tile, overlap = config.eval.tile, config.eval.overlap
     expected = arguments.generator_settings(config)
-    gan = finetune.SRModel(*checkpoints.load_generator(config.init_from, **expected), tile, overlap)
-    mse = finetune.SRModel(*checkpoints.load_generator(config.mse_model, **expected), tile, overlap)
+    gan = Upscaler(*checkpoints.load_generator(config.init_from, **expected), tile, overlap)
+    mse = Upscaler(*checkpoints.load_generator(config.mse_model, **expected), tile, overlap)
     detection = config.detection
     segmenter, adjustment, _ = load_semantics(detection.segformer, detection.class_adjustment, detection.segment,
                                               detection.segformer_size or None)

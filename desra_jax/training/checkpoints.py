@@ -182,24 +182,21 @@ def count_parameters(params: Any) -> int:
     return sum(int(np.size(leaf)) for leaf in jax.tree.leaves(params))
 
 
-def load_generator(path: str | os.PathLike, **expected) -> tuple[nn.Module, Any]:
-    """An SR generator and its params from a model directory or a PyTorch RRDBNet ``.pth`` / ``.safetensors``.
+def load_generator(spec: str | os.PathLike, **expected) -> tuple[nn.Module, Any]:
+    """An SR generator and its params from any model spec `desra_jax.convert.load_sr_model` reads (a model
+    directory, a ``.pth`` / ``.safetensors``, an ncnn ``.param`` or a bare name of an installed ncnn model).
 
     ``expected``: constructor fields the caller needs (e.g. ``scale=4, num_block=23``); a ValueError names the
     file and every field that differs.
     """
-    if os.path.isdir(path):
-        module, variables = load_model(path)
-        params = variables["params"]
-    else:
-        from desra_jax.convert import load_rrdbnet
+    from desra_jax.convert import load_sr_model
 
-        module, params = load_rrdbnet(path)
+    module, variables, path = load_sr_model(spec)
     different = {k: (getattr(module, k, None), v) for k, v in expected.items() if getattr(module, k, None) != v}
     if different:
         raise ValueError(f"{path}: the model does not match the settings: " + ", ".join(
             f"{k} is {have} there but {want} here" for k, (have, want) in different.items()))
-    return module, params
+    return module, variables["params"]
 
 
 def load_discriminator(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:

@@ -22,31 +22,18 @@ import jax
 import numpy as np
 from absl import logging
 
-from desra_jax import inference, report
+from desra_jax import report
 from desra_jax.data.folder_pairs import images_by_name
 from desra_jax.data.image_io import read_image, write_bytes_atomic, write_image, write_json
 from desra_jax.data.masks import find_mask, read_mask
 from desra_jax.data.pairs import PatchSampler
 from desra_jax.detection.detector import Detector
 from desra_jax.fusion import pseudo_gt
+from desra_jax.inference import Upscaler
 from desra_jax.metrics.detection import mean_iou, removal_addition_rates
 from desra_jax.training import checkpoints, loop, sharding
 from desra_jax.training.evaluation import Evaluation
 from desra_jax.training.state import sr_states
-
-
-@dataclasses.dataclass
-class SRModel:
-    """A generator and its params, super-resolving whole images in tiles (`inference.upscale`), clipped to [0, 1]."""
-
-    module: object
-    params: object
-    tile: int
-    overlap: int
-
-    def __call__(self, lr: np.ndarray) -> np.ndarray:
-        sr = inference.upscale(self.module, self.params, lr, tile=self.tile, overlap=self.overlap)
-        return np.clip(sr, 0.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +72,7 @@ def read_named_images(folder: str, problems: list[str]) -> list[tuple[str, np.nd
     return images
 
 
-def make_pseudo_gt_set(lr_images, gan: SRModel, mse: SRModel, detect: Detector, num_images: int, feather: float,
+def make_pseudo_gt_set(lr_images, gan: Upscaler, mse: Upscaler, detect: Detector, num_images: int, feather: float,
                        out_dir: str) -> list[dict]:
     """Step 1: the first `num_images` of the (name, LR) `lr_images` whose GAN-SR result has detected artifacts,
     with their pseudo GT (eq. 10, blend edge `feather`) written to `out_dir/pseudo_gt/<name>.png` and mask to
@@ -130,7 +117,7 @@ class HeldOut:
     before: tuple[list[np.ndarray], list[np.ndarray]]
 
     @classmethod
-    def prepare(cls, lr_images, mask_dir: str | None, gan: SRModel, mse: SRModel, detect: Detector) -> "HeldOut":
+    def prepare(cls, lr_images, mask_dir: str | None, gan: Upscaler, mse: Upscaler, detect: Detector) -> "HeldOut":
         """From (name, LR) `lr_images` and the folder of their labels (`find_mask` by name; None: none)."""
         items = [{"name": name, "lr": lr, "gt_path": find_mask(mask_dir, name) if mask_dir else None}
                  for name, lr in lr_images]
@@ -138,7 +125,7 @@ class HeldOut:
         return cls(items, mse_results, detect_held_out(items, gan, mse_results, detect))
 
 
-def detect_held_out(held_out, gan: SRModel, mse_results: list[np.ndarray], detect: Detector):
+def detect_held_out(held_out, gan: Upscaler, mse_results: list[np.ndarray], detect: Detector):
     """(SR results, artifact masks) of `gan` on the held-out images."""
     results = [gan(item["lr"]) for item in held_out]
     return results, [detect(sr, mse_sr) for sr, mse_sr in zip(results, mse_results)]
@@ -202,7 +189,7 @@ def write_report(workdir: str, held_out: HeldOut, after, summary: dict) -> None:
                          [(k, f"{v:.4f}") for k, v in summary.items()], rows, [], columns)
 
 
-def fine_tune(settings: FineTuning, workdir: str, gan: SRModel, pairs: list[tuple[str, np.ndarray, np.ndarray]],
+def fine_tune(settings: FineTuning, workdir: str, gan: Upscaler, pairs: list[tuple[str, np.ndarray, np.ndarray]],
               held_out: HeldOut, detect: Detector, discriminator_from: str, mesh) -> dict:
     """Steps 2 and 3: fine-tunes `gan` on (name, LR, pseudo-GT) `pairs` in `workdir` (resumable), evaluates on
     the held-out set, writes the report and model/ + discriminator/. Returns the final held-out summary."""
@@ -257,7 +244,7 @@ def quarantine(root: str, incoming_dir: str, relative: str, reason: str) -> str:
     return target
 
 
-def online_loop(settings: FineTuning, online: Online, workdir: str, gan: SRModel, mse: SRModel, detect: Detector,
+def online_loop(settings: FineTuning, online: Online, workdir: str, gan: Upscaler, mse: Upscaler, detect: Detector,
                 held_out: HeldOut, feather: float, discriminator_from: str, mesh) -> dict:
     """The continual setting of the paper's Discussion (section 6), in `workdir/online`.
 
@@ -284,7 +271,7 @@ def online_loop(settings: FineTuning, online: Online, workdir: str, gan: SRModel
     def round_dir(version: int) -> str:
         return os.path.join(root, f"round_{version:03d}")
 
-    def current_model() -> SRModel:
+    def current_model() -> Upscaler:
         if not state["version"]:
             return gan
         module, variables = checkpoints.load_model(os.path.join(round_dir(state["version"]), "model"))
