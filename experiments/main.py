@@ -88,5 +88,16 @@ def main(argv):
     print(f"done: {workdir}/model; validation " + ", ".join(f"{k}={v:.4f}" for k, v in summary.items()))
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with an override of a key the config lacks (`--config.foo=1`) reported as a bad
+    flag (a message and the usage) instead of ml_collections' chained tracebacks."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as error:
+        overrides = [arg.split("=")[0] for arg in argv[1:] if arg.startswith("--config.")]
+        print(f"error: {' or '.join(overrides) or '--config'}: no such key in the config ({error})", file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
