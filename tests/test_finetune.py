@@ -153,3 +153,25 @@ def test_the_job_names_missing_inputs_and_online_needs_its_config(tmp_path):
     assert result.returncode == 1 and "config.init_from" in result.stderr and "Traceback" not in result.stderr
     result = main("--config=configs/mse.py:tiny", "--online")
     assert result.returncode != 0 and "no online mode" in result.stderr
+
+
+def test_headline_rates_count_against_the_labels_when_every_image_has_one(tmp_path):
+    from desra_jax.training.finetune import compare
+
+    square = np.zeros((40, 40), bool)
+    square[5:15, 5:15] = True
+    other = np.zeros((40, 40), bool)
+    other[25:35, 25:35] = True
+    write_image(tmp_path / "label.png", other)  # the labelled artifact is not the one detected before
+    images = [np.zeros((40, 40, 3), np.float32)]
+    before, after = (images, [square]), (images, [np.zeros_like(square)])
+
+    unlabelled, details = compare(before, after, [{"name": "a", "gt_path": None}])
+    assert details["rates_against"] == "detection before" and "gt_removal_rate" not in unlabelled
+    assert unlabelled["removal_rate"] == unlabelled["detected_removal_rate"] == 1.0
+
+    after_other = (images, [other])  # the fine-tuned model keeps the labelled artifact: nothing of it removed
+    labelled, details = compare(before, after_other, [{"name": "a", "gt_path": str(tmp_path / "label.png")}])
+    assert details["rates_against"] == "labels"
+    assert labelled["removal_rate"] == labelled["gt_removal_rate"] == 0.0
+    assert labelled["detected_removal_rate"] == 1.0 and labelled["detected_addition_rate"] == 1.0
