@@ -169,7 +169,7 @@ def main() -> None:
     eps_torch = [torch.from_numpy(penalty_weights(key, sizes.batch)).to(device) for key in keys]
 
     jax_step = jax.jit(
-        lambda g, d, b, key, vp: gan_step(g, d, b, key, vp, losses=LOSSES, vgg=vgg), donate_argnums=(0, 1)
+        lambda g, d, b, key, vp: gan_step(g, d, b, key, vp, losses=LOSSES, perceptual_net=vgg), donate_argnums=(0, 1)
     )
 
     def run_jax(i):

@@ -3,6 +3,7 @@ the loop's schedule, the generator's fields, the GAN losses, the optimizer and t
 
 import jax
 
+from desra_jax.metrics.lpips import LPIPS
 from desra_jax.training import checkpoints, loop, sharding
 from desra_jax.training.state import adam
 from desra_jax.training.steps import GanLosses, sr_train_step
@@ -25,18 +26,34 @@ def generator_settings(config) -> dict:
     return dict(scale=config.scale, **config.model)
 
 
+#: The keys of `config.loss` that say where the perceptual network comes from, not how the losses weigh.
+PERCEPTUAL_NETWORK_KEYS = ("vgg19", "lpips_weights", "lpips_backbone", "lpips_net")
+
+
 def gan_losses(config) -> GanLosses:
-    """The generator and discriminator losses of `config.loss` (every key but the VGG19 weights' path)."""
-    return GanLosses(ema_decay=config.train.ema_decay, **{k: v for k, v in config.loss.items() if k != "vgg19"})
+    """The generator and discriminator losses of `config.loss`."""
+    weights = {k: v for k, v in config.loss.items() if k not in PERCEPTUAL_NETWORK_KEYS}
+    return GanLosses(ema_decay=config.train.ema_decay, **weights)
+
+
+def perceptual_network(config, losses: GanLosses):
+    """(module, params) of the perceptual loss: VGG19Features of the loss's layers from `loss.vgg19`, or LPIPS from
+    `loss.lpips_weights` and `loss.lpips_backbone`; (None, None) without a perceptual term."""
+    if not losses.perceptual_weight:
+        return None, None
+    if losses.perceptual == "lpips":
+        from desra_jax.convert import load_lpips
+
+        _, params = load_lpips(config.loss.lpips_weights, config.loss.lpips_backbone, config.loss.lpips_net)
+        return LPIPS(config.loss.lpips_net), params
+    return checkpoints.load_vgg19(config.loss.vgg19, tuple(dict(losses.perceptual_layers)))
 
 
 def train_step(config, mesh):
-    """The jitted step of `config.phase` over `mesh`; the GAN phase's perceptual loss reads `loss.vgg19`."""
+    """The jitted step of `config.phase` over `mesh`, with the GAN phase's perceptual network."""
     if config.phase == "pixel":
         return sr_train_step(mesh, pixel_kind=config.loss.pixel_kind, ema_decay=config.train.ema_decay)
     losses = gan_losses(config)
-    vgg, vgg_params = None, None
-    if losses.perceptual_weight:
-        vgg, vgg_params = checkpoints.load_vgg19(config.loss.vgg19, tuple(dict(losses.perceptual_layers)))
-        vgg_params = jax.device_put(vgg_params, sharding.replicated(mesh))
-    return sr_train_step(mesh, losses=losses, vgg=vgg, vgg_params=vgg_params)
+    network, params = perceptual_network(config, losses)
+    params = jax.device_put(params, sharding.replicated(mesh))
+    return sr_train_step(mesh, losses=losses, perceptual_net=network, perceptual_params=params)

@@ -48,6 +48,7 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict()
     config.loss.pixel_kind = "l1"
     config.loss.pixel_weight = 1e-2
+    config.loss.perceptual = "vgg"  # or "lpips": the mean LPIPS distance (lpips_* below)
     config.loss.perceptual_weight = 1.0
     # VGG19 layers (before activation) and their weights: ESRGAN's conv5_4 alone; Real-ESRGAN's
     # desra_jax.losses.REAL_ESRGAN_LAYER_WEIGHTS sums five.
@@ -56,6 +57,11 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     # ImageNet VGG19 weights for the perceptual loss: a torchvision vgg19 .pth, or a directory written by
     # `python -m experiments.convert vgg19`. Required when perceptual_weight > 0; never downloaded.
     config.loss.vgg19 = ""
+    # perceptual="lpips": the lpips package's weights/v0.1/<net>.pth and torchvision's backbone .pth (alexnet-owt-*
+    # or vgg16-*), never downloaded.
+    config.loss.lpips_weights = ""
+    config.loss.lpips_backbone = ""
+    config.loss.lpips_net = "alex"
     config.loss.gan_kind = "rasgan"
     config.loss.gan_weight = 5e-3
     config.loss.gradient_penalty_weight = 0.0

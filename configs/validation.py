@@ -4,8 +4,8 @@ job's config is checked, called once by experiments.main (`check`)."""
 import os
 import re
 
+from configs import arguments
 from desra_jax.models.discriminators import DISCRIMINATORS
-from desra_jax.training.steps import GanLosses
 
 PHASES = ("pixel", "gan")
 DATA_SOURCES = ("images", "tfds")
@@ -55,7 +55,7 @@ def check_sr(config, num_devices: int) -> None:
                 f"its LR images are not for config.scale={config.scale}")
     if config.phase == "gan":
         try:
-            GanLosses(**{k: v for k, v in config.loss.items() if k != "vgg19"})
+            losses = arguments.gan_losses(config)
         except ValueError as error:
             raise ValueError(f"config.loss: {error}") from None
         require(config, config.discriminator.kind in DISCRIMINATORS, "discriminator.kind",
@@ -63,10 +63,15 @@ def check_sr(config, num_devices: int) -> None:
         if config.discriminator.kind == "vgg":
             require(config, config.data.hr_patch % 32 == 0, "data.hr_patch",
                     "the VGG-style discriminator needs a multiple of 32")
-        if config.loss.perceptual_weight:
+        if losses.perceptual_weight and losses.perceptual == "vgg":
             require(config, bool(config.loss.vgg19) and os.path.exists(config.loss.vgg19), "loss.vgg19",
                     "the perceptual loss needs ImageNet VGG19 weights (a torchvision vgg19 .pth or a directory from "
                     "`python -m experiments.convert vgg19`); none are downloaded. Or set loss.perceptual_weight=0")
+        if losses.perceptual_weight and losses.perceptual == "lpips":
+            for key in ("loss.lpips_weights", "loss.lpips_backbone"):
+                require(config, bool(value(config, key)) and os.path.exists(value(config, key)), key,
+                        "loss.perceptual='lpips' needs the lpips package's weights and torchvision's backbone file; "
+                        "none are downloaded")
         require(config, bool(config.init_from) or "pretrain" in config, "init_from",
                 "a GAN phase starts from an MSE-SR model: give its directory or .pth file")
         if not config.init_from and "pretrain" in config:

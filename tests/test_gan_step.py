@@ -51,7 +51,7 @@ def test_gan_step_gradients_match_pytorch():
     key = jax.random.key(7)
     eps = np.array(jax.random.uniform(key, (4, 1, 1, 1)))  # the interpolation weights gradient_penalty draws
 
-    step = jax.jit(lambda g, d, batch, key, vp: gan_step(g, d, batch, key, vp, losses=LOSSES, vgg=vgg))
+    step = jax.jit(lambda g, d, batch, key, vp: gan_step(g, d, batch, key, vp, losses=LOSSES, perceptual_net=vgg))
     new_g, new_d, metrics = step(g_state, d_state, {"lr": lr, "hr": hr}, key, vgg_params)
     torch_step = TorchGanStep(generator, discriminator, vgg19, "cpu", LOSSES,
                               lambda params: torch.optim.SGD(params, lr=LEARNING_RATE))
@@ -76,3 +76,33 @@ def test_gan_step_gradients_match_pytorch():
         # Every parameter is trained but the logit's bias, which cancels in C(x_r) - E C(x_f) and in grad_x C.
         untrained = [name for name, grad in expected.items() if not np.abs(grad).max() > 0]
         assert untrained in ([], ["['linear2']['bias']"]), untrained
+
+
+def test_lpips_perceptual_term_and_a_separate_target():
+    """perceptual='lpips' adds the mean LPIPS distance of SR to the target; pixel and perceptual terms compare
+    with batch['target'] (Real-ESRGAN's sharpened GT) while the discriminator sees batch['hr']."""
+    from desra_jax.losses.pixel import l1_loss
+    from desra_jax.metrics.lpips import LPIPS
+    from desra_jax.models import RRDBNet, UNetDiscriminatorSN
+
+    generator, discriminator, lpips_net = RRDBNet(num_feat=8, num_block=1, num_grow_ch=4), UNetDiscriminatorSN(
+        num_feat=4), LPIPS("alex")
+    hr = np.concatenate([photo_crop("astronaut", (32, 32), 100, 180), photo_crop("coffee", (32, 32), 60, 220)])
+    lr = hr.reshape(2, 8, 4, 8, 4, 3).mean(axis=(2, 4))
+    target = np.clip(hr * 1.2 - 0.1, 0, 1)  # anything unlike hr
+    key = jax.random.key(0)
+    g_params = generator.init(key, lr)["params"]
+    lpips_params = lpips_net.init(key, hr, hr)["params"]
+    g_state = create_state(generator, {"params": g_params}, optax.sgd(0.0), ema=True)
+    d_state = create_state(discriminator, discriminator.init(key, hr), optax.sgd(0.0), ema=False)
+    losses = GanLosses(pixel_weight=1.0, perceptual="lpips", perceptual_weight=0.5, gan_kind="gan", gan_weight=0.1)
+
+    _, _, metrics = jax.jit(lambda g, d, p: gan_step(g, d, {"lr": lr, "hr": hr, "target": target}, key, p,
+                                                     losses=losses, perceptual_net=lpips_net))(g_state, d_state,
+                                                                                              lpips_params)
+    sr = generator.apply({"params": g_params}, lr)
+    expected_lpips = float(np.mean(lpips_net.apply({"params": lpips_params}, sr, target)))
+    assert abs(expected_lpips) > 1e-3  # a distance the test can tell from 0 (random lin weights may be negative)
+    np.testing.assert_allclose(metrics["l_percep"], 0.5 * expected_lpips, rtol=1e-4)
+    np.testing.assert_allclose(metrics["l_pix"], float(l1_loss(sr, target)), rtol=1e-5)
+    assert abs(float(l1_loss(sr, target)) - float(l1_loss(sr, hr))) > 1e-2  # so the target is what was used

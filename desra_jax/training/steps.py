@@ -22,6 +22,7 @@ from desra_jax.training import sharding
 from desra_jax.training.state import TrainState, ema_update
 
 PIXEL_LOSSES = {"l1": pixel.l1_loss, "l2": pixel.l2_loss, "charbonnier": pixel.charbonnier_loss}
+PERCEPTUAL_KINDS = ("vgg", "lpips")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,11 +30,14 @@ class GanLosses:
     """Weights of the generator's loss terms and the adversarial setting; a zero weight drops the term.
 
     Defaults are ESRGAN's (L1 1e-2, VGG conv5_4 1.0, RaGAN 5e-3); RaGP adds `gradient_penalty_weight=10`,
-    the slides' headline setting adds `fft_weight=0.3`.
+    the slides' headline setting adds `fft_weight=0.3`. `perceptual`: 'vgg' (VGG19 features of
+    `perceptual_layers`, compared by `perceptual_criterion`) or 'lpips' (the mean LPIPS distance, the perceptual
+    baseline of the slides' RaGAN / RaGP / FFT rows).
     """
 
     pixel_kind: str = "l1"
     pixel_weight: float = 1e-2
+    perceptual: str = "vgg"
     perceptual_weight: float = 1.0
     perceptual_layers: tuple[tuple[str, float], ...] = (("conv5_4", 1.0),)
     perceptual_criterion: str = "l1"
@@ -49,6 +53,8 @@ class GanLosses:
         object.__setattr__(self, "perceptual_layers", layers)
         if self.pixel_kind not in PIXEL_LOSSES:
             raise ValueError(f"unknown pixel loss {self.pixel_kind!r}; choose one of {sorted(PIXEL_LOSSES)}")
+        if self.perceptual not in PERCEPTUAL_KINDS:
+            raise ValueError(f"unknown perceptual loss {self.perceptual!r}; choose one of {PERCEPTUAL_KINDS}")
         if self.gan_kind not in adversarial.ADVERSARIAL_KINDS:
             kinds = sorted(adversarial.ADVERSARIAL_KINDS)
             raise ValueError(f"unknown GAN loss {self.gan_kind!r}; choose one of {kinds}")
@@ -80,7 +86,8 @@ def discriminate(d_state: TrainState, params, model_state, images):
     return d_state.apply_fn(variables, images, train=True, mutable=list(model_state))
 
 
-def gan_step(g_state: TrainState, d_state: TrainState, batch, key, vgg_params=None, *, losses: GanLosses, vgg=None):
+def gan_step(g_state: TrainState, d_state: TrainState, batch, key, perceptual_params=None, *, losses: GanLosses,
+             perceptual_net=None):
     """One generator update then one discriminator update (ESRGAN / BasicSR order) on the same batch.
 
     Generator: weighted pixel + perceptual + FFT + adversarial generator loss, with the discriminator fixed.
@@ -89,19 +96,27 @@ def gan_step(g_state: TrainState, d_state: TrainState, batch, key, vgg_params=No
     the slides: L_D = L_D^RaGAN + lambda (||grad D(x_hat)|| - 1)^2). The relativistic losses are differentiated
     through both means, as in Jolicoeur-Martineau's formulation and the original ESRGAN code (BasicSR detaches
     the other side's mean). BatchNorm statistics and spectral-norm vectors advance in the discriminator update
-    only. `key` drives the interpolation weights of the penalty.
+    only. `key` drives the interpolation weights of the penalty. `perceptual_net` is the perceptual loss's
+    VGG19Features or LPIPS module, with `perceptual_params`.
+
+    batch: {'lr', 'hr'} and optionally 'target': the image the pixel and perceptual losses compare with, when it
+    is not the HR the discriminator sees (Real-ESRGAN's USM-sharpened GT).
     """
     lr, hr = batch["lr"], batch["hr"]
+    target = batch.get("target", hr)
 
     def generator_objective(params):
         sr = g_state.apply_fn({"params": params}, lr)
         terms = {}
         if losses.pixel_weight:
-            terms["l_pix"] = losses.pixel_weight * PIXEL_LOSSES[losses.pixel_kind](sr, hr)
-        if losses.perceptual_weight:
+            terms["l_pix"] = losses.pixel_weight * PIXEL_LOSSES[losses.pixel_kind](sr, target)
+        if losses.perceptual_weight and losses.perceptual == "lpips":
+            distances = perceptual_net.apply({"params": perceptual_params}, sr, target)
+            terms["l_percep"] = losses.perceptual_weight * jnp.mean(distances)
+        elif losses.perceptual_weight:
             terms["l_percep"] = losses.perceptual_weight * perceptual.perceptual_loss(
-                vgg, vgg_params, sr, hr, dict(losses.perceptual_layers), losses.perceptual_criterion
-            )
+                perceptual_net, perceptual_params, sr, target, dict(losses.perceptual_layers),
+                losses.perceptual_criterion)
         if losses.fft_weight:
             terms["l_fft"] = losses.fft_weight * frequency.fft_loss(sr, hr)
         real_logits, _ = discriminate(d_state, d_state.params, d_state.model_state, hr)
@@ -158,32 +173,32 @@ def _jit_step(step, mesh):
 
 
 @functools.cache
-def _sr_step(mesh, pixel_kind: str, ema_decay: float, losses: GanLosses | None, vgg):
+def _sr_step(mesh, pixel_kind: str, ema_decay: float, losses: GanLosses | None, perceptual_net):
     if losses is None:
 
-        def step(states, batch, key, vgg_params):
-            del key, vgg_params
+        def step(states, batch, key, perceptual_params):
+            del key, perceptual_params
             generator, metrics = pixel_step(states["generator"], batch, pixel_kind=pixel_kind, ema_decay=ema_decay)
             return {"generator": generator}, metrics
 
     else:
 
-        def step(states, batch, key, vgg_params):
-            generator, discriminator, metrics = gan_step(
-                states["generator"], states["discriminator"], batch, key, vgg_params, losses=losses, vgg=vgg
-            )
+        def step(states, batch, key, perceptual_params):
+            generator, discriminator, metrics = gan_step(states["generator"], states["discriminator"], batch, key,
+                                                         perceptual_params, losses=losses,
+                                                         perceptual_net=perceptual_net)
             return {"generator": generator, "discriminator": discriminator}, metrics
 
     return _jit_step(step, mesh)
 
 
 def sr_train_step(mesh, *, pixel_kind: str = "l1", ema_decay: float = 0.999, losses: GanLosses | None = None,
-                  vgg=None, vgg_params=None):
+                  perceptual_net=None, perceptual_params=None):
     """The jitted SR step `(states, batch, key) -> (states, metrics)` over `mesh`: `pixel_step` when `losses` is
     None (states {'generator'}), else `gan_step` with `losses` (states {'generator', 'discriminator'}) and the
-    perceptual loss's VGG19Features `vgg` and its replicated `vgg_params` (None without a perceptual term)."""
-    step = _sr_step(mesh, pixel_kind, ema_decay, losses, vgg)
-    return lambda states, batch, key: step(states, batch, key, vgg_params)
+    perceptual loss's network `perceptual_net` and its replicated `perceptual_params` (None without one)."""
+    step = _sr_step(mesh, pixel_kind, ema_decay, losses, perceptual_net)
+    return lambda states, batch, key: step(states, batch, key, perceptual_params)
 
 
 @functools.cache
