@@ -46,6 +46,14 @@ def tiny_model():
     return model, model.init(jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32))["params"]
 
 
+def test_a_saved_model_follows_the_umask(tmp_path, umask, tiny_model):
+    umask(0o027)
+    path = save_model(tmp_path / "model", *tiny_model)
+    modes = {os.stat(os.path.join(d, n)).st_mode & 0o777 for d, ds, fs in os.walk(path) for n in fs}
+    folders = {os.stat(d).st_mode & 0o777 for d, _, _ in os.walk(path)}
+    assert (modes, folders) == ({0o640}, {0o750})
+
+
 @pytest.fixture
 def synced(monkeypatch):
     """Records what each os.fsync call synced: the file's or the folder's path."""

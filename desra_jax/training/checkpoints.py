@@ -108,7 +108,9 @@ def save_model(
     only with ``overwrite=True``. Returns the absolute path written.
 
     The variables are fetched to host memory and written by the calling process alone, so on a multi-host run
-    one process (process 0) calls it with replicated arrays while the others go on.
+    one process (process 0) calls it with replicated arrays while the others go on. What killed saves of
+    ``directory`` left is cleared first (:func:`remove_stale_partials`). Kill points (``desra_jax.kill_points``):
+    ``save_model:<name>`` (staged and synced, not yet moved in) and ``save_model:<name>:moved_aside``.
     """
     directory = os.path.abspath(os.fspath(directory))
     config = module_config(module)
@@ -117,12 +119,12 @@ def save_model(
     extra_variables = dict(extra_variables or {})
     if "params" in extra_variables:
         raise ValueError(f"{directory}: pass params as `params`, not inside extra_variables")
+    remove_stale_partials(directory)  # first: it may move a previous model back, which overwrite then governs
     if os.path.exists(directory) and not overwrite:
         raise FileExistsError(f"{directory}: already exists (pass overwrite=True to replace it)")
 
     parent, name = os.path.split(directory)
     os.makedirs(parent, exist_ok=True)
-    remove_stale_partials(directory)
     staging = os.path.join(parent, f".{name}.partial-{writer_tag()}-{os.urandom(4).hex()}")
     os.mkdir(staging)  # not tempfile.mkdtemp: its 0700 mode would stay on the model directory
     try:
