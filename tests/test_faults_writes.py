@@ -72,10 +72,14 @@ def test_the_file_is_synced_before_the_rename_and_its_folder_after(tmp_path, syn
     real_replace, order = os.replace, []
     monkeypatch.setattr(os, "replace", lambda a, b: (order.append(("replace", len(synced))), real_replace(a, b)))
 
-    write_bytes_atomic(tmp_path / "out" / "a.json", b"{}")
+    write_bytes_atomic(tmp_path / "out" / "deeper" / "a.json", b"{}")
 
-    assert len(synced) == 2 and os.path.basename(synced[0]).startswith(".a.json.")
-    assert synced[1] == str(tmp_path / "out") and order == [("replace", 1)]
+    # the folders made, each in its parent; the file before the rename; the folder the rename was in, after it
+    assert synced[:2] == [str(tmp_path), str(tmp_path / "out")] and order == [("replace", 3)]
+    assert os.path.basename(synced[2]).startswith(".a.json.") and synced[3:] == [str(tmp_path / "out" / "deeper")]
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match=r"not a folder \(a file is there\): '.*file'"):
+        write_bytes_atomic(tmp_path / "file" / "sub" / "a.json", b"{}")
 
 
 def test_a_saved_model_is_synced_file_by_file_and_then_its_parent(tmp_path, synced, tiny_model):

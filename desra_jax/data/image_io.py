@@ -83,7 +83,7 @@ def decode_image(encoded: bytes | np.ndarray, name: str, alpha: str = "error") -
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Writes ``data`` to ``path`` atomically: a temporary sibling, synced to disk, then ``os.replace``.
 
-    Creates the parent folders. Either the complete new file or the previous one is visible, never a part: after
+    Creates the parent folders (``make_folders``). Either the complete new file or the previous one is visible, never a part: after
     a kill (``kill -9``) at any moment, and after a power loss too, because the file is fsynced before the rename
     and its folder after it (without those, a journaling filesystem may replay the rename of a file whose data
     never reached the disk: an empty or zero-filled file under the final name). The file's mode follows the
@@ -99,7 +99,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
       temporary file is removed and a previous file at ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(path.parent)
     _sweep_once(path.parent)
     handle, temporary = _create_temporary(path)
     try:
@@ -115,6 +115,22 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
             raise OSError(error.errno, error.strerror, str(path)) from error
         raise
     sync_directory(path.parent)
+
+
+def make_folders(folder: str | os.PathLike) -> None:
+    """Creates ``folder`` and its missing parents, syncing each folder that one was created in, so that a folder
+    made for a file survives a power loss with the file. NotADirectoryError naming the path where a file is."""
+    folder, missing = Path(folder), []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir()
+        except FileExistsError:
+            if not new.is_dir():  # a file, not a folder made by another writer meanwhile
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder (a file is there)", str(new)) from None
+        sync_directory(new.parent)
 
 
 def sync_directory(folder: str | os.PathLike) -> None:
