@@ -10,13 +10,14 @@ The name is matched against each point with ``fnmatch`` (``*``, ``?``, ``[...]``
 matching points this process has reached and kills at the N-th. A named moment, unlike a timed ``kill -9``,
 repeats exactly from run to run. Just before the kill, one line ``desra_jax: killed at <point>`` goes straight
 to the stderr file descriptor, so a test can tell where the process died. With the variable unset (normal use),
-a kill point costs one dictionary lookup.
+a kill point costs one lookup in ``os.environ``.
 
 The points, each named after what it guards (``<name>`` is a file's or a directory's base name):
 
 ==================================  =========================================================================
 ``write:<name>``                    ``image_io.write_bytes_atomic``: the temporary file is complete and synced,
-                                    not yet renamed to ``<name>`` (every image, JSON and CSV output)
+                                    not yet renamed to ``<name>`` (every image, JSON and CSV output, and
+                                    ``metrics.jsonl`` when a resumed run rewrites it)
 ``append:metrics.jsonl``            ``MetricWriter.write``: one record is appended and flushed
 ``save_model:<name>``               ``checkpoints.save_model``: the staged model is complete and synced, not
                                     yet moved to ``<name>``
