@@ -14,6 +14,7 @@ import pytest
 from desra_jax.data import image_io
 from desra_jax.data.image_io import write_bytes_atomic, write_image, writer_tag
 from desra_jax.kill_points import parse_kill_at
+from desra_jax.training import checkpoints
 from desra_jax.training.checkpoints import load_model, remove_stale_partials, save_model
 from desra_jax.training.metric_writer import read_metrics
 from tests.conftest import photo_crop
@@ -207,3 +208,18 @@ def test_a_resumed_writer_rewrites_the_file_atomically(tmp_path, monkeypatch):
     MetricWriter(str(tmp_path), "train", resume_step=2).close()
     assert calls == [str(tmp_path / "metrics.jsonl")]
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
+
+
+def test_an_interrupt_between_the_two_renames_puts_the_previous_model_back(tmp_path, monkeypatch, tiny_model):
+    model, params = tiny_model
+    save_model(tmp_path / "model", model, params)
+
+    def interrupted_after_moving_aside(name):
+        if name == "save_model:model:moved_aside":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints, "kill_point", interrupted_after_moving_aside)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(tmp_path / "model", model, jax.tree.map(lambda p: p + 1, params), overwrite=True)
+    assert os.listdir(tmp_path) == ["model"]
+    jax.tree.map(np.testing.assert_array_equal, load_model(tmp_path / "model")[1]["params"], params)

@@ -167,8 +167,12 @@ def _move_into_place(staging: str, directory: str) -> None:
     if os.path.exists(directory):
         old = f"{staging}.old"
         os.rename(directory, old)
-        kill_point(f"save_model:{os.path.basename(directory)}:moved_aside")
-        os.rename(staging, directory)
+        try:
+            kill_point(f"save_model:{os.path.basename(directory)}:moved_aside")
+            os.rename(staging, directory)
+        except BaseException:  # e.g. KeyboardInterrupt: the previous model goes back, as it was
+            os.rename(old, directory)
+            raise
         sync_directory(parent)
         shutil.rmtree(old, ignore_errors=True)
     else:
