@@ -132,7 +132,8 @@ def test_the_first_write_into_a_folder_removes_killed_writers_temporaries_only(t
 
 
 def test_stale_partials_of_killed_writers_are_removed_and_a_moved_aside_model_comes_back(tmp_path):
-    killed, other_machine = f".model.partial-{dead_writer()}-00000000", f".model.partial-{os.getpid()}-ffffffff-00000000"
+    killed = f".model.partial-{dead_writer()}-00000000"
+    other_machine = f".model.partial-{os.getpid()}-ffffffff-00000000"
     for name in (killed, ".model.partial-0123456789ab", other_machine, ".other.partial-0123456789ab"):
         (tmp_path / name).mkdir()
     old = tmp_path / f".model.partial-{dead_writer()}-11111111.old"

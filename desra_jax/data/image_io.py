@@ -83,10 +83,10 @@ def decode_image(encoded: bytes | np.ndarray, name: str, alpha: str = "error") -
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Writes ``data`` to ``path`` atomically: a temporary sibling, synced to disk, then ``os.replace``.
 
-    Creates the parent folders (``make_folders``). Either the complete new file or the previous one is visible, never a part: after
-    a kill (``kill -9``) at any moment, and after a power loss too, because the file is fsynced before the rename
-    and its folder after it (without those, a journaling filesystem may replay the rename of a file whose data
-    never reached the disk: an empty or zero-filled file under the final name). The file's mode follows the
+    Creates the parent folders (``make_folders``). Either the complete new file or the previous one is visible,
+    never a part: after a kill (``kill -9``) at any moment, and after a power loss too, because the file is fsynced
+    before the rename and its folder after it (without those, a journaling filesystem may replay the rename of a
+    file whose data never reached the disk: an empty or zero-filled file under the final name). The file's mode follows the
     umask (and a default ACL) like any other program's new file, e.g. 0644 under umask 022.
 
     The temporary sibling ``.<name>.<pid>-<host>-<random>.tmp`` names its writer; the first write into a folder
