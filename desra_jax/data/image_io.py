@@ -86,8 +86,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     Creates the parent folders (``make_folders``). Either the complete new file or the previous one is visible,
     never a part: after a kill (``kill -9``) at any moment, and after a power loss too, because the file is fsynced
     before the rename and its folder after it (without those, a journaling filesystem may replay the rename of a
-    file whose data never reached the disk: an empty or zero-filled file under the final name). The file's mode follows the
-    umask (and a default ACL) like any other program's new file, e.g. 0644 under umask 022.
+    file whose data never reached the disk: an empty or zero-filled file under the final name). The file's mode
+    follows the umask (and a default ACL) like any other program's new file, e.g. 0644 under umask 022.
 
     The temporary sibling ``.<name>.<pid>-<host>-<random>.tmp`` names its writer; the first write into a folder
     in each process removes those left by writers on this machine that are no longer running (killed), and keeps
