@@ -58,5 +58,5 @@ def kill_point(name: str) -> None:
         return
     _reached[value] = _reached.get(value, 0) + 1
     if _reached[value] == count:
-        os.write(2, f"desra_jax: killed at {name}\n".encode())
+        os.write(2, f"\ndesra_jax: killed at {name}\n".encode())  # on a line of its own, after a progress bar
         os.kill(os.getpid(), signal.SIGKILL)

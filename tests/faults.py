@@ -73,7 +73,7 @@ def run_killed(
         f"{cmd} with {KILL_AT}={kill_at} exited {result.returncode} instead of dying at the kill point "
         f"(never reached?):\n{result.stderr[-4000:]}"
     )
-    reached = [line[len(KILLED_AT) :] for line in result.stderr.splitlines() if line.startswith(KILLED_AT)]
+    reached = [line.split(KILLED_AT, 1)[1] for line in result.stderr.splitlines() if KILLED_AT in line]
     pattern, _ = parse_kill_at(kill_at)
     assert len(reached) == 1 and fnmatch.fnmatchcase(reached[0], pattern), (reached, kill_at)
     return result
