@@ -8,6 +8,8 @@ Values may be torch tensors or numpy arrays; torch is imported only to read a ``
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,11 +55,29 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
         ) from error
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises pickle, runtime and zip errors alike
+    except pickle.UnpicklingError as error:
+        if "weights_only" not in str(error):
+            raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
+        raise ConversionError(
+            f"{path}: refused to load: it contains Python objects other than tensors ({_refused(str(error))}); "
+            "only plain state_dicts (tensors, numbers, strings and containers of them) are read"
+        ) from None
+    except Exception as error:  # torch raises runtime and zip errors alike
         raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
     if not isinstance(state, Mapping):
         raise ConversionError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(state)}")
     return dict(state)
+
+
+def _refused(message: str) -> str:
+    """What torch's weights-only unpickler refused, from its message: the global a pickle names (e.g.
+    ``posix.system``, which would run a shell command) or the pickle instruction. The rest of the message, which
+    suggests loading the file with ``weights_only=False`` (running whatever it contains), is not repeated."""
+    named = re.search(r"GLOBAL ([\w.]+)", message)
+    if named:
+        return f"a reference to {named.group(1)}"
+    detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", message)
+    return f"pickle contents: {detail.group(1).strip()}" if detail else "objects the weights-only reader refuses"
 
 
 def unwrap_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,21 +3,27 @@ atomic writer every output goes through (images, JSON, CSV).
 
 cv2 reads and writes BGR; the conversion to RGB happens here, once, so nothing else in the project sees BGR.
 Files are decoded from bytes (``np.fromfile`` + ``cv2.imdecode``) so that paths with non-ASCII characters work
-on every platform, and written through a temporary file and ``os.replace`` so that a reader never sees a
-half-written file, even when the writer is killed.
+on every platform, and written through a synced temporary file and ``os.replace`` so that a reader never sees a
+half-written file, even when the writer is killed or the power fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import hashlib
 import io
 import json
 import os
-import tempfile
+import re
+import socket
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from desra_jax.kill_points import kill_point
 
 #: File name extensions (lower case) that ``list_images`` picks up.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -35,6 +41,8 @@ def read_image(path: str | os.PathLike, alpha: str = "error") -> np.ndarray:
     try:
         encoded = np.fromfile(path, dtype=np.uint8)
     except OSError as error:
+        if os.path.islink(path) and not os.path.exists(path):
+            raise ValueError(f"{path}: a broken symbolic link (to {os.readlink(path)})") from error
         raise ValueError(f"{path}: cannot read the file ({error.strerror or error})") from error
     return decode_image(encoded, str(path), alpha)
 
@@ -77,20 +85,126 @@ def decode_image(encoded: bytes | np.ndarray, name: str, alpha: str = "error") -
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Writes ``data`` to ``path`` atomically (temporary file in the same folder + ``os.replace``).
+    """Writes ``data`` to ``path`` atomically: a temporary sibling, synced to disk, then ``os.replace``.
 
-    Creates the parent folders. Either the complete new file or the previous one is visible, never a part.
+    Creates the parent folders (``make_folders``). Either the complete new file or the previous one is visible,
+    never a part: after a kill (``kill -9``) at any moment, and after a power loss too, because the file is fsynced
+    before the rename and its folder after it (without those, a journaling filesystem may replay the rename of a
+    file whose data never reached the disk: an empty or zero-filled file under the final name). The file's mode
+    follows the umask (and a default ACL) like any other program's new file, e.g. 0644 under umask 022.
+
+    The temporary sibling ``.<name>.<pid>-<host>-<random>.tmp`` names its writer; the first write into a folder
+    in each process removes those left by writers on this machine that are no longer running (killed), and keeps
+    the rest (a live writer's, or another machine's on a shared filesystem). Kill point ``write:<name>``
+    (``desra_jax.kill_points``): the temporary file is complete, not yet renamed.
+
+    Raises:
+      OSError naming ``path`` when the file cannot be written (a full disk, a read-only folder, ...); the
+      temporary file is removed and a previous file at ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    make_folders(path.parent)
+    _sweep_once(path.parent)
+    handle, temporary = _create_temporary(path)
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        kill_point(f"write:{path.name}")
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         os.unlink(temporary)
+        if isinstance(error, OSError) and error.filename is None:
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
+    sync_directory(path.parent)
+
+
+def make_folders(folder: str | os.PathLike) -> None:
+    """Creates ``folder`` and its missing parents, syncing each folder that one was created in, so that a folder
+    made for a file survives a power loss with the file. NotADirectoryError naming the path where a file is."""
+    folder, missing = Path(folder), []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir()
+        except FileExistsError:
+            if not new.is_dir():  # a file, not a folder made by another writer meanwhile
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder (a file is there)", str(new)) from None
+        sync_directory(new.parent)
+
+
+def sync_directory(folder: str | os.PathLike) -> None:
+    """fsyncs a folder, so that the files renamed into it or removed from it stay so after a power loss.
+
+    A no-op on Windows (a folder cannot be opened there) and on filesystems that cannot sync a folder (EINVAL).
+    """
+    if os.name == "nt":
+        return
+    handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(handle)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(handle)
+
+
+#: This machine, as the first 8 hex digits of the SHA-1 of its host name (a name of any characters, made short).
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_TEMPORARY = re.compile(r"^\..+\.(?P<writer>\d+-[0-9a-f]{8})-[0-9a-f]{8}\.tmp$")
+_swept: set[str] = set()
+
+
+def writer_tag() -> str:
+    """``<pid>-<host>`` of this process, recorded in the names of its temporary files and staged models."""
+    return f"{os.getpid()}-{_HOST}"
+
+
+def writer_is_gone(tag: str) -> bool:
+    """True when the ``<pid>-<host>`` writer ``tag`` ran on this machine and no process with its pid runs now.
+
+    A writer on another machine (a shared filesystem) cannot be checked and counts as running. A pid that was
+    reused by an unrelated process also counts as running: a leftover is kept rather than a live file removed.
+    """
+    pid, _, host = tag.partition("-")
+    if host != _HOST:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process
+        return False
+    return False
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """Opens a new hidden sibling of ``path`` for writing; mode 0666 less the umask, applied by the kernel
+    (``tempfile.mkstemp`` would make it 0600, and ``os.replace`` keeps the mode)."""
+    while True:
+        temporary = str(path.parent / f".{path.name}.{writer_tag()}-{os.urandom(4).hex()}.tmp")
+        try:
+            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
+        except FileExistsError:
+            continue
+
+
+def _sweep_once(folder: Path) -> None:
+    """Removes the temporary files of killed writers from ``folder``, once per process and folder."""
+    key = os.path.abspath(folder)
+    if key in _swept:
+        return
+    _swept.add(key)
+    for entry in os.scandir(folder):
+        match = _TEMPORARY.match(entry.name)
+        if match and writer_is_gone(match["writer"]):
+            with contextlib.suppress(FileNotFoundError):  # another process swept it first
+                os.unlink(entry.path)
 
 
 def output_folder(path: str | os.PathLike) -> Path:
@@ -161,17 +275,52 @@ def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[str]:
     """Sorted paths (relative to ``folder``, with '/' separators) of the image files in ``folder``.
 
     Extensions are matched case-insensitively against ``IMAGE_EXTENSIONS``; hidden files (such as the temporary
-    files of ``write_bytes_atomic``) are skipped. Raises ValueError naming a missing folder or one without images.
+    files of ``write_bytes_atomic``) are skipped. Symbolic links are followed, to files and to folders alike (as
+    BasicSR's ``scandir`` does: a dataset assembled from links reads like a copied one), and an image is listed
+    under the link's name. A broken link named like an image is listed, so that reading it names it (see
+    ``read_image``) beside the other unreadable files.
+
+    Raises:
+      ValueError naming the entry: a missing folder or one without images; a subfolder that cannot be read; a
+      link to a folder that contains it (a loop, which would list the same images without end); a broken link
+      that is not named like an image (it may have been a folder of images).
     """
     root = Path(folder)
     if not root.is_dir():
         raise ValueError(f"{folder}: not a folder")
-    candidates = root.rglob("*") if recursive else root.iterdir()
-    found = sorted(
-        path.relative_to(root).as_posix()
-        for path in candidates
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-    )
+    found = sorted(_image_files(str(root), "", {_identity(str(root))}, recursive))
     if not found:
         raise ValueError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}) found")
     return found
+
+
+def _identity(path: str) -> tuple[int, int]:
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
+
+
+def _image_files(folder: str, prefix: str, ancestors: set[tuple[int, int]], recursive: bool):
+    """Yields ``prefix + name`` of the images under ``folder``; ``ancestors`` are the folders above, by inode."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as error:
+        raise ValueError(f"{folder}: cannot read the folder ({error.strerror or error})") from error
+    for entry in entries:
+        is_image = entry.name.lower().endswith(IMAGE_EXTENSIONS) and not entry.name.startswith(".")
+        if entry.is_symlink() and not os.path.exists(entry.path):
+            if is_image:
+                yield prefix + entry.name
+                continue
+            raise ValueError(f"{entry.path}: a broken symbolic link (to {os.readlink(entry.path)})")
+        if entry.is_dir():
+            if not recursive:
+                continue
+            identity = _identity(entry.path)
+            if identity in ancestors:
+                raise ValueError(
+                    f"{entry.path}: a symbolic link to {os.path.realpath(entry.path)}, a folder that contains it "
+                    "(a loop); remove the link or point it elsewhere"
+                )
+            yield from _image_files(entry.path, f"{prefix}{entry.name}/", ancestors | {identity}, recursive)
+        elif is_image and entry.is_file():
+            yield prefix + entry.name

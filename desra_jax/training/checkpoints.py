@@ -8,8 +8,9 @@ A model directory holds::
 ``config`` is every constructor field of the linen module (its dataclass fields less ``parent`` and ``name``);
 dtypes are stored by name. :func:`load_model` rebuilds the module from a fixed table of architectures, so a
 model directory never imports code it names. Saving is atomic on a local filesystem: everything is written
-into a hidden temporary sibling which is renamed into place last, so a kill leaves either no model or a
-whole one.
+into a hidden sibling ``.<name>.partial-<pid>-<host>-<random>``, synced to disk and renamed into place last, so
+a kill or a power loss leaves either no model or a whole one, and :func:`remove_stale_partials` clears what a
+killed writer left.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 import shutil
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from desra_jax.data.image_io import sync_directory, writer_is_gone, writer_tag
+from desra_jax.kill_points import kill_point
 
 CONFIG_FILE = "model.json"
 VARIABLES_DIR = "variables"
@@ -106,7 +110,9 @@ def save_model(
     only with ``overwrite=True``. Returns the absolute path written.
 
     The variables are fetched to host memory and written by the calling process alone, so on a multi-host run
-    one process (process 0) calls it with replicated arrays while the others go on.
+    one process (process 0) calls it with replicated arrays while the others go on. What killed saves of
+    ``directory`` left is cleared first (:func:`remove_stale_partials`). Kill points (``desra_jax.kill_points``):
+    ``save_model:<name>`` (staged and synced, not yet moved in) and ``save_model:<name>:moved_aside``.
     """
     directory = os.path.abspath(os.fspath(directory))
     config = module_config(module)
@@ -115,12 +121,13 @@ def save_model(
     extra_variables = dict(extra_variables or {})
     if "params" in extra_variables:
         raise ValueError(f"{directory}: pass params as `params`, not inside extra_variables")
+    remove_stale_partials(directory)  # first: it may move a previous model back, which overwrite then governs
     if os.path.exists(directory) and not overwrite:
         raise FileExistsError(f"{directory}: already exists (pass overwrite=True to replace it)")
 
     parent, name = os.path.split(directory)
     os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, f".{name}.partial-{uuid.uuid4().hex[:12]}")
+    staging = os.path.join(parent, f".{name}.partial-{writer_tag()}-{os.urandom(4).hex()}")
     os.mkdir(staging)  # not tempfile.mkdtemp: its 0700 mode would stay on the model directory
     try:
         with open(os.path.join(staging, CONFIG_FILE), "w", encoding="utf-8") as f:
@@ -129,6 +136,8 @@ def save_model(
         with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as checkpointer:
             checkpointer.save(os.path.join(staging, VARIABLES_DIR), variables)
             checkpointer.wait_until_finished()
+        _sync_tree(staging)
+        kill_point(f"save_model:{name}")
         _move_into_place(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -136,19 +145,76 @@ def save_model(
     return directory
 
 
+def _sync_tree(top: str) -> None:
+    """fsyncs every file and folder under ``top``, so that renaming ``top`` publishes data that is on disk."""
+    for folder, _, files in os.walk(top):
+        for file in files:
+            handle = os.open(os.path.join(folder, file), os.O_RDONLY)
+            try:
+                os.fsync(handle)
+            finally:
+                os.close(handle)
+        sync_directory(folder)
+
+
 def _move_into_place(staging: str, directory: str) -> None:
     """Renames ``staging`` to ``directory``; an existing ``directory`` is moved aside first, removed after.
 
-    Linux cannot swap two directories in one rename, so a kill between the two renames leaves the previous
-    model whole in the hidden ``<staging>.old`` sibling and nothing at ``directory``.
+    Linux cannot swap two directories in one rename, so a kill between the two renames (kill point
+    ``save_model:<name>:moved_aside``) leaves the previous model whole in the hidden ``<staging>.old`` sibling and
+    nothing at ``directory``; :func:`remove_stale_partials` moves it back. The parent folder is synced after the
+    renames, so that they survive a power loss.
     """
-    if not os.path.exists(directory):
+    parent = os.path.dirname(directory)
+    if os.path.exists(directory):
+        old = f"{staging}.old"
+        os.rename(directory, old)
+        try:
+            kill_point(f"save_model:{os.path.basename(directory)}:moved_aside")
+            os.rename(staging, directory)
+        except BaseException:  # e.g. KeyboardInterrupt: the previous model goes back, as it was
+            os.rename(old, directory)
+            raise
+        sync_directory(parent)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
         os.rename(staging, directory)
-        return
-    old = f"{staging}.old"
-    os.rename(directory, old)
-    os.rename(staging, directory)
-    shutil.rmtree(old, ignore_errors=True)
+        sync_directory(parent)
+
+
+def remove_stale_partials(directory: str | os.PathLike, *, only_dead_writers: bool = True) -> list[str]:
+    """Clears what killed :func:`save_model` calls left beside ``directory``; returns the paths removed.
+
+    The hidden siblings ``.<name>.partial-<pid>-<host>-<random>`` (a staged model) and ``...old`` (a previous
+    model moved aside) name their writer. With ``only_dead_writers`` (the default, as :func:`save_model` calls it)
+    only those of writers on this machine that no longer run are touched, and those that name no writer;
+    ``only_dead_writers=False`` clears them all, for a caller that knows it is the only writer of ``directory``
+    (a training job resuming, possibly on another machine than the killed one). When nothing is at
+    ``directory``, a previous model moved aside is moved back instead of removed: a killed replacement then
+    leaves the old model in place, never none.
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    parent, name = os.path.split(directory)
+    pattern = re.compile(
+        rf"^\.{re.escape(name)}\.partial-(?:(?P<writer>\d+-[0-9a-f]{{8}})-[0-9a-f]{{8}}|[0-9a-f]{{12}})(?P<old>\.old)?$"
+    )
+    if not os.path.isdir(parent):
+        return []
+    stale = []
+    for entry in sorted(os.listdir(parent)):
+        match = pattern.match(entry)
+        if match and (not only_dead_writers or match["writer"] is None or writer_is_gone(match["writer"])):
+            stale.append((match["old"] is not None, os.path.join(parent, entry)))
+    removed = []
+    for is_old, path in sorted(stale, reverse=True):  # a previous model first: it may be the one to keep
+        if is_old and not os.path.exists(directory):
+            os.rename(path, directory)
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if stale:
+        sync_directory(parent)
+    return removed
 
 
 def load_model(directory: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:

@@ -6,12 +6,20 @@ from __future__ import annotations
 import json
 import os
 
+from desra_jax.data.image_io import write_bytes_atomic
+from desra_jax.kill_points import kill_point
+
 
 class MetricWriter:
     """Appends `{"step": s, "phase": ..., **scalars}` to `<logdir>/metrics.jsonl` and logs to TensorBoard.
 
     A resumed run passes the step it resumed from: this phase's records after it (written by the killed run
-    after its last checkpoint, and about to be written again) are dropped, so the file reads like one run.
+    after its last checkpoint, and about to be written again) are dropped, so the file reads like one run. The
+    file is rewritten atomically for that (``write_bytes_atomic``), so a kill then loses no record.
+
+    Each record is flushed to the operating system as it is written (a killed process loses none; kill point
+    ``append:metrics.jsonl`` is right after the flush); :meth:`sync` puts them on disk, for a caller about to
+    save a checkpoint, so that a power loss cannot leave the checkpoint without the records before it.
     """
 
     def __init__(self, logdir: str, phase: str, resume_step: int = 0):
@@ -22,8 +30,7 @@ class MetricWriter:
         path = os.path.join(logdir, "metrics.jsonl")
         if os.path.exists(path):
             kept = [r for r in read_metrics(path) if r["phase"] != phase or r["step"] <= resume_step]
-            with open(path, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(r) + "\n" for r in kept)
+            write_bytes_atomic(path, "".join(json.dumps(r) + "\n" for r in kept).encode("utf-8"))
         self._jsonl = open(path, "a", encoding="utf-8")
         self._tensorboard = SummaryWriter(os.path.join(logdir, "tensorboard"))
 
@@ -31,9 +38,15 @@ class MetricWriter:
         scalars = {k: float(v) for k, v in scalars.items()}
         self._jsonl.write(json.dumps({"step": int(step), "phase": self.phase, **scalars}) + "\n")
         self._jsonl.flush()
+        kill_point("append:metrics.jsonl")
         for name, value in scalars.items():
             self._tensorboard.add_scalar(f"{self.phase}/{name}", value, step)
         self._tensorboard.flush()
+
+    def sync(self) -> None:
+        """Puts every record written so far on disk (fsync)."""
+        self._jsonl.flush()
+        os.fsync(self._jsonl.fileno())
 
     def close(self) -> None:
         self._jsonl.close()
@@ -41,6 +54,21 @@ class MetricWriter:
 
 
 def read_metrics(path: str) -> list[dict]:
-    """All records of a metrics.jsonl file, in order."""
+    """All records of a metrics.jsonl file, in order.
+
+    A last line cut short (no newline, not JSON: a power loss while it was appended) is left out; a broken line
+    anywhere else is a ValueError naming the file and the line.
+    """
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = f.readlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number == len(lines) and not line.endswith("\n"):
+                break
+            raise ValueError(f"{path}:{number}: not a JSON record ({error})") from None
+    return records
