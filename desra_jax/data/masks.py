@@ -90,11 +90,11 @@ def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None, art
     read by ``read_image``.
 
     ``artifact_value=None``: any nonzero pixel (in any channel) is an artifact. ``artifact_value=255``: as the
-    authors' released metric scripts (TencentARC/DeSRA ``metrics/calc_*.py``) read labels, only pixels whose 8-bit
-    gray level is 255 (cv2's BT.601 conversion of an RGB file, ``cv2.IMREAD_GRAYSCALE``): their
-    ``np.asarray(gt_mask / 255, dtype="int32")`` truncates every other level to 0. (Any level 1-255 works; labelme
-    files ignore it.) ``shape`` (H, W), when given, is the size the mask must have (that of its image); ValueError
-    names the file.
+    authors' released metric scripts (TencentARC/DeSRA ``metrics/calc_*.py``) read labels, only pixels at 255 in
+    every channel: they read ``cv2.imread(path, cv2.IMREAD_GRAYSCALE)``, whose gray level of a colour PNG is 255
+    only for white, and ``np.asarray(gt_mask / 255, dtype="int32")`` truncates every other level to 0. Another
+    level v keeps the pixels at v in every channel; labelme files ignore it. ``shape`` (H, W), when given, is the
+    size the mask must have (that of its image); ValueError names the file.
     """
     if artifact_value is not None and not 0 < artifact_value <= 255:
         raise ValueError(f"{path}: artifact_value must be an 8-bit level 1-255 or None, got {artifact_value}")
@@ -104,7 +104,6 @@ def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None, art
     if artifact_value is None:
         mask = image.max(axis=2) > 0
     else:
-        levels = np.round(image * 255.0).astype(np.uint8)
-        mask = cv2.cvtColor(levels, cv2.COLOR_RGB2GRAY) == artifact_value
+        mask = np.all(np.round(image * 255.0) == artifact_value, axis=2)
     _check_shape(path, mask.shape, shape)
     return mask
