@@ -53,10 +53,14 @@ def opened_mask(mask, method):
     return detection.dilate(detection.erode(mask, 5, 1, method), 5, 3, method)
 
 
-def time_jax(fn, args, repeats: int) -> tuple[np.ndarray, float, float]:
-    """(result on the host, median seconds, first-call seconds incl. compilation) of a jitted fn(*args)."""
+def time_jax(fn, args, repeats: int) -> tuple[np.ndarray, float, float] | str:
+    """(result on the host, median seconds, first-call seconds incl. compilation) of a jitted fn(*args), or the
+    first line of XLA's error where this backend cannot run it (variadic reduce-window on XLA:GPU)."""
     start = time.perf_counter()
-    result = np.asarray(jax.block_until_ready(fn(*args)))
+    try:
+        result = np.asarray(jax.block_until_ready(fn(*args)))
+    except jax.errors.JaxRuntimeError as error:
+        return str(error).splitlines()[0]
     first = time.perf_counter() - start
     return result, median_seconds(lambda: jax.block_until_ready(fn(*args)), repeats), first
 
@@ -64,7 +68,11 @@ def time_jax(fn, args, repeats: int) -> tuple[np.ndarray, float, float]:
 def report(name: str, timings: dict, cv2_s: float, agreement) -> None:
     """One row per formulation: seconds, JAX / cv2, reduce_window / shifted, compile seconds, agreement."""
     shifted_s = timings["shifted"][1]
-    for method, (result, seconds, first) in timings.items():
+    for method, timing in timings.items():
+        if isinstance(timing, str):
+            print(f"{f'{name} {method}':<36}  not run on this backend: {timing}")
+            continue
+        result, seconds, first = timing
         print(f"{f'{name} {method}':<36}{seconds:>9.3f}{cv2_s:>9.3f}{seconds / cv2_s:>9.2f}"
               f"{seconds / shifted_s:>9.2f}{first:>11.1f}  {agreement(result)}")
 
@@ -80,9 +88,9 @@ def main() -> None:
     batch = args.batch or (2 if args.quick else 8)
     repeats = args.repeats or 3
 
-    print(f"JAX device: {jax.devices()[0].device_kind} ({jax.default_backend()}; window_method() = "
-          f"{detection.window_method()!r}); cv2 {cv2.__version__} with {cv2.getNumThreads()} threads; batch {batch}; "
-          f"median of {repeats}")
+    rule = ", ".join(f"{op} {detection.window_method(None, op)!r}" for op in detection.WINDOW_OPERATIONS)
+    print(f"JAX device: {jax.devices()[0].device_kind} ({jax.default_backend()}; window_method: {rule}); "
+          f"cv2 {cv2.__version__} with {cv2.getNumThreads()} threads; batch {batch}; median of {repeats}")
     print(f"{'measurement':<36}{'JAX s':>9}{'cv2 s':>9}{'JAX/cv2':>9}{'/shifted':>9}{'compile s':>11}  agreement")
     for size in sizes:
         gan, mse, _ = synthetic_batch(square_photographs(batch, size), seed=size)

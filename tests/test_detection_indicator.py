@@ -95,10 +95,17 @@ def test_reduce_window_formulation_is_exact_on_a_bright_smooth_region():
 
 
 def test_window_method_by_backend_and_by_argument():
-    assert detection.window_method() == ("shifted" if jax.default_backend() == "cpu" else "reduce_window")
-    assert [detection.window_method(m) for m in detection.WINDOW_METHODS] == list(detection.WINDOW_METHODS)
+    backend = jax.default_backend()
+    assert detection.window_method(operation="indicator") == ("shifted" if backend in ("cpu", "gpu") else
+                                                              "reduce_window")
+    assert detection.window_method(operation="morphology") == ("shifted" if backend == "cpu" else "reduce_window")
+    for operation in detection.WINDOW_OPERATIONS:
+        assert [detection.window_method(m, operation) for m in detection.WINDOW_METHODS] == list(
+            detection.WINDOW_METHODS)
     with pytest.raises(ValueError, match="method: expected one of"):
         detection.window_method("conv")
+    with pytest.raises(ValueError, match="operation: expected one of"):
+        detection.window_method(None, "pooling")
 
 
 def test_eq7_as_printed(gan_like_pair):

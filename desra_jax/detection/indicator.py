@@ -144,8 +144,9 @@ def local_moments(x: jnp.ndarray, window: int = 11, kind: str = "gaussian", bord
         cv2.BORDER_REFLECT_101); 'valid' = only windows inside the image, (H - window + 1, W - window + 1),
         which is the released script's crop of window // 2 pixels per side.
       method: 'shifted' (sums of shifted slices), 'reduce_window' (`_reduce_window_pass`: lax.reduce_window per
-        centred box of the window), or None: `sliding.window_method`'s choice for the default backend. Both are
-        stable two-pass forms and agree to float32 rounding.
+        centred box of the window, a variadic reduce-window that XLA:GPU does not implement), or None:
+        `sliding.window_method`'s choice for the default backend. Both are stable two-pass forms and agree to
+        float32 rounding.
 
     Returns:
       (mean, var), each (N, H', W', C) float32; var >= 0.
@@ -159,7 +160,7 @@ def local_moments(x: jnp.ndarray, window: int = 11, kind: str = "gaussian", bord
     if x.ndim != 4:
         raise ValueError(f"local_moments: expected an (N, H, W, C) array, got shape {x.shape}")
     weights = window_weights(window, kind)
-    if window_method(method) == "reduce_window":
+    if window_method(method, "indicator") == "reduce_window":
         rows = _pad_axis(x.astype(jnp.float32), window, border, 2)
         row_mean, row_var = _reduce_window_pass(rows, None, weights, axis=2)
         mean, var = _reduce_window_pass(_pad_axis(row_mean, window, border, 1), _pad_axis(row_var, window, border, 1),

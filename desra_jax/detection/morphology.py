@@ -28,7 +28,7 @@ def _square_reduce(mask: jnp.ndarray, size: int, combine, outside: bool, method:
     count as `outside`. 'shifted': `size` shifted slices per axis; 'reduce_window': lax.reduce_window with min
     (AND) or max (OR) per axis, padded with `outside` (the reduction's identity)."""
     half = size // 2
-    if window_method(method) == "reduce_window":
+    if window_method(method, "morphology") == "reduce_window":
         reduce = lax.min if combine is jnp.logical_and else lax.max
         for axis in (2, 1):
             dims = tuple(size if a == axis else 1 for a in range(3))
