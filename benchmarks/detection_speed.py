@@ -53,6 +53,11 @@ def opened_mask(mask, method):
     return detection.dilate(detection.erode(mask, 5, 1, method), 5, 3, method)
 
 
+def pipeline_mask(gan, mse, window_method):
+    """The released pipeline's mask (N, H, W) bool (`detect_artifacts`, jitted) with one formulation."""
+    return detection.detect_artifacts(gan, mse, window_method=window_method)[0]
+
+
 def time_jax(fn, args, repeats: int) -> tuple[np.ndarray, float, float] | str:
     """(result on the host, median seconds, first-call seconds incl. compilation) of a jitted fn(*args), or the
     first line of XLA's error where this backend cannot run it (variadic reduce-window on XLA:GPU)."""
@@ -117,8 +122,8 @@ def main() -> None:
 
         mask_cv2 = cv2_pipeline.detect_artifacts(gan, mse, dtype=np.float32)[0]
         cv2_s = median_seconds(lambda: cv2_pipeline.detect_artifacts(gan, mse, dtype=np.float32), repeats)
-        timings = {method: time_jax(lambda g, m, method=method: detection.detect_artifacts(g, m, window_method=method)[0],
-                                    (gan_dev, mse_dev), repeats) for method in detection.WINDOW_METHODS}
+        timings = {method: time_jax(functools.partial(pipeline_mask, window_method=method), (gan_dev, mse_dev), repeats)
+                   for method in detection.WINDOW_METHODS}
         report(f"pipeline {size}x{size}", timings, cv2_s,
                lambda mask: f"{np.mean(mask == mask_cv2):.6f} of mask px equal to cv2")
 
