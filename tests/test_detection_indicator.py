@@ -75,7 +75,7 @@ def test_table4_ablation_indicators(gan_like_pair):
                                ref.indicator_unnormalized(gan, mse), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("border,kind", BORDERS_AND_KINDS)
+@pytest.mark.parametrize("border,kind", [("reflect", "gaussian"), ("valid", "box")])  # each compile costs seconds
 def test_reduce_window_formulation_equals_the_shifted_one(gan_like_pair, border, kind):
     gan, mse, _ = gan_like_pair
     """Both formulations within 1e-6 of the float64 reference (measured up to 5.9e-7) and of each other
