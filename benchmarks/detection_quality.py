@@ -31,6 +31,7 @@ DESRA_CONFIGS = (
     ("  luminance only", {"channels": "luminance"}),
     ("  no normalisation (d' > 0.7)", {"indicator": "unnormalized"}),
     ("  no relative difference (abs.)", {"indicator": "absolute"}),
+    ("  eq. 7 as printed (no C on top)", {"indicator": "printed"}),
     ("  threshold 0.6", {"threshold": 0.6}),
     ("  threshold 0.8", {"threshold": 0.8}),
     ("  threshold 0.9", {"threshold": 0.9}),

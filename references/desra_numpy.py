@@ -54,6 +54,15 @@ def indicator_d(gan, mse, window=11, kind="gaussian", border="reflect", dtype=np
     return np.stack(out)
 
 
+def indicator_printed(gan, mse, window=11, kind="gaussian", border="reflect") -> np.ndarray:
+    """Eq. 7 as printed (no C in the numerator), with the released window, constants and channel mean."""
+    out = []
+    for x, y in zip(gan, mse):
+        var_x, var_y = _variances_255(x, y, window, kind, border, np.float64)
+        out.append((2 * np.sqrt(var_x + EPS_255) * np.sqrt(var_y + EPS_255) / (var_x + var_y + C_255)).mean(axis=-1))
+    return np.stack(out)
+
+
 def indicator_absolute(gan, mse, window=11, kind="gaussian", border="reflect") -> np.ndarray:
     """Table 4 row 1: mean over channels of 1 / (1 + (sigma_x - sigma_y)^2), sigmas on [0, 255]."""
     out = []

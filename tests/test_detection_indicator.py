@@ -1,6 +1,7 @@
 """desra_jax.detection.indicator against the float64 cv2 reference (references/desra_numpy.py)."""
 
 import cv2
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -72,6 +73,57 @@ def test_table4_ablation_indicators(gan_like_pair):
                                ref.indicator_absolute(gan, mse), atol=1e-4)
     np.testing.assert_allclose(np.asarray(detection.indicator_unnormalized(gan, mse)),
                                ref.indicator_unnormalized(gan, mse), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("border,kind", [("reflect", "gaussian"), ("valid", "box")])  # each compile costs seconds
+def test_reduce_window_formulation_equals_the_shifted_one(gan_like_pair, border, kind):
+    gan, mse, _ = gan_like_pair
+    """Both formulations within 1e-6 of the float64 reference (measured up to 5.9e-7) and of each other
+    (up to 8.3e-7; float32's spacing at 1 is 1.2e-7)."""
+    shifted = np.asarray(detection.indicator_d(gan, mse, kind=kind, border=border, method="shifted"))
+    window = np.asarray(detection.indicator_d(gan, mse, kind=kind, border=border, method="reduce_window"))
+    assert shifted.min() < 0.3 and shifted.max() > 0.99  # both ends of D's range occur
+    expected = ref.indicator_d(gan, mse, kind=kind, border=border)
+    np.testing.assert_allclose(shifted, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(window, expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(window, shifted, rtol=0, atol=1e-6)
+
+
+def test_reduce_window_formulation_is_exact_on_a_bright_smooth_region():
+    x = (0.93 + 0.01 * photo_crop("chelsea", (64, 64))).astype(np.float32)
+    _, var = detection.local_moments(jnp.asarray(x), method="reduce_window")
+    _, ref_var = ref.local_moments(x[0])
+    np.testing.assert_allclose(np.asarray(var[0]), ref_var, rtol=1e-3, atol=1e-10)
+    mse = cv2.GaussianBlur(x[0], (0, 0), 1.2)[None]
+    np.testing.assert_allclose(np.asarray(detection.indicator_d(x, mse, method="reduce_window")),
+                               np.asarray(detection.indicator_d(x, mse, method="shifted")), rtol=0, atol=1e-6)
+
+
+def test_window_method_by_backend_and_by_argument():
+    backend = jax.default_backend()
+    assert detection.window_method(operation="indicator") == ("shifted" if backend in ("cpu", "gpu") else
+                                                              "reduce_window")
+    assert detection.window_method(operation="morphology") == ("shifted" if backend == "cpu" else "reduce_window")
+    for operation in detection.WINDOW_OPERATIONS:
+        assert [detection.window_method(m, operation) for m in detection.WINDOW_METHODS] == list(
+            detection.WINDOW_METHODS)
+    with pytest.raises(ValueError, match="method: expected one of"):
+        detection.window_method("conv")
+    with pytest.raises(ValueError, match="operation: expected one of"):
+        detection.window_method(None, "pooling")
+
+
+def test_eq7_as_printed(gan_like_pair):
+    """Without C in the numerator two flat patches give D = 0 (an 'artifact'), the released form gives 1."""
+    gan, mse, _ = gan_like_pair
+    printed = np.asarray(detection.indicator_d(gan, mse, form="printed"))
+    np.testing.assert_allclose(printed, ref.indicator_printed(gan, mse), atol=1e-4)
+    assert (printed <= np.asarray(detection.indicator_d(gan, mse)) + 1e-6).all()
+    flat = np.full((1, 24, 24, 3), 0.4, np.float32)
+    assert float(detection.indicator_d(flat, flat, form="printed").max()) < 1e-6
+    np.testing.assert_allclose(np.asarray(detection.indicator_d(flat, flat)), 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="form: expected one of"):
+        detection.indicator_d(flat, flat, form="paper")
 
 
 def test_ldl_artifact_map_matches_ldl(gan_like_pair):

@@ -29,23 +29,43 @@ def test_iou_partial_overlap_and_empty_cases():
     assert iou(pred, gt) == pytest.approx(4 / 28)
     assert iou(gt, gt) == 1.0
     empty = np.zeros((10, 10), bool)
-    assert iou(empty, empty) == 1.0
     assert iou(empty, gt) == 0.0
-    assert mean_iou([pred, empty], [gt, empty]) == pytest.approx((4 / 28 + 1.0) / 2)
+    # an empty union: 0 / 0 in the released calc_iou.py, which then sums it into the mean
+    assert math.isnan(iou(empty, empty)) and math.isnan(mean_iou([pred, empty], [gt, empty]))
+    assert iou(empty, empty, convention="paper") == 1.0
+    assert mean_iou([pred, empty], [gt, empty], convention="paper") == pytest.approx((4 / 28 + 1.0) / 2)
+    assert mean_iou([pred], [gt]) == mean_iou([pred], [gt], convention="paper")
+    with pytest.raises(ValueError, match="convention"):
+        iou(pred, gt, convention="strict")
 
 
 def test_region_counts_with_the_p_threshold_edge():
     gt = boxes((12, 20), (0, 0, 4, 4), (6, 10, 4, 6))
     pred = boxes(
         (12, 20),
-        (0, 2, 4, 4),  # 16 px, 8 inside gt -> exactly p = 0.5: not correct (strictly more than p)
-        (6, 9, 4, 4),  # 16 px, 12 inside the second gt box -> correct; covers 12 / 24 of it -> not found
+        (0, 2, 4, 4),  # 16 px, 8 inside gt -> exactly p = 0.5: correct at >= p (released), not at > p (paper)
+        (6, 9, 4, 4),  # 16 px, 12 inside the second gt box -> correct; covers 12 / 24 of it -> exactly p
         (0, 15, 2, 2),  # false alarm
     )
-    counts = region_counts(pred, gt)
-    assert counts == {"n_s": 3, "n_t": 1, "n_g": 2, "n_r": 0}
-    # the first gt box is covered 8 / 16 = 0.5: found only for p below 0.5
-    assert region_counts(pred, gt, p=0.49) == {"n_s": 3, "n_t": 2, "n_g": 2, "n_r": 2}
+    # the first gt box is covered 8 / 16 and the second 12 / 24: both exactly p
+    assert region_counts(pred, gt, convention="paper") == {"n_s": 3, "n_t": 1, "n_g": 2, "n_r": 0}
+    assert region_counts(pred, gt) == {"n_s": 3, "n_t": 2, "n_g": 2, "n_r": 2}
+    assert region_counts(pred, gt, p=0.49, convention="paper") == {"n_s": 3, "n_t": 2, "n_g": 2, "n_r": 2}
+    assert region_counts(pred, gt, p=0.51) == region_counts(pred, gt, p=0.51, convention="paper") == {
+        "n_s": 3, "n_t": 1, "n_g": 2, "n_r": 0}
+
+
+def test_evaluate_detection_conventions_differ_only_at_the_edges():
+    gt = boxes((12, 20), (0, 0, 4, 4), (6, 10, 4, 6))
+    pred = boxes((12, 20), (0, 2, 4, 4), (6, 9, 4, 4), (0, 15, 2, 2))  # as above: every overlap exactly 0.5
+    empty = np.zeros((5, 6), bool)
+    released = evaluate_detection([pred, empty], [gt, empty])
+    paper = evaluate_detection([pred, empty], [gt, empty], convention="paper")
+    assert (released["precision"], released["recall"]) == pytest.approx((2 / 3, 1.0))
+    assert (paper["precision"], paper["recall"]) == pytest.approx((1 / 3, 0.0))
+    iou_first = 20 / (36 + 40 - 20)  # 36 predicted, 40 labelled pixels, 8 + 12 shared
+    assert math.isnan(released["mean_iou"]) and paper["mean_iou"] == pytest.approx((iou_first + 1.0) / 2)
+    assert released["per_image"][0]["iou"] == paper["per_image"][0]["iou"] == pytest.approx(iou_first)
 
 
 def test_regions_are_eight_connected():

@@ -36,11 +36,13 @@ def texture_masks():
     return images[:, :, :-1, 1] > images[:, :, 1:, 1] + 0.01
 
 
+@pytest.mark.parametrize("method", ["shifted", "reduce_window"])
 @pytest.mark.parametrize("iterations", [1, 2, 3])
-def test_erode_and_dilate_equal_cv2(raw_masks, photo_masks, iterations):
+def test_erode_and_dilate_equal_cv2(raw_masks, photo_masks, iterations, method):
     for mask in (raw_masks, photo_masks):
-        np.testing.assert_array_equal(np.asarray(detection.erode(mask, 5, iterations)), ref.erode(mask, iterations))
-        np.testing.assert_array_equal(np.asarray(detection.dilate(mask, 5, iterations)),
+        np.testing.assert_array_equal(np.asarray(detection.erode(mask, 5, iterations, method)),
+                                      ref.erode(mask, iterations))
+        np.testing.assert_array_equal(np.asarray(detection.dilate(mask, 5, iterations, method)),
                                       ref.dilate(mask, iterations))
 
 

@@ -102,6 +102,16 @@ def test_box_window_and_ablations_follow_their_indicators(pairs_256):
     np.testing.assert_array_equal(np.asarray(mask), ref.refine_mask(ref.indicator_unnormalized(gan, mse) > 0.7, 1500))
 
 
+def test_printed_eq7_ablation_and_the_reduce_window_formulation(pairs_256):
+    gan, mse, _ = pairs_256
+    mask, d = detection.detect_artifacts(gan, mse, indicator="printed", min_area=1500, window_method="reduce_window")
+    np.testing.assert_allclose(np.asarray(d), ref.indicator_printed(gan, mse), atol=1e-4)
+    shifted, _ = detection.detect_artifacts(gan, mse, indicator="printed", min_area=1500, window_method="shifted")
+    np.testing.assert_array_equal(np.asarray(mask), np.asarray(shifted))
+    np.testing.assert_array_equal(np.asarray(mask), ref.refine_mask(ref.artifact_mask(ref.indicator_printed(gan, mse)),
+                                                                     1500))
+
+
 def test_luminance_ablation_is_the_indicator_on_luma(pairs_256):
     gan, mse, _ = pairs_256
     _, d = detection.detect_artifacts(gan, mse, channels="luminance", min_area=1500)

@@ -20,7 +20,7 @@ from tests.faults import (
     run_killed,
     run_to_end,
 )
-from tests.references.rrdbnet_torch import RRDBNetTorch
+from references.rrdbnet_torch import RRDBNetTorch
 
 
 def tiny_rrdbnet_file(path, seed):

@@ -134,3 +134,20 @@ def test_png_mask_nonzero_is_artifact(tmp_path, photo):
     assert mask.dtype == bool and mask.sum() == 40 and mask[10:20, 5:9].all()
     with pytest.raises(ValueError, match=r"m\.png: expected a mask of size \(64, 48\)"):
         read_mask(tmp_path / "m.png", shape=(64, 48))
+
+
+
+def test_png_mask_artifact_value_as_the_released_scripts_read_labels(tmp_path):
+    """artifact_value=255 keeps what cv2.imread(IMREAD_GRAYSCALE) reads as 255, as the released calc_*.py do."""
+    levels = np.zeros((6, 8, 3), np.uint8)
+    levels[0, :4] = 255  # white
+    levels[1, :4] = 128  # gray: an artifact for the nonzero rule only
+    levels[2, :4] = (255, 255, 254)  # near white: cv2's grayscale PNG reading gives 254
+    levels[3, :4] = (0, 0, 255)  # pure red (BGR file): gray 76
+    cv2.imwrite(str(tmp_path / "m.png"), levels)
+    expected = cv2.imread(str(tmp_path / "m.png"), cv2.IMREAD_GRAYSCALE) == 255
+    assert expected.sum() == 4
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.png", artifact_value=255), expected)
+    assert read_mask(tmp_path / "m.png").sum() == 16
+    with pytest.raises(ValueError, match=r"m\.png: artifact_value"):
+        read_mask(tmp_path / "m.png", artifact_value=256)

@@ -1,11 +1,13 @@
 """SegFormer in Flax against transformers' SegformerForSemanticSegmentation (random weights, tiny widths), its
 converters (Hugging Face directories, NVlabs/SegFormer and open-mmlab state_dicts renamed from transformers' ones)
-and `segment` against transformers' post-processing and mmseg's slide inference written here in torch."""
+and `segment` against transformers' post-processing, mmseg's slide inference and mmseg's keep-ratio 'whole'
+inference written here in cv2 and torch."""
 
 import json
 import re
 import shutil
 
+import cv2
 import jax
 import numpy as np
 import pytest
@@ -17,7 +19,12 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 
 from desra_jax.convert import ConversionError, load_segformer, segformer_from_state_dict  # noqa: E402
 from desra_jax.detection import segment  # noqa: E402
-from desra_jax.detection.segmentation import segment_logits, window_starts  # noqa: E402
+from desra_jax.detection.segmentation import (  # noqa: E402
+    default_resize,
+    keep_ratio_size,
+    segment_logits,
+    window_starts,
+)
 from desra_jax.models.layers import imagenet_normalize, resize_bilinear  # noqa: E402
 from tests.conftest import photo_crop  # noqa: E402
 
@@ -273,6 +280,77 @@ def test_segment_slides_windows_over_a_large_image_as_mmseg(two_stage_model):
     labels_agree(np.asarray(segment(image, model, params, size=64, stride=42, batch_size=2))[0], expected[0])
 
 
+def mmcv_rescale_size(width: int, height: int, scale: tuple[int, int]) -> tuple[int, int]:
+    """mmcv 1.6's ``rescale_size((w, h), scale)`` for a tuple scale, as its source reads: (new w, new h)."""
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return int(width * float(factor) + 0.5), int(height * float(factor) + 0.5)
+
+
+@pytest.mark.parametrize("height,width", [
+    (96, 128), (480, 640), (1536, 2048),  # 4:3 below, at and above 640 on the short side
+    (90, 160), (1080, 1920), (2160, 3840),  # 16:9: the long side limits (2048 / 1920 < 640 / 1080) only from 1080p
+    (128, 96), (1920, 1080), (641, 320),  # portrait
+    (100, 1000), (640, 640), (37, 53),  # wider than 2048:640, square, odd sizes
+])
+def test_keep_ratio_size_follows_mmcv(height, width):
+    new_w, new_h = mmcv_rescale_size(width, height, (2048, 640))
+    assert keep_ratio_size(height, width) == keep_ratio_size(height, width, (640, 2048)) == (new_h, new_w)
+    assert min(new_h, new_w) <= 640 and max(new_h, new_w) <= 2048
+    assert min(new_h, new_w) == 640 or max(new_h, new_w) == 2048
+
+
+def test_keep_ratio_sizes_by_hand():
+    assert keep_ratio_size(480, 640) == (640, 853)  # x 4/3: 853.3
+    assert keep_ratio_size(1080, 1920) == (640, 1138)  # x 0.5926: 1137.8
+    assert keep_ratio_size(1920, 1080) == (1138, 640)
+    assert keep_ratio_size(100, 1000) == (205, 2048)  # the long side limits: x 2.048
+    with pytest.raises(ValueError, match="positive"):
+        keep_ratio_size(0, 10)
+
+
+@pytest.mark.parametrize("size", [(61, 83), (23, 31)])
+def test_resize_bilinear_is_cv2_inter_linear_both_ways(size):
+    image = photo_crop("coffee", (40, 56), 80, 120)
+    expected = cv2.resize(image[0], size[::-1], interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(np.asarray(resize_bilinear(image, size))[0], expected, rtol=0, atol=2e-6)
+    logits = torch.from_numpy(image).permute(0, 3, 1, 2)
+    expected = F.interpolate(logits, size=size, mode="bilinear", align_corners=False).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(np.asarray(resize_bilinear(image, size)), expected, rtol=0, atol=2e-6)
+
+
+def mmseg_whole_logits(reference, image: np.ndarray, scale: tuple[int, int]) -> np.ndarray:
+    """mmseg 0.29's test pipeline of the MiT-B5 ADE20K config: Resize(keep_ratio=True) by mmcv.imrescale
+    (cv2.INTER_LINEAR), Normalize, EncoderDecoder.whole_inference with rescale=True (logits resized to the resized
+    image in encode_decode, then to the original size)."""
+    h, w = image.shape[1:3]
+    new_w, new_h = mmcv_rescale_size(w, h, scale)
+    resized = cv2.resize(image[0], (new_w, new_h), interpolation=cv2.INTER_LINEAR)[None]
+    pixels = torch.from_numpy(np.array(imagenet_normalize(resized))).permute(0, 3, 1, 2)
+    with torch.inference_mode():
+        logits = reference(pixels).logits
+        logits = F.interpolate(logits, size=(new_h, new_w), mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+    return logits.permute(0, 2, 3, 1).numpy()
+
+
+@pytest.mark.parametrize("crop,scale", [
+    ((40, 56), (96, 64)),  # grows x 1.6 to 64 x 90: the logits shrink back
+    ((100, 150), (96, 64)),  # shrinks x 0.64 to 64 x 96, without antialiasing as cv2
+])
+def test_segment_keep_ratio_whole_as_mmseg(two_stage_model, crop, scale):
+    reference, (model, params, _) = two_stage_model
+    image = photo_crop("chelsea", crop, 100, 150)
+    expected = mmseg_whole_logits(reference, image, scale)
+    got = np.asarray(segment_logits(image, model, params, resize="keep_ratio", scale=scale))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    labels_agree(np.asarray(segment(image, model, params, resize="keep_ratio", scale=scale))[0], expected[0])
+    if crop == (40, 56):
+        square = np.asarray(segment_logits(image, model, params, size=64))
+        assert np.abs(square - expected).max() > 100 * 1e-4  # the preprocessings differ: the test tells them apart
+        with pytest.raises(ValueError, match="resize must be one of"):
+            segment(image, model, params, resize="stretch")
+
+
 #: transformers' key fragments -> open-mmlab's (mmseg/models/backbones/mit.py), for the encoder.
 HF_TO_MMSEG = [
     ("segformer.encoder.block.", "backbone.layers.*.1."), ("layer_norm_1", "norm1"), ("layer_norm_2", "norm2"),
@@ -332,6 +410,7 @@ def test_open_mmlab_checkpoint_matches_its_head_written_in_torch(tmp_path):
     torch.save({"state_dict": {k: torch.as_tensor(v) for k, v in state.items()}, "meta": {}}, path)
     model, params, _ = load_segformer(path)
     assert model.mmseg_head and model.layer_norm_eps == 1e-6 and model.num_attention_heads == (1, 2)
+    assert default_resize(model) == "keep_ratio" and default_resize(load_segformer(directory)[0]) == "square"
 
     pixels = np.array(imagenet_normalize(photo_crop("chelsea", (64, 96), 100, 150)))
     t = {k: torch.as_tensor(v) for k, v in head.items()}

@@ -84,14 +84,26 @@ def read_labelme_mask(path: str | os.PathLike, shape: tuple[int, int] | None = N
     return mask.astype(bool)
 
 
-def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
+def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None, artifact_value: int | None = None
+              ) -> np.ndarray:
     """A ground-truth artifact mask as boolean (H, W): labelme JSON (see ``read_labelme_mask``) or an image file
-    read by ``read_image``, where any nonzero pixel (in any channel) is an artifact.
+    read by ``read_image``.
 
-    ``shape`` (H, W), when given, is the size the mask must have (that of its image); ValueError names the file.
+    ``artifact_value=None``: any nonzero pixel (in any channel) is an artifact. ``artifact_value=255``: as the
+    authors' released metric scripts (TencentARC/DeSRA ``metrics/calc_*.py``) read labels, only pixels at 255 in
+    every channel: they read ``cv2.imread(path, cv2.IMREAD_GRAYSCALE)``, whose gray level of a colour PNG is 255
+    only for white, and ``np.asarray(gt_mask / 255, dtype="int32")`` truncates every other level to 0. Another
+    level v keeps the pixels at v in every channel; labelme files ignore it. ``shape`` (H, W), when given, is the
+    size the mask must have (that of its image); ValueError names the file.
     """
+    if artifact_value is not None and not 0 < artifact_value <= 255:
+        raise ValueError(f"{path}: artifact_value must be an 8-bit level 1-255 or None, got {artifact_value}")
     if Path(path).suffix.lower() == LABELME_EXTENSION:
         return read_labelme_mask(path, shape)
-    mask = read_image(path, alpha="drop").max(axis=2) > 0
+    image = read_image(path, alpha="drop")
+    if artifact_value is None:
+        mask = image.max(axis=2) > 0
+    else:
+        mask = np.all(np.round(image * 255.0) == artifact_value, axis=2)
     _check_shape(path, mask.shape, shape)
     return mask

@@ -24,4 +24,5 @@ from desra_jax.detection.calibration import (
     init_histograms,
 )
 from desra_jax.detection.semantic import ClassAdjustment, save_class_adjustment
-from desra_jax.detection.segmentation import segment
+from desra_jax.detection.segmentation import default_resize, keep_ratio_size, segment
+from desra_jax.detection.sliding import WINDOW_METHODS, WINDOW_OPERATIONS, window_method

@@ -1,6 +1,8 @@
 """Binary morphology of DeSRA's released detection script, on device: erode, dilate, fill holes, small regions.
 
 Masks are (N, H, W) bool, batched over N; every function is jax.jit-able with its integer arguments static.
+Erosion and dilation have two formulations with equal results (``method``: shifted slices or
+``lax.reduce_window``, `sliding.window_method` picks one per backend).
 The results equal cv2.erode / cv2.dilate with np.ones((size, size)) and default borders,
 scipy.ndimage.binary_fill_holes(structure=np.ones((3, 3))) and cv2.connectedComponentsWithStats(connectivity=8).
 """
@@ -13,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from desra_jax.detection.sliding import shifted
+from desra_jax.detection.sliding import shifted, window_method
 
 
 def _check_mask(mask: jnp.ndarray, name: str) -> None:
@@ -21,10 +23,18 @@ def _check_mask(mask: jnp.ndarray, name: str) -> None:
         raise ValueError(f"{name}: expected an (N, H, W) mask, got shape {mask.shape}")
 
 
-def _square_reduce(mask: jnp.ndarray, size: int, combine, outside: bool) -> jnp.ndarray:
-    """AND (erosion) or OR (dilation) of a bool mask over a size x size square, separably, as `size` shifted
-    slices per axis; pixels outside the image count as `outside`."""
+def _square_reduce(mask: jnp.ndarray, size: int, combine, outside: bool, method: str | None) -> jnp.ndarray:
+    """AND (erosion) or OR (dilation) of a bool mask over a size x size square, separably; pixels outside the image
+    count as `outside`. 'shifted': `size` shifted slices per axis; 'reduce_window': lax.reduce_window with min
+    (AND) or max (OR) per axis, padded with `outside` (the reduction's identity)."""
     half = size // 2
+    if window_method(method, "morphology") == "reduce_window":
+        reduce = lax.min if combine is jnp.logical_and else lax.max
+        for axis in (2, 1):
+            dims = tuple(size if a == axis else 1 for a in range(3))
+            padding = tuple((half, half) if a == axis else (0, 0) for a in range(3))
+            mask = lax.reduce_window(mask, outside, reduce, dims, (1, 1, 1), padding)
+        return mask
     for axis in (2, 1):
         padding = [(0, 0)] * 3
         padding[axis] = (half, half)
@@ -40,23 +50,25 @@ def _grown_size(size: int, iterations: int) -> int:
     return (size - 1) * iterations + 1
 
 
-def erode(mask: jnp.ndarray, size: int = 5, iterations: int = 1) -> jnp.ndarray:
+def erode(mask: jnp.ndarray, size: int = 5, iterations: int = 1, method: str | None = None) -> jnp.ndarray:
     """cv2.erode(mask, np.ones((size, size)), iterations=iterations): (N, H, W) bool -> (N, H, W) bool.
 
     As cv2's default border (constant +inf for erosion), pixels outside the image never erode anything.
     Repeated square erosions are one erosion by the grown square, so the cost does not grow with iterations.
+    ``method``: 'shifted', 'reduce_window' or None (`sliding.window_method`); the results are equal.
     """
     _check_mask(mask, "erode")
-    return _square_reduce(mask, _grown_size(size, iterations), jnp.logical_and, outside=True)
+    return _square_reduce(mask, _grown_size(size, iterations), jnp.logical_and, outside=True, method=method)
 
 
-def dilate(mask: jnp.ndarray, size: int = 5, iterations: int = 3) -> jnp.ndarray:
+def dilate(mask: jnp.ndarray, size: int = 5, iterations: int = 3, method: str | None = None) -> jnp.ndarray:
     """cv2.dilate(mask, np.ones((size, size)), iterations=iterations): (N, H, W) bool -> (N, H, W) bool.
 
     As cv2's default border for dilation, pixels outside the image are background (never dilate anything).
+    ``method`` as for `erode`.
     """
     _check_mask(mask, "dilate")
-    return _square_reduce(mask, _grown_size(size, iterations), jnp.logical_or, outside=False)
+    return _square_reduce(mask, _grown_size(size, iterations), jnp.logical_or, outside=False, method=method)
 
 
 #: The 8 neighbour directions (row step, column step) of a pixel or a 2 x 2 block.

@@ -31,28 +31,29 @@ def artifact_mask(d: jnp.ndarray, weights: jnp.ndarray | None = None, threshold:
 
 
 def refine_mask(mask: jnp.ndarray, min_area: int = 4000, erode_iterations: int = 1, dilate_iterations: int = 3,
-                size: int = 5) -> jnp.ndarray:
+                size: int = 5, method: str | None = None) -> jnp.ndarray:
     """The released script's morphology on an (N, H, W) bool mask: erode, dilate, fill holes, drop small regions.
 
     size x size ones for erosion and dilation; 3x3 structure for the holes; 8-connected regions of more than
-    min_area pixels are kept (min_area=0 keeps every region).
+    min_area pixels are kept (min_area=0 keeps every region). ``method``: of erosion and dilation (`erode`).
     """
-    mask = dilate(erode(mask, size, erode_iterations), size, dilate_iterations)
+    mask = dilate(erode(mask, size, erode_iterations, method), size, dilate_iterations, method)
     return remove_small_regions(fill_holes(mask), min_area)
 
 
-def _indicator_and_raw_mask(gan, mse, weights, *, indicator, threshold, window, kind, c, border):
+def _indicator_and_raw_mask(gan, mse, weights, *, indicator, threshold, window, kind, c, border, method):
     """(raw artifact mask, indicator map), both (N, H', W'), for one of ind.INDICATORS."""
-    if indicator == "relative":
-        d = ind.indicator_d(gan, mse, window, kind, c, border)
+    if indicator in ("relative", "printed"):
+        form = "released" if indicator == "relative" else "printed"
+        d = ind.indicator_d(gan, mse, window, kind, c, border, method, form)
         return artifact_mask(d, weights, threshold), d
     if indicator == "absolute":
-        d = ind.indicator_absolute(gan, mse, window, kind, border)
+        d = ind.indicator_absolute(gan, mse, window, kind, border, method)
         return artifact_mask(d, weights, threshold), d
     if indicator == "unnormalized":
         # A distance (high = artifact): the ablation thresholds it directly, and the semantic adjustment
         # moves it the same way as for D (more tolerance where A_k < 1).
-        d = ind.indicator_unnormalized(gan, mse, window, kind, c, border)
+        d = ind.indicator_unnormalized(gan, mse, window, kind, c, border, method)
         return (d if weights is None else d / weights) > threshold, d
     raise ValueError(f"indicator: expected one of {ind.INDICATORS}, got {indicator!r}")
 
@@ -60,12 +61,12 @@ def _indicator_and_raw_mask(gan, mse, weights, *, indicator, threshold, window, 
 @functools.partial(
     jax.jit,
     static_argnames=("threshold", "min_area", "indicator", "window", "kind", "c", "border", "channels",
-                     "erode_iterations", "dilate_iterations", "morphology_size"),
+                     "erode_iterations", "dilate_iterations", "morphology_size", "window_method"),
 )
 def detect_artifacts(gan, mse, *, labels=None, class_adjustment=None, threshold: float = 0.7, min_area: int = 4000,
                      indicator: str = "relative", window: int = 11, kind: str = "gaussian", c: float = 0.03**2,
                      border: str = "reflect", channels: str = "rgb", erode_iterations: int = 1,
-                     dilate_iterations: int = 3, morphology_size: int = 5):
+                     dilate_iterations: int = 3, morphology_size: int = 5, window_method: str | None = None):
     """DeSRA artifact detection (appendix A.2): (mask, indicator map).
 
     Args:
@@ -78,11 +79,14 @@ def detect_artifacts(gan, mse, *, labels=None, class_adjustment=None, threshold:
       min_area: regions of at most this many pixels are dropped (4000 in the released script).
       indicator: 'relative' = D of eq. 7 as released; Table 4 ablations: 'absolute' (no relative difference,
         `indicator_absolute`), 'unnormalized' (no normalisation, `indicator_unnormalized`, flagged where
-        d' > threshold).
+        d' > threshold); 'printed' = D of eq. 7 as printed, without C in the numerator (`indicator_d`'s
+        form='printed'), thresholded as D.
       window, kind, c, border: of the indicator (`indicator_d`). border='valid' returns masks of
         (H - 2 * (window // 2), W - ...), the released script's size; labels are cropped to match.
       channels: 'rgb' = per colour channel, averaged (released); 'luminance' = on BT.601 luma only (ablation).
       erode_iterations, dilate_iterations, morphology_size: the morphology (1, 3, 5 as released).
+      window_method: formulation of the indicator's windows and of erosion/dilation, 'shifted' or
+        'reduce_window' (same results); None = `sliding.window_method`'s choice for the default backend.
 
     Returns:
       mask: (N, H', W') bool, True = artifact. d: (N, H', W') float32 indicator map (before the adjustment).
@@ -100,8 +104,8 @@ def detect_artifacts(gan, mse, *, labels=None, class_adjustment=None, threshold:
             labels = labels[:, half : labels.shape[1] - half, half : labels.shape[2] - half]
         weights = semantic_weights(labels, class_adjustment)
     raw, d = _indicator_and_raw_mask(gan, mse, weights, indicator=indicator, threshold=threshold, window=window,
-                                     kind=kind, c=c, border=border)
-    mask = refine_mask(raw, min_area, erode_iterations, dilate_iterations, morphology_size)
+                                     kind=kind, c=c, border=border, method=window_method)
+    mask = refine_mask(raw, min_area, erode_iterations, dilate_iterations, morphology_size, window_method)
     return mask, d
 
 

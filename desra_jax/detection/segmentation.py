@@ -1,16 +1,29 @@
 """Semantic segmentation with SegFormer for DeSRA's class adjustment (eq. 8/9): images -> ADE20K labels.
 
-Preprocessing is SegformerImageProcessor's (bilinear resize to the model's input size, ImageNet mean/std) and
-the logits are upsampled bilinearly to the image and argmax-ed, as its ``post_process_semantic_segmentation``
-does. What happens to an image depends on its size, so that a large image is never shrunk into a blur:
+Two preprocessings (``resize=``), each followed by ImageNet mean/std normalisation and an argmax of the logits
+resized to the image:
 
-- both sides <= ``size``: resized to ``size`` x ``size``, as the image processor does for every image (the
-  scale the published models were trained and evaluated at); upsampling only, where jax's bilinear resize
-  equals torch's and PIL's;
-- a side > ``size``: mmsegmentation's 'slide' inference at the image's own resolution: windows of ``size``
-  (or the whole side when that side is shorter) every ``stride`` pixels, the last one flush with the border,
-  each window's logits upsampled to the window and averaged where windows overlap;
-- ``size=None``: the whole image in one pass at its own resolution.
+- ``'keep_ratio'``: the authors' pipeline, mmsegmentation 0.29's test pipeline of the MiT-B5 ADE20K 640x640 config
+  that DeSRA's released detection script loads (configs/segformer/segformer_mit-b5_640x640_160k_ade20k.py:
+  ``MultiScaleFlipAug(img_scale=(2048, 640))`` with ``Resize(keep_ratio=True)``, model ``test_cfg=dict(mode=
+  'whole')``). The image is resized keeping its aspect ratio as large as fits ``scale`` (`keep_ratio_size`, mmcv's
+  ``rescale_size``) with mmcv's default ``imresize``, cv2.INTER_LINEAR (two-tap bilinear, no antialiasing, also
+  when shrinking), and segmented whole in one pass; the logits are resized bilinearly (torch ``F.interpolate``,
+  ``align_corners=False``) first to the resized image (``EncoderDecoder.encode_decode``) and then to the original
+  size (``whole_inference`` with ``rescale=True``). mmcv resizes the 8-bit image and rounds it; here the float
+  image is resized (at most half a gray level apart).
+- ``'square'``: SegformerImageProcessor's resize to ``size`` x ``size``, and sliding windows for large images. What
+  happens to an image depends on its size, so that a large image is never shrunk into a blur:
+
+  - both sides <= ``size``: resized to ``size`` x ``size``, as the image processor does for every image (the
+    scale the published models were trained and evaluated at); upsampling only, where jax's bilinear resize
+    equals torch's and PIL's;
+  - a side > ``size``: mmsegmentation's 'slide' inference at the image's own resolution: windows of ``size``
+    (or the whole side when that side is shorter) every ``stride`` pixels, the last one flush with the border,
+    each window's logits upsampled to the window and averaged where windows overlap;
+  - ``size=None``: the whole image in one pass at its own resolution.
+
+`default_resize` gives the preprocessing that matches a converted checkpoint's origin.
 """
 
 from __future__ import annotations
@@ -25,6 +38,31 @@ from desra_jax.models.layers import imagenet_normalize, resize_bilinear
 from desra_jax.models.segformer import Segformer
 
 
+#: Preprocessings of `segment_logits`.
+RESIZE_MODES = ("square", "keep_ratio")
+
+#: mmseg's test scale of the MiT-B5 ADE20K 640x640 config: long side at most 2048, short side at most 640 (the
+#: 512x512 ADE20K configs use (2048, 512)).
+MMSEG_ADE20K_640_SCALE = (2048, 640)
+
+
+def keep_ratio_size(height: int, width: int, scale: tuple[int, int] = MMSEG_ADE20K_640_SCALE) -> tuple[int, int]:
+    """(height, width) of an image resized as large as fits ``scale`` keeping its aspect ratio, as mmcv's
+    ``rescale_size`` with a tuple scale: factor = min(max(scale) / long side, min(scale) / short side), each side
+    int(side * factor + 0.5). Small images grow, large ones shrink."""
+    if min(scale) < 1 or height < 1 or width < 1:
+        raise ValueError(f"keep_ratio_size: expected positive sizes, got image {(height, width)}, scale {scale}")
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+def default_resize(model: Segformer) -> str:
+    """'keep_ratio' for a checkpoint in open-mmlab's layout (``model.mmseg_head``: mmseg's SegformerHead, as the
+    authors' MiT-B5 ADE20K 640x640 checkpoint), whose test pipeline that is; 'square' for transformers'
+    checkpoints, whose SegformerImageProcessor resizes to a square."""
+    return "keep_ratio" if model.mmseg_head else "square"
+
+
 def window_starts(length: int, window: int, stride: int) -> tuple[int, ...]:
     """Offsets of mmseg's slide windows along one side: every ``stride``, the last flush with the end.
 
@@ -35,16 +73,24 @@ def window_starts(length: int, window: int, stride: int) -> tuple[int, ...]:
 
 
 def segment_logits(images, model: Segformer, params, *, size: int | None = 512, stride: int | None = None,
-                   batch_size: int = 4) -> jax.Array:
+                   batch_size: int = 4, resize: str = "square",
+                   scale: tuple[int, int] = MMSEG_ADE20K_640_SCALE) -> jax.Array:
     """SegFormer logits at full resolution: (N, H, W, 3) RGB in [0, 1] -> (N, H, W, num_labels) float32.
 
-    ``size``: the model's input size (512 for the ``*-512-512`` checkpoints, 640 for MiT-B5 640x640; None: one
-    pass at the image's resolution); ``stride``: step of the slide windows (default 2/3 of ``size``, as
-    mmseg's ADE20K configs: 341 for 512); ``batch_size``: windows per forward pass. See the module doc.
+    ``resize``: 'square' (default) or 'keep_ratio' (the authors' mmseg pipeline; `default_resize` picks by
+    checkpoint), see the module doc. For 'square': ``size``, the model's input size (512 for the ``*-512-512``
+    checkpoints, 640 for MiT-B5 640x640; None: one pass at the image's resolution); ``stride``, the step of the
+    slide windows (default 2/3 of ``size``, as mmseg's ADE20K configs: 341 for 512); ``batch_size``, windows per
+    forward pass. For 'keep_ratio': ``scale`` (long, short) bounds the resized image (`keep_ratio_size`), a static
+    function of the batch's shape, so one compilation per image size as for 'square'.
     """
     images = jnp.asarray(images, jnp.float32)
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"segment: expected images (N, H, W, 3) RGB in [0, 1], got shape {images.shape}")
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"segment: resize must be one of {RESIZE_MODES}, got {resize!r}")
+    if resize == "keep_ratio":
+        return _segment_logits_keep_ratio(params, images, model, tuple(scale))
     if size is not None and size < 32:
         raise ValueError(f"segment: size must be at least 32 (SegFormer downsamples 32x), got {size}")
     stride = stride or (2 * size // 3 if size else None)
@@ -52,10 +98,21 @@ def segment_logits(images, model: Segformer, params, *, size: int | None = 512, 
 
 
 def segment(images, model: Segformer, params, *, size: int | None = 512, stride: int | None = None,
-            batch_size: int = 4) -> jax.Array:
+            batch_size: int = 4, resize: str = "square", scale: tuple[int, int] = MMSEG_ADE20K_640_SCALE
+            ) -> jax.Array:
     """Per-pixel class labels (N, H, W) int32 of images (N, H, W, 3) RGB in [0, 1]; see `segment_logits`."""
-    logits = segment_logits(images, model, params, size=size, stride=stride, batch_size=batch_size)
+    logits = segment_logits(images, model, params, size=size, stride=stride, batch_size=batch_size, resize=resize,
+                            scale=scale)
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _segment_logits_keep_ratio(params, images: jax.Array, model: Segformer, scale: tuple[int, int]) -> jax.Array:
+    """mmseg's keep-ratio resize and 'whole' inference (module doc)."""
+    _, h, w, _ = images.shape
+    resized = keep_ratio_size(h, w, scale)
+    logits = model.apply({"params": params}, imagenet_normalize(resize_bilinear(images, resized)))
+    return resize_bilinear(resize_bilinear(logits, resized), (h, w))
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))

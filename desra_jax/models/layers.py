@@ -31,15 +31,13 @@ def imagenet_normalize(images: jax.Array) -> jax.Array:
 
 
 def resize_bilinear(x: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """(N, H, W, C) -> (N, h, w, C), as torch ``F.interpolate(mode='bilinear', align_corners=False)`` upsamples.
-
-    Half-pixel centres like torch; at the borders jax renormalises the weights of the in-range pixels, which
-    equals torch's clamping of the source index. Meant for upsampling: when shrinking, jax's antialiased
-    triangle filter averages more pixels than torch's two-tap bilinear.
-    """
+    """(N, H, W, C) -> (N, h, w, C) by two-tap bilinear interpolation with half-pixel centres and no antialiasing,
+    as torch ``F.interpolate(mode='bilinear', align_corners=False)`` and cv2.resize(INTER_LINEAR) compute it, up
+    and down. At the borders jax renormalises the weights of the in-range pixels, which equals torch's clamping of
+    the source index."""
     if tuple(x.shape[1:3]) == tuple(size):
         return x
-    return jax.image.resize(x, (x.shape[0], *size, x.shape[3]), method="bilinear")
+    return jax.image.resize(x, (x.shape[0], *size, x.shape[3]), method="bilinear", antialias=False)
 
 
 def pixel_shuffle(x: jax.Array, factor: int) -> jax.Array:
