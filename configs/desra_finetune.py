@@ -38,6 +38,8 @@ def get_config(arg: str | None = None):
     config.detection.class_adjustment = ""  # "" = the authors' published ADE20K table
     config.detection.segment = "gan"  # which SR result is segmented (the released script: GAN-SR)
     config.detection.segformer_size = 512
+    config.detection.segformer_resize = "auto"  # the checkpoint's own pipeline: keep_ratio for the authors' mmseg one
+    config.detection.indicator = "relative"  # eq. 7 as released
     config.detection.feather = 0.0  # Gaussian sigma (HR pixels) of the pseudo-GT blend edge; 0 = eq. 10 as printed
 
     config.train.num_steps = 1000

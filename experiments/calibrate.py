@@ -19,6 +19,7 @@ from __future__ import annotations
 from absl import app, flags, logging
 
 from desra_jax.detection.calibration import DEFAULT_NUM_BINS, DEFAULT_PERCENTILE
+from desra_jax.detection.segmentation import RESIZE_MODES
 from desra_jax.detection.segmenter import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT
 from desra_jax.tools import calibrate
 
@@ -38,6 +39,8 @@ flags.DEFINE_integer("num_bins", DEFAULT_NUM_BINS, "Histogram bins of D on [0, 1
                      "are accurate to 1 / num_bins.")
 flags.DEFINE_float("percentile", DEFAULT_PERCENTILE, "At least this percentage of a class's pixels have D >= A_k "
                    "(eq. 15: 85).")
+flags.DEFINE_enum("segformer_resize", "auto", ["auto", *RESIZE_MODES], "How SegFormer sees an image (as "
+                  "experiments.detect): 'auto' is the checkpoint's own pipeline.")
 FLAGS = flags.FLAGS
 
 
@@ -49,7 +52,7 @@ def main(argv):
     try:
         summary = calibrate.run(FLAGS.gan_dir, FLAGS.mse_dir, FLAGS.segformer, FLAGS.out, FLAGS.segment,
                                 FLAGS.batch_size, FLAGS.alpha, FLAGS.num_bins, FLAGS.percentile,
-                                FLAGS.segformer_size or None)
+                                FLAGS.segformer_size or None, FLAGS.segformer_resize)
     except ValueError as error:  # an unreadable SegFormer, or bad --num_bins / --percentile
         logging.error("%s", error)
         return 1

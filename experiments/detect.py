@@ -34,8 +34,12 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
+from desra_jax.detection.indicator import INDICATORS
+from desra_jax.detection.sliding import WINDOW_METHODS
+from desra_jax.detection.segmentation import RESIZE_MODES
 from desra_jax.detection.segmenter import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT
 from desra_jax.detection.semantic import ADE20K_ADJUSTMENT_TSV
+from desra_jax.metrics.detection import CONVENTIONS
 from desra_jax.tools import detect
 
 flags.DEFINE_string("gan_dir", None, "Folder of GAN-SR results.", required=True)
@@ -57,6 +61,17 @@ flags.DEFINE_enum("segment", DEFAULT_SEGMENT, ["gan", "mse"],
 flags.DEFINE_integer("segformer_size", DEFAULT_SEGFORMER_SIZE, "SegFormer's input size (512 for the "
                      "*-512-512 models, 640 for the authors' MiT-B5 640x640); larger images are segmented in "
                      "sliding windows at their own resolution (desra_jax.detection.segment); 0: whole images.")
+flags.DEFINE_enum("segformer_resize", "auto", ["auto", *RESIZE_MODES], "How SegFormer sees an image: 'square' "
+                  "(stretched to --segformer_size, sliding windows over larger ones), 'keep_ratio' (the authors' mmseg "
+                  "pipeline: fit into 2048x640 keeping the aspect ratio, whole image); 'auto': keep_ratio for an mmseg "
+                  "checkpoint, square for a Hugging Face one.")
+flags.DEFINE_enum("indicator", "relative", list(INDICATORS), "The indicator: 'relative' (eq. 7 as released), "
+                  "'printed' (eq. 7 as printed, without C in the numerator), 'absolute', 'unnormalized' (Table 4).")
+flags.DEFINE_enum("window_method", None, list(WINDOW_METHODS), "How local windows are summed (default: the "
+                  "faster on this backend).")
+flags.DEFINE_enum("metric_convention", "released", list(CONVENTIONS), "Detection metrics with --gt_dir: 'released' "
+                  "(the authors' scripts: overlap >= p, NaN IoU for an empty union, only 255 is artifact in PNG "
+                  "labels) or 'paper' (> p, IoU 1, any nonzero label).")
 FLAGS = flags.FLAGS
 
 
@@ -68,7 +83,8 @@ def main(argv):
     try:
         summary = detect.run(FLAGS.gan_dir, FLAGS.mse_dir, FLAGS.out_dir, FLAGS.gt_dir, FLAGS.threshold,
                              FLAGS.min_area, FLAGS.batch_size, FLAGS.alpha, FLAGS.segformer, FLAGS.class_adjustment,
-                             FLAGS.segment, FLAGS.segformer_size or None)
+                             FLAGS.segment, FLAGS.segformer_size or None, FLAGS.segformer_resize, FLAGS.indicator,
+                             FLAGS.window_method, FLAGS.metric_convention)
     except ValueError as error:  # an unusable output folder, SegFormer or adjustment table: nothing can run
         logging.error("%s", error)
         return 1

@@ -60,8 +60,8 @@ def run_finetune(config, workdir: str, mesh=None) -> dict:
     mse = Upscaler(*checkpoints.load_generator(config.mse_model, **expected), tile, overlap)
     detection = config.detection
     segmenter, adjustment, _ = load_semantics(detection.segformer, detection.class_adjustment, detection.segment,
-                                              detection.segformer_size or None)
-    detect = Detector(detection.threshold, detection.min_area, segmenter, adjustment)
+                                              detection.segformer_size or None, detection.segformer_resize)
+    detect = Detector(detection.threshold, detection.min_area, segmenter, adjustment, detection.indicator)
     held_out = finetune.HeldOut.prepare(read_images(config.data.eval_lr_dir), config.data.eval_mask_dir or None,
                                         gan, mse, detect)
     settings = finetune.FineTuning(

@@ -15,20 +15,25 @@ from desra_jax.detection.segmenter import Segmenter
 
 @dataclasses.dataclass(frozen=True)
 class Detector:
-    """`detect_artifacts` with `threshold` and `min_area` (eq. 9/14 and the released morphology) and, with a
+    """`detect_artifacts` with `threshold` and `min_area` (eq. 9/14 and the released morphology), its `indicator`
+    (the released eq. 7 by default; the Table 4 ablations) and `window_method` (None: the backend's), and, with a
     `segmenter`, D adjusted per class by `class_adjustment` (K,)."""
 
     threshold: float = 0.7
     min_area: int = 4000
     segmenter: Segmenter | None = None
     class_adjustment: np.ndarray | None = None
+    indicator: str = "relative"
+    window_method: str | None = None
 
     def batch(self, gans: list[np.ndarray], mses: list[np.ndarray], batch_size: int):
         """Masks (bool), D maps (float32) and labels (int32, or None without a segmenter), (H, W) each, of up to
         `batch_size` (GAN-SR, MSE-SR) pairs of one size, (H, W, 3) each."""
         gan_batch, mse_batch = stack_padded(gans, batch_size), stack_padded(mses, batch_size)
         # detect_artifacts is jitted with its settings static: one compilation per image size and setting
-        detect, count = functools.partial(detect_artifacts, threshold=self.threshold, min_area=self.min_area), len(gans)
+        detect = functools.partial(detect_artifacts, threshold=self.threshold, min_area=self.min_area,
+                                   indicator=self.indicator, window_method=self.window_method)
+        count = len(gans)
         if self.segmenter is None:
             mask, d = detect(gan_batch, mse_batch)
             return np.asarray(mask)[:count], np.asarray(d)[:count], None

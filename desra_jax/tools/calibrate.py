@@ -33,13 +33,14 @@ def d_and_label_batches(batches, segmenter: Segmenter, batch_size: int) -> Itera
 
 
 def run(gan_dir, mse_dir, segformer, out, segment_source=DEFAULT_SEGMENT, batch_size=4, alpha="error",
-        num_bins=DEFAULT_NUM_BINS, percentile=DEFAULT_PERCENTILE, segformer_size=DEFAULT_SEGFORMER_SIZE) -> dict:
+        num_bins=DEFAULT_NUM_BINS, percentile=DEFAULT_PERCENTILE, segformer_size=DEFAULT_SEGFORMER_SIZE,
+        segformer_resize="auto") -> dict:
     """Calibrates on every readable pair and writes the table to ``out`` (when at least one pair was used).
 
     Returns {'pairs', 'used', 'problems', 'seen_classes', 'out'}. An unreadable SegFormer raises ValueError
     naming the file.
     """
-    segmenter = load_segmenter(segformer, segment_source, segformer_size)
+    segmenter = load_segmenter(segformer, segment_source, segformer_size, segformer_resize)
     pairs, problems = pair_files(Path(gan_dir), Path(mse_dir))
     used = []
 

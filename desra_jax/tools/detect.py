@@ -47,15 +47,17 @@ def load_pair(pair: Pair, alpha: str) -> tuple[np.ndarray, np.ndarray]:
     return gan, mse
 
 
-def load_ground_truth(pair: Pair, gt_dir: Path | None, shape: tuple[int, int], problems: list[str]):
-    """The pair's ground-truth mask, (H, W) bool, or None (no ``gt_dir``; missing or bad mask: a problem)."""
+def load_ground_truth(pair: Pair, gt_dir: Path | None, shape: tuple[int, int], problems: list[str],
+                      convention: str = "released"):
+    """The pair's ground-truth mask, (H, W) bool, or None (no ``gt_dir``; missing or bad mask: a problem). PNG
+    labels: only 255 is an artifact in the released convention, any nonzero value in the paper's."""
     if gt_dir is None:
         return None
     if pair.gt is None:
         problems.append(f"{gt_dir / pair.name}.*: no ground-truth mask for {pair.gan}; no metrics for it")
         return None
     try:
-        return read_mask(pair.gt, shape=shape)
+        return read_mask(pair.gt, shape=shape, artifact_value=255 if convention == "released" else None)
     except ValueError as error:
         problems.append(f"{error}; no metrics for {pair.gan}")
         return None
@@ -84,20 +86,25 @@ def _finite_or_none(value):
 
 def run(gan_dir, mse_dir, out_dir, gt_dir=None, threshold=0.7, min_area=4000, batch_size=4, alpha="error",
         segformer=None, class_adjustment=None, segment_source=DEFAULT_SEGMENT,
-        segformer_size=DEFAULT_SEGFORMER_SIZE) -> dict:
+        segformer_size=DEFAULT_SEGFORMER_SIZE, segformer_resize="auto", indicator="relative", window_method=None,
+        metric_convention="released") -> dict:
     """Detects every pair, writes the per-image files, the summaries and the gallery; returns the summary.
 
     ``segformer``: path of a SegFormer for the semantic adjustment (None: semantics-free); ``class_adjustment``:
     path of its A_k table (None: the published ADE20K table); ``segment_source``: 'gan' or 'mse', the image that
-    is segmented; ``segformer_size``: the model's input size (`desra_jax.detection.segment`; None: whole images). A SegFormer or table that cannot be read raises ValueError naming the file.
+    is segmented; ``segformer_size`` and ``segformer_resize``: how it is resized (`desra_jax.detection.segment`;
+    'auto': the checkpoint's own pipeline). ``indicator``, ``window_method``: of `detect_artifacts`;
+    ``metric_convention``: 'released' or 'paper' (`desra_jax.metrics.detection`). A SegFormer or table that cannot
+    be read raises ValueError naming the file.
     """
     gan_dir, mse_dir, out_dir = Path(gan_dir), Path(mse_dir), Path(out_dir)
     output_folder(out_dir)
     gt_dir = Path(gt_dir) if gt_dir else None
-    segmenter, adjustment, semantics = load_semantics(segformer, class_adjustment, segment_source, segformer_size)
+    segmenter, adjustment, semantics = load_semantics(segformer, class_adjustment, segment_source, segformer_size,
+                                                      segformer_resize)
     pairs, problems = pair_files(gan_dir, mse_dir, gt_dir)
     records, gallery_rows, preds, gts = [], {}, {}, {}
-    detector = Detector(threshold, min_area, segmenter, adjustment)
+    detector = Detector(threshold, min_area, segmenter, adjustment, indicator, window_method)
     load = functools.partial(load_pair, alpha=alpha)
     for batch in batches_by_size(pairs, batch_size, load, problems, desc="detect"):
         gans, mses = [b[1] for b in batch], [b[2] for b in batch]
@@ -120,7 +127,7 @@ def run(gan_dir, mse_dir, out_dir, gt_dir=None, threshold=0.7, min_area=4000, ba
                 record["classes"] = {entry["name"]: entry["fraction"] for entry in row["legend"]}
             gallery_rows[pair.name] = row
             records.append(record)
-            gt = load_ground_truth(pair, gt_dir, gan.shape[:2], problems)
+            gt = load_ground_truth(pair, gt_dir, gan.shape[:2], problems, metric_convention)
             if gt is not None:
                 preds[pair.name], gts[pair.name] = mask, gt
 
@@ -128,7 +135,8 @@ def run(gan_dir, mse_dir, out_dir, gt_dir=None, threshold=0.7, min_area=4000, ba
     metrics = None
     if preds:
         names = sorted(preds)
-        metrics = evaluate_detection([preds[n] for n in names], [gts[n] for n in names])
+        metrics = evaluate_detection([preds[n] for n in names], [gts[n] for n in names],
+                                     convention=metric_convention)
         by_name = dict(zip(names, metrics.pop("per_image")))
         for record in records:
             record.update(by_name.get(record["name"], {}))
@@ -136,7 +144,7 @@ def run(gan_dir, mse_dir, out_dir, gt_dir=None, threshold=0.7, min_area=4000, ba
     summary = {
         "settings": {"gan_dir": str(gan_dir), "mse_dir": str(mse_dir), "gt_dir": str(gt_dir) if gt_dir else None,
                      "threshold": threshold, "min_area": min_area, "batch_size": batch_size, "alpha": alpha,
-                     "semantics": semantics},
+                     "indicator": indicator, "metric_convention": metric_convention, "semantics": semantics},
         "pairs": len(pairs), "processed": len(records), "problems": problems, "metrics": metrics,
         "images": [{key: _finite_or_none(value) for key, value in record.items()} for record in records],
     }
