@@ -23,6 +23,8 @@ The points, each named after what it guards (``<name>`` is a file's or a directo
                                     yet moved to ``<name>``
 ``save_model:<name>:moved_aside``   ``checkpoints.save_model`` replacing a model: the previous ``<name>`` is
                                     renamed aside, the new one not yet moved in
+``checkpoint:<step>``               ``loop.train_loop``: the orbax save of step ``<step>`` has started (its
+                                    write may be in flight), the metrics before it are synced
 ==================================  =========================================================================
 """
 

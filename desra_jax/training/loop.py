@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from desra_jax.data.feeding import prefetch_to_device
 from desra_jax.data.image_io import write_image, write_json
+from desra_jax.kill_points import kill_point
 from desra_jax.training import checkpoints
 from desra_jax.training.evaluation import Evaluation
 from desra_jax.training.metric_writer import MetricWriter
@@ -144,7 +145,10 @@ def train_loop(
             if step % schedule.eval_every == 0 or step == num_steps:
                 summary = evaluate_and_record(states, step)
             if step % schedule.checkpoint_every == 0 or step == num_steps or stop.requested:
+                if writer:
+                    writer.sync()  # the log is on disk before the checkpoint that a resumed run starts from
                 manager.save(step, args=ocp.args.StandardSave(states))
+                kill_point(f"checkpoint:{step}")
             if stop.requested:
                 manager.wait_until_finished()
                 raise TrainingInterrupted(
