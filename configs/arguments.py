@@ -3,8 +3,9 @@ the loop's schedule, the generator's fields, the GAN losses, the optimizer and t
 
 import jax
 
+from desra_jax.convert.registry import load_vgg19
 from desra_jax.metrics.lpips import LPIPS
-from desra_jax.training import checkpoints, loop, sharding
+from desra_jax.training import loop, sharding
 from desra_jax.training.state import adam
 from desra_jax.training.steps import GanLosses, sr_train_step
 
@@ -46,7 +47,7 @@ def perceptual_network(config, losses: GanLosses):
 
         _, params = load_lpips(config.loss.lpips_weights, config.loss.lpips_backbone, config.loss.lpips_net)
         return LPIPS(config.loss.lpips_net), params
-    return checkpoints.load_vgg19(config.loss.vgg19, tuple(dict(losses.perceptual_layers)))
+    return load_vgg19(config.loss.vgg19, tuple(dict(losses.perceptual_layers)))
 
 
 def train_step(config, mesh):

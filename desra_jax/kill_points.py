@@ -19,9 +19,9 @@ The points, each named after what it guards (``<name>`` is a file's or a directo
                                     not yet renamed to ``<name>`` (every image, JSON and CSV output, and
                                     ``metrics.jsonl`` when a resumed run rewrites it)
 ``append:metrics.jsonl``            ``MetricWriter.write``: one record is appended and flushed
-``save_model:<name>``               ``checkpoints.save_model``: the staged model is complete and synced, not
+``save_model:<name>``               ``directory.save_model``: the staged model is complete and synced, not
                                     yet moved to ``<name>``
-``save_model:<name>:moved_aside``   ``checkpoints.save_model`` replacing a model: the previous ``<name>`` is
+``save_model:<name>:moved_aside``   ``directory.save_model`` replacing a model: the previous ``<name>`` is
                                     renamed aside, the new one not yet moved in
 ``checkpoint:<step>``               ``loop.train_loop``: the orbax save of step ``<step>`` has started (its
                                     write may be in flight), the metrics before it are synced

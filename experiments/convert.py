@@ -1,4 +1,4 @@
-r"""Converts a PyTorch checkpoint into a desra-jax model directory (desra_jax.training.checkpoints layout).
+r"""Converts a PyTorch checkpoint into a desra-jax model directory (desra_jax.models.directory layout).
 
     python -m experiments.convert rrdbnet RealESRGAN_x4plus.pth models/realesrgan_x4 [--scale 4] [--num_in_ch 3]
     python -m experiments.convert discriminator net_d.pth models/unet_d
@@ -6,7 +6,7 @@ r"""Converts a PyTorch checkpoint into a desra-jax model directory (desra_jax.tr
 
 IN is a ``.pth`` (read with torch.load, weights_only) or ``.safetensors`` file; BasicSR's ``params_ema`` /
 ``params`` wrappers are unwrapped. OUT is written atomically; it is loaded again with
-``desra_jax.training.checkpoints.load_model(OUT)``. An unreadable or mismatched IN is reported by file name
+``desra_jax.models.directory.load_model(OUT)``. An unreadable or mismatched IN is reported by file name
 with exit status 1.
 """
 
@@ -16,7 +16,7 @@ import sys
 
 from absl import app, flags, logging
 
-from desra_jax.training.checkpoints import count_parameters, module_config, save_model
+from desra_jax.models.directory import count_parameters, module_config, save_model
 
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace OUT if it exists.")
 _SCALE = flags.DEFINE_enum("scale", None, ["1", "2", "4"], "rrdbnet: output scale, when conv_first is ambiguous.")

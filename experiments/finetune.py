@@ -16,12 +16,13 @@ import numpy as np
 from absl import logging
 
 from configs import arguments
+from desra_jax.convert.registry import load_discriminator, load_generator
 from desra_jax.data.image_io import read_image
 from desra_jax.detection.detector import Detector
 from desra_jax.detection.segmenter import load_semantics
 from desra_jax.inference import Upscaler
 from desra_jax.models.discriminators import make_discriminator
-from desra_jax.training import checkpoints, finetune, loop, sharding
+from desra_jax.training import finetune, loop, sharding
 
 
 def discriminator_factory(config):
@@ -30,7 +31,7 @@ def discriminator_factory(config):
 
     def make(path: str):
         if path:
-            return checkpoints.load_discriminator(path)
+            return load_discriminator(path)
         module = make_discriminator(config.discriminator.kind, config.discriminator.num_feat, config.data.hr_patch)
         hr = np.zeros((1, config.data.hr_patch, config.data.hr_patch, 3), np.float32)
         return module, module.init(jax.random.key(config.seed + 1), hr, train=False)
@@ -56,8 +57,8 @@ def run_finetune(config, workdir: str, mesh=None) -> dict:
         return summary
     tile, overlap = config.eval.tile, config.eval.overlap
     expected = arguments.generator_settings(config)
-    gan = Upscaler(*checkpoints.load_generator(config.init_from, **expected), tile, overlap)
-    mse = Upscaler(*checkpoints.load_generator(config.mse_model, **expected), tile, overlap)
+    gan = Upscaler(*load_generator(config.init_from, **expected), tile, overlap)
+    mse = Upscaler(*load_generator(config.mse_model, **expected), tile, overlap)
     detection = config.detection
     segmenter, adjustment, _ = load_semantics(detection.segformer, detection.class_adjustment, detection.segment,
                                               detection.segformer_size or None, detection.segformer_resize)

@@ -5,7 +5,7 @@ r"""Repairs one deraining model's outputs with the outputs of others (Zhao 2024,
 
 ``--others`` takes a comma-separated list, and folders given after it without a flag are added to it, so both
 ``--others B,C`` and ``--others B C`` work. ``--localizer`` is a model directory written by
-``desra_jax.training.checkpoints.save_model`` (a ``DeepLabV3Plus`` trained on artifact masks); the sigmoid of its
+``desra_jax.models.directory.save_model`` (a ``DeepLabV3Plus`` trained on artifact masks); the sigmoid of its
 logit, run on each model's output (RGB in [0, 1]), is that output's artifact probability. The outputs and the
 probabilities go to ``desra_jax.fusion.fuse`` (its docstring states the weighting and the feathering).
 

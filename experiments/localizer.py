@@ -7,7 +7,7 @@ precision / recall at p = 0.5, eq. 11-13) of sigmoid(logit) > 0.5 (`desra_jax.tr
 (checkpoints, resumption, SIGTERM handling, logs) is `desra_jax.training.loop.train_loop`.
 
 Workdir layout (`desra_jax.training.loop`): checkpoints/, model/ (params + batch_stats, loadable with
-desra_jax.training.checkpoints.load_model), samples/ (rows of [image | target mask | predicted mask] on held-out
+desra_jax.models.directory.load_model), samples/ (rows of [image | target mask | predicted mask] on held-out
 images), metrics.jsonl, tensorboard/, eval_XXXXXXX.json (per-image held-out metrics).
 """
 

@@ -16,10 +16,11 @@ import numpy as np
 from absl import logging
 
 from configs import arguments
+from desra_jax.convert.registry import load_generator
 from desra_jax.data import pairs, tfds_source
 from desra_jax.models import RRDBNet
 from desra_jax.models.discriminators import make_discriminator
-from desra_jax.training import checkpoints, evaluation, loop, sharding
+from desra_jax.training import evaluation, loop, sharding
 from desra_jax.training.state import sr_states
 
 
@@ -68,7 +69,7 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
     val_pairs = evaluation.validation_pairs(val_images, config.scale)
 
     if init_from:
-        generator, g_params = checkpoints.load_generator(init_from, **arguments.generator_settings(config))
+        generator, g_params = load_generator(init_from, **arguments.generator_settings(config))
     else:
         generator = RRDBNet(**arguments.generator_settings(config))
         lr_patch = config.data.hr_patch // config.scale

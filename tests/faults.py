@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from desra_jax.kill_points import KILL_AT, parse_kill_at
-from desra_jax.training.checkpoints import CONFIG_FILE, load_model, module_config
+from desra_jax.models.directory import CONFIG_FILE, load_model, module_config
 
 REPO = Path(__file__).resolve().parent.parent
 KILLED_AT = "desra_jax: killed at "

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import torch
 
-from desra_jax.training.checkpoints import load_model
+from desra_jax.models.directory import load_model
 from references.rrdbnet_torch import RRDBNetTorch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

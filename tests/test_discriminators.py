@@ -9,7 +9,7 @@ from desra_jax.convert.discriminators import discriminator_from_torch, load_disc
 from desra_jax.convert.torch_state import ConversionError
 from desra_jax.models.discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator
 from desra_jax.models.layers import resize_bilinear
-from desra_jax.training.checkpoints import load_model, save_model
+from desra_jax.models.directory import load_model, save_model
 from tests.conftest import photo_crop
 from references import discriminators_torch as reference_arch
 

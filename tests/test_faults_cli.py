@@ -10,7 +10,7 @@ import torch
 
 from desra_jax.convert import load_rrdbnet
 from desra_jax.data.image_io import write_image
-from desra_jax.training.checkpoints import remove_stale_partials, save_model
+from desra_jax.models.directory import remove_stale_partials, save_model
 from tests.conftest import photo_crop
 from tests.faults import (
     assert_same_model,

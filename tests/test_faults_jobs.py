@@ -8,7 +8,7 @@ import pytest
 
 from desra_jax.data.image_io import write_image
 from desra_jax.models import RRDBNet
-from desra_jax.training.checkpoints import save_model
+from desra_jax.models.directory import save_model
 from tests.conftest import photo_crop, xla_flags
 from tests.faults import assert_same_results, leftovers, python_module, run_killed, run_to_end
 

@@ -14,8 +14,8 @@ import pytest
 from desra_jax.data import image_io
 from desra_jax.data.image_io import write_bytes_atomic, write_image, writer_tag
 from desra_jax.kill_points import parse_kill_at
-from desra_jax.training import checkpoints
-from desra_jax.training.checkpoints import load_model, remove_stale_partials, save_model
+from desra_jax.models import directory
+from desra_jax.models.directory import load_model, remove_stale_partials, save_model
 from desra_jax.training.metric_writer import read_metrics
 from tests.conftest import photo_crop
 from tests.faults import leftovers, run_killed, run_to_end
@@ -219,7 +219,7 @@ def test_an_interrupt_between_the_two_renames_puts_the_previous_model_back(tmp_p
         if name == "save_model:model:moved_aside":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoints, "kill_point", interrupted_after_moving_aside)
+    monkeypatch.setattr(directory, "kill_point", interrupted_after_moving_aside)
     with pytest.raises(KeyboardInterrupt):
         save_model(tmp_path / "model", model, jax.tree.map(lambda p: p + 1, params), overwrite=True)
     assert os.listdir(tmp_path) == ["model"]

@@ -22,7 +22,7 @@ from desra_jax.data.degradations import bicubic_downsample
 from desra_jax.data.image_io import list_images, read_image, write_image
 from desra_jax.detection import detect_artifacts
 from desra_jax.models import RRDBNet
-from desra_jax.training.checkpoints import load_model, save_model
+from desra_jax.models.directory import load_model, save_model
 from experiments import finetune
 
 MILD, STRONG, BRIGHT = 0.1, 1.5, 0.5

@@ -13,7 +13,7 @@ from desra_jax.data.image_io import read_image, write_image
 from desra_jax.fusion import confidence_weights, fuse
 from desra_jax.metrics import psnr
 from desra_jax.models import DeepLabV3Plus
-from desra_jax.training.checkpoints import save_model
+from desra_jax.models.directory import save_model
 from desra_jax.tools.fuse import run
 from tests.conftest import photo_crop
 

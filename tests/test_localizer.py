@@ -190,7 +190,7 @@ def test_tiny_localizer_job(tmp_path, monkeypatch):
 def _check_learned_held_out_masks(config, workdir, summary, held_out):
     from desra_jax.metrics.detection import mean_iou
     from desra_jax.models import DeepLabV3Plus
-    from desra_jax.training.checkpoints import load_model
+    from desra_jax.models.directory import load_model
     from desra_jax.training.evaluation import predict_masks
     from experiments import localizer
 
@@ -232,7 +232,7 @@ def _check_resumes_to_the_same_model(data, root, monkeypatch):
     import signal
 
     from configs import localizer as localizer_config
-    from desra_jax.training.checkpoints import load_model
+    from desra_jax.models.directory import load_model
     from desra_jax.training.loop import TrainingInterrupted
     from experiments import localizer
 

@@ -14,7 +14,7 @@ from desra_jax.convert import ConversionError, available_models, load_sr_model, 
 from desra_jax.convert.ncnn import TAG_FP16, TAG_INT8, read_param
 from desra_jax.convert.ncnn_models import load_ncnn
 from desra_jax.models import SPAN, RRDBNet, SRVGGNetCompact
-from desra_jax.training.checkpoints import load_model, save_model
+from desra_jax.models.directory import load_model, save_model
 from tests.conftest import photo_crop
 from references.ncnn_runtime import run_ncnn
 

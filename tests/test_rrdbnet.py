@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from desra_jax.convert import ConversionError, load_rrdbnet, rrdbnet_from_torch
 from desra_jax.models import RRDBNet
 from desra_jax.models.layers import pixel_unshuffle
-from desra_jax.training.checkpoints import count_parameters, load_model, save_model
+from desra_jax.models.directory import count_parameters, load_model, save_model
 from tests.conftest import photo_crop
 from references.rrdbnet_torch import RRDBNetTorch
 

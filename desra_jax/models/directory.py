@@ -246,39 +246,3 @@ def load_model(directory: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
 def count_parameters(params: Any) -> int:
     """The number of scalars in a parameter tree."""
     return sum(int(np.size(leaf)) for leaf in jax.tree.leaves(params))
-
-
-def load_generator(spec: str | os.PathLike, **expected) -> tuple[nn.Module, Any]:
-    """An SR generator and its params from any model spec `desra_jax.convert.load_sr_model` reads (a model
-    directory, a ``.pth`` / ``.safetensors``, an ncnn ``.param`` or a bare name of an installed ncnn model).
-
-    ``expected``: constructor fields the caller needs (e.g. ``scale=4, num_block=23``); a ValueError names the
-    file and every field that differs.
-    """
-    from desra_jax.convert import load_sr_model
-
-    module, variables, path = load_sr_model(spec)
-    different = {k: (getattr(module, k, None), v) for k, v in expected.items() if getattr(module, k, None) != v}
-    if different:
-        raise ValueError(f"{path}: the model does not match the settings: " + ", ".join(
-            f"{k} is {have} there but {want} here" for k, (have, want) in different.items()))
-    return module, variables["params"]
-
-
-def load_discriminator(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-    """A discriminator and its variables from a model directory or a BasicSR ``net_d`` ``.pth``."""
-    if os.path.isdir(path):
-        return load_model(path)
-    from desra_jax.convert import load_discriminator as convert_discriminator
-
-    return convert_discriminator(path)
-
-
-def load_vgg19(path: str | os.PathLike, layers: tuple[str, ...]) -> tuple[nn.Module, Any]:
-    """VGG19Features returning ``layers`` and its params, from a model directory or a torchvision ``.pth``."""
-    if os.path.isdir(path):
-        module, variables = load_model(path)
-        return module.clone(layer_names=tuple(layers)), variables["params"]
-    from desra_jax.convert import load_vgg19 as convert_vgg19
-
-    return convert_vgg19(path, layer_names=tuple(layers))
