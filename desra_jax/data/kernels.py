@@ -13,6 +13,7 @@ is exactly convolving with the k x k one (the extra taps multiply by zero), and 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -246,12 +247,22 @@ def cv2_gaussian_kernel(size: int) -> np.ndarray:
     return taps / taps.sum()
 
 
+@functools.lru_cache(maxsize=16)
+def _blur_matrix(length: int, taps: tuple[float, ...]) -> np.ndarray:
+    """(length, length) float32 matrix of 1-D correlation with ``taps`` after 'reflect' padding: the padding's
+    rows of the identity, weighted and summed, so the border is folded into the matrix."""
+    pad = len(taps) // 2
+    mirrored = np.pad(np.eye(length), ((pad, pad), (0, 0)), mode="reflect")
+    return sum(tap * mirrored[t : t + length] for t, tap in enumerate(taps)).astype(np.float32)
+
+
 def _separable_blur(images: jnp.ndarray, taps: np.ndarray) -> jnp.ndarray:
-    """``filter2D`` with the outer product of ``taps`` with itself, as a column pass then a row pass."""
-    n, pad = images.shape[0], len(taps) // 2
-    padded = reflect_pad(images, pad)
-    column = jnp.broadcast_to(jnp.asarray(taps, jnp.float32)[:, None], (n, len(taps), 1))
-    return _depthwise_correlation(_depthwise_correlation(padded, column), jnp.swapaxes(column, 1, 2))
+    """``filter2D`` with the outer product of ``taps`` with itself, as one matrix product per axis (the same
+    sums; a matrix product is far faster than a 51-tap loop on a CPU and as fast on an accelerator)."""
+    _, h, w, _ = images.shape
+    rows, cols = _blur_matrix(h, tuple(taps)), _blur_matrix(w, tuple(taps))
+    blurred = jnp.einsum("ih,nhwc->niwc", rows, images, precision=jax.lax.Precision.HIGHEST)
+    return jnp.einsum("jw,niwc->nijc", cols, blurred, precision=jax.lax.Precision.HIGHEST)
 
 
 def usm_sharp(images: jnp.ndarray, weight: float = 0.5, radius: int = 50, threshold: float = 10) -> jnp.ndarray:

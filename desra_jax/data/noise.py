@@ -9,8 +9,11 @@ image); here every image has its own field, so images of a batch are independent
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 #: torchvision's ``rgb_to_grayscale`` weights, which BasicSR's Poisson noise uses for its gray noise.
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
@@ -30,39 +33,48 @@ def gaussian_noise(key, images: jnp.ndarray, sigma: jnp.ndarray, gray: jnp.ndarr
     return jnp.where(_per_image(gray), mono, colour) * _per_image(sigma) / 255.0
 
 
-#: Below this rate Poisson counts are drawn by inverting the CDF (``_SMALL_RATE_TERMS`` terms leave a tail below
-#: 1e-12), above it by ``jax.random.poisson``'s transformed rejection; its Knuth loop for small rates draws a
-#: uniform field per count and is most of the noise's time on a CPU.
-_SMALL_RATE = 10.0
-_SMALL_RATE_TERMS = 40
+#: Poisson counts are drawn by inverting the CDF: every rate the noise meets is an 8-bit level q / 255 times a
+#: power of two 2^l (l = 0..8), so the CDFs of all of them fit in one table; counts up to 511 (for the largest
+#: rate, 256, the tail beyond is below 1e-20). One uniform and a 9-step binary search per sample, where
+#: ``jax.random.poisson``'s loops draw a uniform field per step and cost more than the rest of the pipeline.
+_MAX_COUNT = 512
+_LEVEL_EXPONENTS = 9
 
 
-def _poisson_counts(key, rate: jnp.ndarray) -> jnp.ndarray:
-    """Poisson(rate) samples, float32 of rate's shape, every element its own draw."""
-    small = rate < _SMALL_RATE
-    uniform_key, large_key = jax.random.split(key)
-    large = jax.random.poisson(large_key, jnp.where(small, 0.0, rate), rate.shape).astype(rate.dtype)
-    u = jax.random.uniform(uniform_key, rate.shape, rate.dtype)
-    small_rate = jnp.where(small, rate, 0.0)
+@functools.lru_cache(maxsize=1)
+def _poisson_cdf_table() -> np.ndarray:
+    """(9 * 256, 512) float32: row l * 256 + q holds P(X <= k) for X ~ Poisson(q / 255 * 2^l), k = 0..511,
+    computed in float64 from the log-pmf."""
+    rates = (np.arange(256) / 255.0)[None, :] * (2.0 ** np.arange(_LEVEL_EXPONENTS))[:, None]
+    k = np.arange(_MAX_COUNT)
+    log_factorial = np.cumsum(np.log(np.maximum(k, 1)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_pmf = k * np.log(rates[..., None]) - rates[..., None] - log_factorial
+    log_pmf[..., 0] = -rates  # 0 * log(0) = 0 for the zero rate
+    cdf = np.minimum(np.cumsum(np.exp(log_pmf), axis=-1), 1.0)
+    cdf[..., -1] = 1.0
+    return cdf.reshape(-1, _MAX_COUNT).astype(np.float32)
 
-    def add_term(j, carry):
-        probability, cdf, count = carry
-        probability = probability * small_rate / j
-        cdf = cdf + probability
-        return probability, cdf, count + (u > cdf)
 
-    probability = jnp.exp(-small_rate)
-    start = (probability, probability, (u > probability).astype(rate.dtype))
-    count = jax.lax.fori_loop(1, _SMALL_RATE_TERMS, add_term, start)[2]
-    return jnp.where(small, count, large)
+def _poisson_counts(key, level: jnp.ndarray, exponent: jnp.ndarray) -> jnp.ndarray:
+    """Poisson(level / 255 * 2^exponent) samples as float32; level (int, 0..255) of any shape, exponent
+    broadcastable to it (int, 0..8). Every element its own draw."""
+    table = jnp.asarray(_poisson_cdf_table()).ravel()
+    rows = (exponent * 256 + level) * _MAX_COUNT
+    u = jax.random.uniform(key, level.shape)
+    low, high = jnp.zeros_like(level), jnp.full_like(level, _MAX_COUNT - 1)
+    for _ in range(_MAX_COUNT.bit_length() - 1):  # smallest k with P(X <= k) >= u
+        middle = (low + high) // 2
+        above = table[rows + middle] >= u
+        low, high = jnp.where(above, low, middle + 1), jnp.where(above, middle, high)
+    return low.astype(jnp.float32)
 
 
 def _levels(quantised: jnp.ndarray, valid: jnp.ndarray) -> jnp.ndarray:
-    """2^ceil(log2(number of distinct 8-bit values)) over the valid pixels of one (H, W, C) image."""
+    """log2 of 2^ceil(log2(number of distinct 8-bit values)) over the valid pixels of one (H, W, C) image."""
     bins = jnp.round(quantised * 255.0).astype(jnp.int32)
     present = jnp.zeros(256, jnp.int32).at[bins.ravel()].max(jnp.broadcast_to(valid, bins.shape).ravel())
-    distinct = jnp.sum(present)
-    return (2.0 ** jnp.sum(distinct > 2 ** jnp.arange(9))).astype(jnp.float32)
+    return jnp.sum(jnp.sum(present) > 2 ** jnp.arange(_LEVEL_EXPONENTS))
 
 
 def _quantised(images: jnp.ndarray) -> jnp.ndarray:
@@ -81,12 +93,14 @@ def poisson_noise(key, images: jnp.ndarray, scale: jnp.ndarray, gray: jnp.ndarra
         valid = jnp.ones(images.shape[:3] + (1,), bool)
     colour = _quantised(images)
     mono = _quantised(jnp.tensordot(images, jnp.asarray(_GRAY_WEIGHTS, images.dtype), axes=1)[..., None])
-    levels = jnp.where(gray, jax.vmap(_levels)(mono, valid), jax.vmap(_levels)(colour, valid))
+    exponent = jnp.where(gray, jax.vmap(_levels)(mono, valid), jax.vmap(_levels)(colour, valid))
     # One draw for both kinds: a gray image uses its first channel's counts for all three.
     quantised = jnp.where(_per_image(gray), jnp.broadcast_to(mono, images.shape), colour)
-    counts = _poisson_counts(key, quantised * _per_image(levels))
+    level = jnp.round(quantised * 255.0).astype(jnp.int32)
+    counts = _poisson_counts(key, level, _per_image(exponent))
     counts = jnp.where(_per_image(gray), counts[..., :1], counts)
-    return (counts / _per_image(levels) - quantised) * _per_image(scale)
+    levels = _per_image(2.0 ** exponent.astype(images.dtype))
+    return (counts / levels - quantised) * _per_image(scale)
 
 
 def random_noise(
