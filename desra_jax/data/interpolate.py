@@ -9,8 +9,9 @@ size to vary inside a batch, which these canvases allow with one compiled shape.
 Formulas as PyTorch's CPU kernels (``aten/src/ATen/native/UpSample.h``): source coordinate
 ``scale * (i + 0.5) - 0.5``, where ``scale`` is ``1 / scale_factor`` when a factor is given and ``in / out``
 when a size is; bilinear clamps negative coordinates to 0 and blends the two neighbours (the upper one clamped
-to the last pixel); bicubic uses Keys' cubic with A = -0.75 over four taps clamped to the image; 'area' is
-``adaptive_avg_pool2d``, output i averaging input [floor(i in / out), ceil((i + 1) in / out)).
+to the last pixel), and copies the input when the size does not change; bicubic uses Keys' cubic with
+A = -0.75 over four taps clamped to the image; 'area' is ``adaptive_avg_pool2d``, output i averaging input
+[floor(i in / out), ceil((i + 1) in / out)).
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def resize_matrix(mode, in_len, out_len, out_canvas: int, in_canvas: int, scale=
     mode: index into ``RESIZE_MODES`` (may be traced); in_len, out_len: the image's length before and after
     (traced ints, at most the canvases); scale: torch's coordinate scale, ``1 / scale_factor`` for a call with
     a factor, default ``in_len / out_len`` (a call with a size). Rows from out_len on and columns from in_len on
-    are zero. When in_len == out_len bilinear and bicubic are the identity, as torch short-cuts them.
+    are zero. When in_len == out_len bilinear is the identity whatever the scale, as torch short-cuts it (bicubic
+    is not short-cut: a factor of 1.01 on 40 pixels keeps 40 and still shifts them).
     """
     if scale is None:
         scale = in_len / out_len
@@ -85,7 +87,7 @@ def resize_matrix(mode, in_len, out_len, out_canvas: int, in_canvas: int, scale=
     )
     matrix = matrices[mode]
     identity = jnp.eye(out_canvas, in_canvas, dtype=jnp.float32)
-    matrix = jnp.where((in_len == out_len) & (mode > 0), identity, matrix)
+    matrix = jnp.where((in_len == out_len) & (mode == RESIZE_MODES.index("bilinear")), identity, matrix)
     rows, cols = jnp.arange(out_canvas)[:, None], jnp.arange(in_canvas)[None]
     return jnp.where((rows < out_len) & (cols < in_len), matrix, 0.0)
 

@@ -187,7 +187,8 @@ def realesrgan_degrade(key, hr: jnp.ndarray, settings=None) -> jnp.ndarray:
     out = filter2d(hr, _kernels(keys[0], n, s, ""))
     factors = _random_scale(keys[1], n, s.resize_prob, s.resize_range)
     sizes1 = _sizes(h, w, factors)
-    canvas1 = (_canvas(math.floor(h * max(1.0, s.resize_range[1]))), _canvas(math.floor(w * max(1.0, s.resize_range[1]))))
+    top1 = max(1.0, s.resize_range[1])
+    canvas1 = (_canvas(math.floor(h * top1)), _canvas(math.floor(w * top1)))
     full = jnp.broadcast_to(jnp.asarray([h, w], jnp.int32), (n, 2))
     out = resize(out, _random_modes(keys[2], n), full, sizes1, canvas1, scales=1.0 / factors)
     valid1 = _valid(sizes1, canvas1)
@@ -239,7 +240,9 @@ def pair_pool_init(queue_size: int, lr_shape: tuple[int, ...], gt_shape: tuple[i
     )
 
 
-def pair_pool_update(key, pool: PairPool, lr: jnp.ndarray, gt: jnp.ndarray) -> tuple[PairPool, jnp.ndarray, jnp.ndarray]:
+def pair_pool_update(
+    key, pool: PairPool, lr: jnp.ndarray, gt: jnp.ndarray
+) -> tuple[PairPool, jnp.ndarray, jnp.ndarray]:
     """Real-ESRGAN's ``_dequeue_and_enqueue``, functional: returns (pool, lr, gt) for the step.
 
     While the pool fills, the batch is stored at the next free slots and returned as it is. Once full, the pool
