@@ -127,9 +127,9 @@ def filter2d(img, kernel):
     img = F.pad(img, (k // 2, k // 2, k // 2, k // 2), mode="reflect")
     ph, pw = img.size()[-2:]
     if kernel.size(0) == 1:
-        return F.conv2d(img.view(b * c, 1, ph, pw), kernel.view(1, 1, k, k)).view(b, c, h, w)
+        return F.conv2d(img.reshape(b * c, 1, ph, pw), kernel.view(1, 1, k, k)).view(b, c, h, w)
     kernel = kernel.view(b, 1, k, k).repeat(1, c, 1, 1).view(b * c, 1, k, k)
-    return F.conv2d(img.view(1, b * c, ph, pw), kernel, groups=b * c).view(b, c, h, w)
+    return F.conv2d(img.reshape(1, b * c, ph, pw), kernel, groups=b * c).view(b, c, h, w)
 
 
 def usm_sharp(img, weight=0.5, radius=50, threshold=10):
