@@ -169,7 +169,9 @@ def realesrgan_degrade(key, hr: jnp.ndarray, settings=None) -> jnp.ndarray:
     hr: (N, H, W, 3) float32 RGB in [0, 1], H and W divisible by ``settings.scale``; settings: None for
     ``realesrgan_settings()``, or a ConfigDict / mapping overriding some of its keys. Returns (N, H / scale,
     W / scale, 3) float32 in [0, 1] on the 8-bit grid. Pure and traceable (call it inside a jitted step;
-    settings are Python values, fixed at trace time).
+    settings are Python values, fixed at trace time). Real-ESRGAN degrades 400 x 400 GT crops and then cuts
+    aligned 256 / 64 patches out of GT and LR; the HR given here is degraded whole, so a caller that wants the
+    released borders degrades larger crops and cuts the patches afterwards.
     """
     s = _resolved(settings)
     n, h, w, c = hr.shape
