@@ -1,6 +1,13 @@
-"""The bicubic degradation that made DIV2K's LR images: MATLAB's ``imresize``, numpy, on the host.
+"""Degradations that make LR training images from HR ones: the entry point of ``desra_jax.data``.
 
-Follows BasicSR's ``basicsr/utils/matlab_functions.py`` (``imresize``, ``calculate_weights_indices``), which
+- Real-ESRGAN's second-order degradation, jitted and batched on the device: ``realesrgan_degrade(key, hr,
+  settings)`` with ``realesrgan_settings()``, the GT sharpening ``usm_sharp``, and the training-pair pool
+  (``pair_pool_init``, ``pair_pool_update``). The pieces live in ``kernels`` (blur and sinc kernels,
+  ``filter2d``, USM), ``interpolate`` (torch's resize modes), ``noise``, ``jpeg`` (DiffJPEG) and
+  ``realesrgan_degradation`` (the pipeline and the pool).
+- The bicubic degradation that made DIV2K's LR images: MATLAB's ``imresize``, numpy, on the host (below).
+
+The bicubic follows BasicSR's ``basicsr/utils/matlab_functions.py`` (``imresize``, ``calculate_weights_indices``), which
 reproduces MATLAB's ``imresize(img, scale, 'bicubic')`` with antialiasing:
 
 - Keys' cubic kernel with a = -0.5, support 4 pixels; when downsampling (scale < 1) the kernel is stretched by
@@ -19,6 +26,28 @@ import functools
 import math
 
 import numpy as np
+
+from desra_jax.data.kernels import filter2d, usm_sharp
+from desra_jax.data.realesrgan_degradation import (
+    PairPool,
+    pair_pool_init,
+    pair_pool_update,
+    realesrgan_degrade,
+    realesrgan_settings,
+)
+
+__all__ = [
+    "PairPool",
+    "bicubic_downsample",
+    "bicubic_upsample",
+    "filter2d",
+    "imresize",
+    "pair_pool_init",
+    "pair_pool_update",
+    "realesrgan_degrade",
+    "realesrgan_settings",
+    "usm_sharp",
+]
 
 #: Keys' cubic convolution parameter used by MATLAB's and BasicSR's bicubic.
 _CUBIC_A = -0.5
