@@ -7,7 +7,7 @@ from desra_jax.convert.registry import load_vgg19
 from desra_jax.metrics.lpips import LPIPS
 from desra_jax.training import loop, sharding
 from desra_jax.training.state import adam
-from desra_jax.training.steps import GanLosses, sr_train_step
+from desra_jax.training.steps import Degradation, GanLosses, sr_train_step
 
 
 def schedule(config) -> loop.Schedule:
@@ -51,10 +51,14 @@ def perceptual_network(config, losses: GanLosses):
 
 
 def train_step(config, mesh):
-    """The jitted step of `config.phase` over `mesh`, with the GAN phase's perceptual network."""
+    """The jitted step of `config.phase` over `mesh`, with the GAN phase's perceptual network and the config's
+    degradation."""
+    degradation = Degradation.of(config.degradation) if len(config.degradation) else None
     if config.phase == "pixel":
-        return sr_train_step(mesh, pixel_kind=config.loss.pixel_kind, ema_decay=config.train.ema_decay)
+        return sr_train_step(mesh, pixel_kind=config.loss.pixel_kind, ema_decay=config.train.ema_decay,
+                             degradation=degradation)
     losses = gan_losses(config)
     network, params = perceptual_network(config, losses)
     params = jax.device_put(params, sharding.replicated(mesh))
-    return sr_train_step(mesh, losses=losses, perceptual_net=network, perceptual_params=params)
+    return sr_train_step(mesh, losses=losses, perceptual_net=network, perceptual_params=params,
+                         degradation=degradation)

@@ -67,6 +67,10 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.loss.gradient_penalty_weight = 0.0
     config.loss.fft_weight = 0.0
 
+    # Real-ESRGAN's second-order degradation of the HR patches, on the device inside the step (configs/realesrnet.py,
+    # realesrgan.py: desra_jax.data.realesrgan_settings()); empty: LR by bicubic downsampling on the host.
+    config.degradation = ml_collections.ConfigDict()
+
     config.eval = ml_collections.ConfigDict()
     config.eval.tile = 256  # whole validation images, super-resolved in LR tiles of this size (inference.upscale)
     config.eval.overlap = 32  # LR pixels shared by adjacent tiles

@@ -53,6 +53,12 @@ def check_sr(config, num_devices: int) -> None:
         builder_scale = re.search(r"_x(\d+)\b", config.data.tfds_name)
         require(config, builder_scale is None or int(builder_scale[1]) == config.scale, "data.tfds_name",
                 f"its LR images are not for config.scale={config.scale}")
+    if len(config.degradation):
+        require(config, config.degradation.scale == config.scale, "degradation.scale", f"must be config.scale={config.scale}")
+        require(config, config.data.source == "images", "data.source",
+                "the on-device degradation makes the LR of HR images; a tfds builder brings its own LR")
+        require(config, config.degradation.queue_size % config.data.batch_size == 0, "degradation.queue_size",
+                f"the training-pair pool holds whole batches: a multiple of data.batch_size={config.data.batch_size}")
     if config.phase == "gan":
         try:
             losses = arguments.gan_losses(config)

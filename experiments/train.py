@@ -18,6 +18,7 @@ from absl import logging
 from configs import arguments
 from desra_jax.convert.registry import load_generator
 from desra_jax.data import pairs, tfds_source
+from desra_jax.data.degradations import pair_pool_init
 from desra_jax.models import RRDBNet
 from desra_jax.models.discriminators import make_discriminator
 from desra_jax.training import evaluation, loop, sharding
@@ -62,9 +63,11 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
     init_key, disc_key, step_key = jax.random.split(jax.random.key(config.seed), 3)
 
     train_images, val_images, train_lr = load_images(config)
+    degrading = bool(len(config.degradation))
     sampler = pairs.PatchSampler(
         train_images, hr_patch=config.data.hr_patch, scale=config.scale, batch_size=config.data.batch_size,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(), lr_images=train_lr,
+        with_lr=not degrading,
     )
     val_pairs = evaluation.validation_pairs(val_images, config.scale)
 
@@ -81,6 +84,10 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
         hr = np.zeros((1, config.data.hr_patch, config.data.hr_patch, 3), np.float32)
         d_variables = discriminator.init(disc_key, hr, train=False)
     states = sr_states(generator, g_params, arguments.optimizer(config), discriminator, d_variables)
+    if degrading and config.degradation.queue_size:
+        lr_patch = config.data.hr_patch // config.scale
+        states["pool"] = pair_pool_init(config.degradation.queue_size, (lr_patch, lr_patch, 3),
+                                        (config.data.hr_patch, config.data.hr_patch, 3))
     states = jax.device_put(states, sharding.replicated(mesh))
 
     def evaluate(states, step):

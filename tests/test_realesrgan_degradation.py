@@ -18,6 +18,7 @@ from desra_jax.data.degradations import (
     pair_pool_update,
     realesrgan_degrade,
     realesrgan_settings,
+    usm_sharp,
 )
 from tests.conftest import photo_crop
 
@@ -375,3 +376,21 @@ def test_same_key_gives_the_same_lr_on_one_and_eight_devices():
     # The LR is on the 8-bit grid, so any difference in the draws or a sharding mistake shows as >= 1 / 255.
     assert measured["lr"] == 0.0, measured
     assert measured["gt"] < 1e-6, measured
+
+
+def test_the_step_degradation_makes_pairs_from_hr_and_sharpens_the_target():
+    """training.steps.Degradation: the LR is realesrgan_degrade of the HR with the same key, the pool passes a
+    filling batch through, and the pixel target is usm_sharp of the HR."""
+    from desra_jax.training.steps import Degradation
+
+    settings = realesrgan_settings()
+    hr = np.concatenate([photo_crop("astronaut", (96, 96), 100, 150), photo_crop("coffee", (96, 96), 50, 200)])
+    degradation = Degradation.of(settings)
+    key = jax.random.key(3)
+    states = {"pool": pair_pool_init(4, (24, 24, 3), (96, 96, 3))}
+    states, batch = jax.jit(degradation)(states, {"hr": hr}, key)
+    degrade_key, _ = jax.random.split(key)
+    np.testing.assert_array_equal(batch["lr"], realesrgan_degrade(degrade_key, hr, settings))
+    np.testing.assert_array_equal(batch["hr"], hr)
+    np.testing.assert_allclose(batch["target"], usm_sharp(hr), atol=1e-6)
+    assert int(states["pool"].filled) == 2

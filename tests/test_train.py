@@ -239,3 +239,24 @@ def test_two_processes_train_like_one_process_with_as_many_devices(tmp_path):
     one_params, two_params = flat_params(tmp_path / "one" / "model"), flat_params(tmp_path / "two" / "model")
     for name in one_params:
         np.testing.assert_allclose(two_params[name], one_params[name], rtol=0, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.slow
+def test_realesrgan_tiny_degrades_on_the_device_through_both_stages(tmp_path):
+    """configs/realesrgan.py:tiny: the Real-ESRNet stage (L1 on degraded pairs, pair pool) then the GAN stage (U-Net
+    discriminator, vanilla GAN, sharpened targets), both on pairs degraded inside the step; a rerun trains nothing."""
+    from desra_jax.models import UNetDiscriminatorSN
+    from desra_jax.models.directory import load_model
+
+    workdir = tmp_path / "run"
+    args = ("--config=configs/realesrgan.py:tiny", f"--workdir={workdir}", "--config.pretrain.train.num_steps=20",
+            "--config.pretrain.train.eval_every=20", "--config.train.num_steps=10", "--config.train.eval_every=10")
+    result = run_main(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    pretrain = read_jsonl(workdir / "pretrain" / "metrics.jsonl")
+    assert all(np.isfinite(r["l_pix"]) for r in pretrain if "l_pix" in r)
+    losses = [r for r in read_jsonl(workdir / "metrics.jsonl") if "l_g_gan" in r]
+    assert len(losses) == 10 and all(np.isfinite([r["l_pix"], r["l_g_gan"], r["l_d_gan"]]).all() for r in losses)
+    assert isinstance(load_model(workdir / "discriminator")[0], UNetDiscriminatorSN)
+    again = run_main(*args)
+    assert again.returncode == 0 and "already trained" in again.stderr

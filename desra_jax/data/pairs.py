@@ -99,7 +99,8 @@ class PatchSampler:
     size), a uniformly placed ``hr_patch`` square in it, and one of the 8 dihedral variants; its LR is
     ``bicubic_downsample(hr, scale)``. With ``lr_images`` (the LR partner of each image, e.g. real LR inputs and
     their DeSRA pseudo ground truth) the LR patch is instead cropped from the partner at the same place
-    (``random_crop_pair``) and augmented with it.
+    (``random_crop_pair``) and augmented with it. ``with_lr=False`` gives the HR patches alone, for a step that
+    degrades them itself (Real-ESRGAN's on-device degradation).
 
     Rows and their random draws as ``BatchRows`` says; each sample's LR is computed alone, so ``batch(s)`` is a
     pure function of (seed, s, process).
@@ -115,6 +116,7 @@ class PatchSampler:
         process_index: int = 0,
         process_count: int = 1,
         lr_images: Sequence[np.ndarray] | None = None,
+        with_lr: bool = True,
     ):
         _lr_patch_size(hr_patch, scale)
         self.rows = BatchRows("PatchSampler", batch_size, seed, process_index, process_count)
@@ -129,7 +131,7 @@ class PatchSampler:
                 raise ValueError(f"PatchSampler: {len(lr_images)} LR images for {len(named)} HR images")
             self.lr_images = [_checked_lr_partner(name, np.asarray(lr, np.float32), hr, scale)
                               for name, lr, hr in zip(self.names, lr_images, self.images)]
-        self.hr_patch, self.scale = hr_patch, scale
+        self.hr_patch, self.scale, self.with_lr = hr_patch, scale, with_lr
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """This process's rows of the global batch of ``step``: {'lr': (b, p / scale, p / scale, 3),
@@ -138,6 +140,8 @@ class PatchSampler:
             lr, hr = zip(*(self._paired_sample(rng) for rng in self.rows.generators(step)))
             return {"lr": np.stack(lr), "hr": np.stack(hr)}
         hr = [self._hr_sample(rng) for rng in self.rows.generators(step)]
+        if not self.with_lr:  # the step makes its LR (training.steps.Degradation)
+            return {"hr": np.stack(hr)}
         return {
             "lr": np.stack([bicubic_downsample(patch, self.scale) for patch in hr]),
             "hr": np.stack(hr),

@@ -16,6 +16,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from desra_jax.data.degradations import pair_pool_update, realesrgan_degrade, usm_sharp
 from desra_jax.losses import adversarial, frequency, perceptual, pixel
 from desra_jax.losses.segmentation import segmentation_loss
 from desra_jax.training import sharding
@@ -172,32 +173,65 @@ def _jit_step(step, mesh):
     return jax.jit(step, out_shardings=(replicated, replicated), donate_argnums=0)
 
 
+@dataclasses.dataclass(frozen=True)
+class Degradation:
+    """Real-ESRGAN's on-device making of training pairs from HR patches (`realesrgan_degrade` with `settings`, a
+    tuple of (key, value) pairs so that the setting hashes). The states may hold a `'pool'` (`pair_pool_init`):
+    the pairs then pass through Real-ESRGAN's training-pair pool. With `sharpen_input` (the yml's `gt_usm`) the
+    pixel and perceptual losses compare with the USM-sharpened GT (`l1_gt_usm`, `percep_gt_usm`) while the
+    discriminator sees the GT as it is (`gan_gt_usm: False`)."""
+
+    settings: tuple[tuple[str, object], ...]
+
+    @classmethod
+    def of(cls, settings) -> "Degradation":
+        """From a mapping of `realesrgan_settings` keys (lists become tuples)."""
+        return cls(tuple(sorted((str(k), _frozen(v)) for k, v in dict(settings).items())))
+
+    def __call__(self, states: dict, batch, key) -> tuple[dict, dict]:
+        """(states with the updated pool, {'lr', 'hr', 'target'}) from {'hr': GT patches}."""
+        settings = dict(self.settings)
+        degrade_key, pool_key = jax.random.split(key)
+        gt = batch["hr"]
+        lr = realesrgan_degrade(degrade_key, gt, settings)
+        if "pool" in states:
+            pool, lr, gt = pair_pool_update(pool_key, states["pool"], lr, gt)
+            states = {**states, "pool": pool}
+        target = usm_sharp(gt, settings["usm_weight"], settings["usm_radius"], settings["usm_threshold"]) \
+            if settings.get("sharpen_input", True) else gt
+        return states, {"lr": lr, "hr": gt, "target": target}
+
+
+def _frozen(value):
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
 @functools.cache
-def _sr_step(mesh, pixel_kind: str, ema_decay: float, losses: GanLosses | None, perceptual_net):
-    if losses is None:
-
-        def step(states, batch, key, perceptual_params):
-            del key, perceptual_params
-            generator, metrics = pixel_step(states["generator"], batch, pixel_kind=pixel_kind, ema_decay=ema_decay)
-            return {"generator": generator}, metrics
-
-    else:
-
-        def step(states, batch, key, perceptual_params):
-            generator, discriminator, metrics = gan_step(states["generator"], states["discriminator"], batch, key,
-                                                         perceptual_params, losses=losses,
-                                                         perceptual_net=perceptual_net)
-            return {"generator": generator, "discriminator": discriminator}, metrics
+def _sr_step(mesh, pixel_kind: str, ema_decay: float, losses: GanLosses | None, perceptual_net,
+             degradation: Degradation | None):
+    def step(states, batch, key, perceptual_params):
+        if degradation is not None:
+            key, degradation_key = jax.random.split(key)
+            states, batch = degradation(states, batch, degradation_key)
+        if losses is None:
+            pixel_batch = {"lr": batch["lr"], "hr": batch.get("target", batch["hr"])}
+            generator, metrics = pixel_step(states["generator"], pixel_batch, pixel_kind=pixel_kind,
+                                            ema_decay=ema_decay)
+            return {**states, "generator": generator}, metrics
+        generator, discriminator, metrics = gan_step(states["generator"], states["discriminator"], batch, key,
+                                                     perceptual_params, losses=losses, perceptual_net=perceptual_net)
+        return {**states, "generator": generator, "discriminator": discriminator}, metrics
 
     return _jit_step(step, mesh)
 
 
 def sr_train_step(mesh, *, pixel_kind: str = "l1", ema_decay: float = 0.999, losses: GanLosses | None = None,
-                  perceptual_net=None, perceptual_params=None):
+                  perceptual_net=None, perceptual_params=None, degradation: Degradation | None = None):
     """The jitted SR step `(states, batch, key) -> (states, metrics)` over `mesh`: `pixel_step` when `losses` is
     None (states {'generator'}), else `gan_step` with `losses` (states {'generator', 'discriminator'}) and the
-    perceptual loss's network `perceptual_net` and its replicated `perceptual_params` (None without one)."""
-    step = _sr_step(mesh, pixel_kind, ema_decay, losses, perceptual_net)
+    perceptual loss's network `perceptual_net` and its replicated `perceptual_params` (None without one). With a
+    `degradation` the batch is {'hr'} alone and the LR is made inside the step (`Degradation`)."""
+    step = _sr_step(mesh, pixel_kind, ema_decay, losses, perceptual_net, degradation)
     return lambda states, batch, key: step(states, batch, key, perceptual_params)
 
 
