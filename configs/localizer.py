@@ -75,10 +75,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _tiny(config: ml_collections.ConfigDict) -> None:
-    """About a minute on 2 CPU cores: a narrow one-block-per-stage network, 64-pixel crops, 400 steps at a higher
-    rate (held-out mean IoU 0.29 after 300 steps, 0.37 after 400: tests/test_localizer.py)."""
+    """Sized for the tests on 2 CPU cores: a narrow one-block-per-stage network, 400 steps at a higher rate.
+
+    Crops of 128 pixels, 4 a batch (the pixels of 8 crops of 64): 94 % of them hold part of an artifact ellipse,
+    against 61 % of 64-pixel crops, whose empty ones the per-crop Dice pushes towards predicting nothing. The rate
+    falls to 0.3x at step 200 and 0.09x at 300, so the final evaluation does not land mid-swing (at the full rate
+    the held-out IoU moves by 0.2 between evaluations 100 steps apart). Held-out mean IoU over seeds:
+    tests/test_localizer.py."""
     config.model.update(backbone_layers=(1, 1, 1, 1), backbone_width=8, aspp_channels=16, decoder_projection=8,
                         decoder_channels=16)
-    config.data.update(patch=64, batch_size=8)
-    config.train.update(num_steps=400, learning_rate=2e-3, milestones=(300,), log_every=10, eval_every=400,
-                        checkpoint_every=100)
+    config.data.update(patch=128, batch_size=4)
+    config.train.update(num_steps=400, learning_rate=2e-3, milestones=(200, 300), gamma=0.3, log_every=10,
+                        eval_every=400, checkpoint_every=100)

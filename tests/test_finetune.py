@@ -96,9 +96,11 @@ def test_fine_tuning_removes_detected_artifacts_on_held_out_images(setting, tmp_
     expected = np.where(mask[..., None], mse_sr, gan_sr)
     np.testing.assert_allclose(read_image(workdir / "pseudo_gt" / f"{first}.png"), expected, atol=0.5 / 255 + 1e-6)
 
-    # Step 3: measured on held-out images the model never saw. Measured: 3.7 % -> 0 % of the pixels, every
-    # region removed, none added; outside the artifacts the result changed by 0.018 (4.6 grey levels) on
-    # average, about half the change inside them (0.034).
+    # Step 3: measured on held-out images the model never saw. Measured over config.seed 0-4 (and seeds 0-1 with
+    # XLA's default optimisation): 3.7 % -> 0 % of the pixels in each run, every region removed, none added;
+    # outside the artifacts the result changed by 0.017-0.018 (4.4-4.7 grey levels) on average, 0.51-0.53 of the
+    # change inside them (0.034). Bounds: the fractions and rates with wide margins, the change outside at 0.7 of
+    # the inside (max + 0.17) and at 6 grey levels (max + 1.3).
     assert summary["artifact_fraction_before"] > 0.02
     assert summary["artifact_fraction_after"] < 0.3 * summary["artifact_fraction_before"]
     assert summary["removal_rate"] >= 0.6 and summary["addition_rate"] <= 0.25

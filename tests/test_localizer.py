@@ -160,9 +160,10 @@ def test_sampler_crops_are_aligned_reproducible_and_split_over_processes():
 
 # --- the job, end to end on the tiny config ---------------------------------------------------------------------
 
-#: Held-out mean IoU of the tiny run: measured 0.367 (region precision 0.448, recall 0.383) against 0.167 for
-#: flagging every pixel; it climbs from 0.05 at step 200 to 0.29 at 300, so the margin allows a slower start.
-MIN_HELD_OUT_IOU = 0.25
+#: Held-out mean IoU of the tiny run against 0.167 for flagging every pixel. Measured over config.seed 0-4 with the
+#: tests' XLA flags and again with XLA's default optimisation (whose different float32 rounding alone moves a run
+#: by up to 0.19): IoU 0.27-0.50, region precision 0.32-0.66, recall 0.37-0.65. Bounds at the minimum - 0.08.
+MIN_HELD_OUT_IOU = 0.19
 
 
 def _flat_variables(variables) -> dict[str, np.ndarray]:
@@ -202,8 +203,8 @@ def _check_learned_held_out_masks(config, workdir, summary, held_out):
     all_artifact = mean_iou([np.ones_like(t) for t in targets], targets)
     np.testing.assert_allclose(all_artifact, np.mean([r["target_fraction"] for r in evaluation["per_image"]]))
     assert all_artifact < 0.2 and mean_iou([np.zeros_like(t) for t in targets], targets) == 0.0
-    assert summary["mean_iou"] > max(MIN_HELD_OUT_IOU, all_artifact + 0.08), summary
-    assert summary["recall"] > 0.25 and summary["precision"] > 0.3, summary
+    assert summary["mean_iou"] > max(MIN_HELD_OUT_IOU, all_artifact + 0.02), summary
+    assert summary["recall"] > 0.29 and summary["precision"] > 0.24, summary
 
     # The saved model (params + BatchNorm statistics) reproduces the final evaluation.
     model, variables = load_model(workdir / "model")

