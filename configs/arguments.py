@@ -27,6 +27,7 @@ def generator_settings(config) -> dict:
     return dict(scale=config.scale, **config.model)
 
 
+
 #: The keys of `config.loss` that say where the perceptual network comes from, not how the losses weigh.
 PERCEPTUAL_NETWORK_KEYS = ("vgg19", "lpips_weights", "lpips_backbone", "lpips_net")
 

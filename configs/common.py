@@ -103,7 +103,7 @@ def _tiny(config: ml_collections.ConfigDict) -> None:
     config.eval.update(tile=64, overlap=16)
     # EMA 0.99: at 0.999 a few hundred steps leave the averaged weights close to their initialisation.
     config.train.ema_decay = 0.99
-    if config.phase == "pixel":  # enough to beat bicubic on the validation photographs (+0.5 dB PSNR-Y)
+    if config.phase == "pixel":  # enough to beat bicubic on the validation photographs (+0.2 to +0.37 dB PSNR-Y over seeds 0-4)
         config.train.update(num_steps=800, learning_rate=2e-3, milestones=(600,))
     else:
         config.train.update(num_steps=40, milestones=(30,))

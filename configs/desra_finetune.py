@@ -3,17 +3,19 @@ MSE-SR result into them as pseudo ground truth (eq. 10), fine-tune the GAN-SR mo
 and measure on held-out LR images what was removed.
 
 Defaults are the paper's: 50 training images, 1000 iterations, lr 1e-4, HR patch 256, global batch 48. The paper
-fine-tunes Real-ESRGAN with its own training code, so the losses are Real-ESRGAN's: L1 1.0, perceptual 1.0,
-vanilla GAN 0.1 with the U-Net discriminator (the perceptual term here uses one VGG19 layer, conv5_4, where
-Real-ESRGAN sums five with weights 0.1/0.1/1/1/1). Set `init_from` (the GAN-SR model: a directory of this
-library or e.g. RealESRGAN_x4plus.pth), `mse_model` (e.g. RealESRNet_x4plus.pth), `data.lr_dir` and
-`data.eval_lr_dir`; `discriminator_from` (e.g. RealESRGAN_x4plus_netD.pth) continues its discriminator,
-otherwise a fresh one is trained. `online=True` runs the continual loop of the paper's Discussion (section 6).
+fine-tunes Real-ESRGAN with its own training code, so the losses are Real-ESRGAN's (configs/realesrgan.py): L1
+1.0, perceptual 1.0 over VGG19 conv1_2/2_2/3_4/4_4/5_4 weighted 0.1/0.1/1/1/1, vanilla GAN 0.1 with the U-Net
+discriminator; the targets are the pseudo GT itself (no USM: it is made from the models' results, not a photograph).
+Set `init_from` (the GAN-SR model: a directory of this library, RealESRGAN_x4plus.pth, an ncnn .param or an
+installed name such as `realesrgan-x4plus`), `mse_model` (any MSE-SR model of the same scale: RealESRNet_x4plus.pth,
+`spanx4_ch48`, ...), `data.lr_dir` and `data.eval_lr_dir`; `discriminator_from` (e.g. RealESRGAN_x4plus_netD.pth)
+continues that discriminator, otherwise a fresh one is trained. `online=True` runs the continual loop of the paper's Discussion (section 6).
 """
 
 import ml_collections
 
 from configs import common
+from desra_jax.losses import REAL_ESRGAN_LAYER_WEIGHTS
 
 
 def get_config(arg: str | None = None):
@@ -51,6 +53,7 @@ def get_config(arg: str | None = None):
 
     config.loss.pixel_weight = 1.0
     config.loss.perceptual_weight = 1.0
+    config.loss.perceptual_layers = dict(REAL_ESRGAN_LAYER_WEIGHTS)
     config.loss.gan_kind = "gan"
     config.loss.gan_weight = 0.1
 

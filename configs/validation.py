@@ -5,6 +5,7 @@ import os
 import re
 
 from configs import arguments
+from desra_jax.convert.registry import resolve_model
 from desra_jax.models.discriminators import DISCRIMINATORS
 
 PHASES = ("pixel", "gan")
@@ -22,6 +23,15 @@ def require(config, ok: bool, key: str, message: str) -> None:
     """ValueError 'config.<key>=<value>: <message>' unless `ok`."""
     if not ok:
         raise ValueError(f"config.{key}={value(config, key)!r}: {message}")
+
+
+def model_found(spec: str) -> bool:
+    """Whether `spec` names a model `load_sr_model` reads: a path, or the bare name of an installed ncnn model."""
+    try:
+        resolve_model(spec)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def check(config, num_devices: int) -> None:
@@ -43,9 +53,11 @@ def check_sr(config, num_devices: int) -> None:
     require(config, config.train.num_steps > 0, "train.num_steps", "must be positive")
     require(config, config.eval.tile > config.eval.overlap >= 0, "eval.tile",
             f"must exceed eval.overlap={config.eval.overlap} >= 0")
-    for key in ("data.train_dir", "data.val_dir", "data.tfds_data_dir", "init_from"):
+    for key in ("data.train_dir", "data.val_dir", "data.tfds_data_dir"):
         path = value(config, key)
         require(config, not path or os.path.exists(path), key, "no such file or directory")
+    require(config, not config.init_from or model_found(config.init_from), "init_from",
+            "no such model directory or file, nor an installed ncnn model name")
     require(config, config.data.source in DATA_SOURCES, "data.source", f"choose one of {DATA_SOURCES}")
     if config.data.source == "tfds":
         for key in ("data.train_dir", "data.val_dir"):
@@ -54,7 +66,8 @@ def check_sr(config, num_devices: int) -> None:
         require(config, builder_scale is None or int(builder_scale[1]) == config.scale, "data.tfds_name",
                 f"its LR images are not for config.scale={config.scale}")
     if len(config.degradation):
-        require(config, config.degradation.scale == config.scale, "degradation.scale", f"must be config.scale={config.scale}")
+        require(config, config.degradation.scale == config.scale, "degradation.scale",
+                f"must be config.scale={config.scale}")
         require(config, config.data.source == "images", "data.source",
                 "the on-device degradation makes the LR of HR images; a tfds builder brings its own LR")
         require(config, config.degradation.queue_size % config.data.batch_size == 0, "degradation.queue_size",
@@ -87,7 +100,10 @@ def check_sr(config, num_devices: int) -> None:
 def check_finetune(config, num_devices: int) -> None:
     """A DeSRA fine-tuning config: the GAN-SR checks, plus its models and folders."""
     check_sr(config, num_devices)
-    for key in ("init_from", "mse_model", "data.lr_dir", "data.eval_lr_dir"):
+    for key in ("init_from", "mse_model"):
+        require(config, bool(value(config, key)) and model_found(value(config, key)), key,
+                "required: a model directory or file, or an installed ncnn model name")
+    for key in ("data.lr_dir", "data.eval_lr_dir"):
         path = value(config, key)
         require(config, bool(path) and os.path.exists(path), key, "required, and must exist")
     for key in ("discriminator_from", "data.eval_mask_dir", "detection.segformer", "detection.class_adjustment"):

@@ -58,7 +58,10 @@ def run_finetune(config, workdir: str, mesh=None) -> dict:
     tile, overlap = config.eval.tile, config.eval.overlap
     expected = arguments.generator_settings(config)
     gan = Upscaler(*load_generator(config.init_from, **expected), tile, overlap)
-    mse = Upscaler(*load_generator(config.mse_model, **expected), tile, overlap)
+    # Any MSE-SR model of the same scale: an RRDBNet partner (RealESRNet_x4plus) or another network (SPAN).
+    mse = Upscaler(*load_generator(config.mse_model, scale=config.scale), tile, overlap)
+    logging.info("GAN-SR model %s (%s), MSE-SR partner %s (%s)", config.init_from, type(gan.module).__name__,
+                 config.mse_model, type(mse.module).__name__)
     detection = config.detection
     segmenter, adjustment, _ = load_semantics(detection.segformer, detection.class_adjustment, detection.segment,
                                               detection.segformer_size or None, detection.segformer_resize)

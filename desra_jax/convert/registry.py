@@ -104,15 +104,25 @@ def load_sr_model(spec: str | os.PathLike) -> SRModel:
     return SRModel(module, {"params": params}, path)
 
 
-def load_generator(spec: str | os.PathLike, **expected) -> tuple[nn.Module, Any]:
+def model_scale(module: nn.Module) -> float:
+    """The output / input size ratio of an SR network: RRDBNet's ``scale``, SRVGGNetCompact's ``upscale *
+    out_resize``, SPAN's ``upscale``."""
+    if hasattr(module, "scale"):
+        return float(module.scale)
+    return float(module.upscale) * float(getattr(module, "out_resize", 1.0))
+
+
+def load_generator(spec: str | os.PathLike, scale: float | None = None, **expected) -> tuple[nn.Module, Any]:
     """An SR generator and its params from any model spec `desra_jax.convert.load_sr_model` reads (a model
     directory, a ``.pth`` / ``.safetensors``, an ncnn ``.param`` or a bare name of an installed ncnn model).
 
-    ``expected``: constructor fields the caller needs (e.g. ``scale=4, num_block=23``); a ValueError names the
-    file and every field that differs.
+    ``scale``: the output scale it must have (`model_scale`, any architecture); ``expected``: constructor fields
+    the caller needs (e.g. ``num_block=23``, an RRDBNet's); a ValueError names the file and what differs.
     """
     module, variables, path = load_sr_model(spec)
     different = {k: (getattr(module, k, None), v) for k, v in expected.items() if getattr(module, k, None) != v}
+    if scale is not None and model_scale(module) != scale:
+        different["scale"] = (model_scale(module), scale)
     if different:
         raise ValueError(f"{path}: the model does not match the settings: " + ", ".join(
             f"{k} is {have} there but {want} here" for k, (have, want) in different.items()))
