@@ -194,7 +194,7 @@ def run(input_path, output, model, mse_model=None, *, outscale=None, suffix="out
         except ValueError as error:  # a check of detection itself, e.g. images smaller than its windows
             problems += [f"{item[0].source}: {error}; skipped" for item in batch]
             continue
-        for (job, rgb, job_alpha, found), (image, out_alpha, detected) in zip(batch, results):
+        for (job, rgb, _, found), (image, out_alpha, detected) in zip(batch, results):
             if detected is not None:
                 records[job.name], gallery_rows[job.name] = _write_detection(output, job, report, detector,
                                                                              *detected)
