@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from desra_jax.training.sharding import batch_sharding, data_mesh, replicated
+
 
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
     """Tiles along one axis: (start, stop, keep_start, keep_stop) with stop - start = min(tile, length).
@@ -51,19 +53,22 @@ def upscale(
     overlap: int = 32,
     batch_size: int = 4,
     extra_variables: dict | None = None,
+    devices=None,
 ) -> np.ndarray:
     """Super-resolves (H, W, C) or (N, H, W, C) LR images in [0, 1] with `model` (an SR network whose
     `apply(variables, x)` maps (B, h, w, C) to (B, h * s, w * s, C')); returns float32 numpy of the output size.
 
     tile: LR tile side (images smaller than a tile run whole); overlap: LR pixels shared by adjacent tiles (see
-    the module docstring for why there are no seams); batch_size: tiles per device call (the last batch is
-    padded with copies so all calls have one shape); extra_variables: further flax collections (e.g.
-    batch_stats) besides params. Outputs are not clipped.
+    the module docstring for why there are no seams); batch_size: tiles per device call, at most the number of
+    tiles (the last batch is padded with copies so all calls have one shape); extra_variables: further flax
+    collections (e.g. batch_stats) besides params; devices: the devices each batch is split across (e.g.
+    ``jax.local_devices()``; None: the default device), which rounds the batch up to a multiple of their count.
+    Outputs are not clipped.
     """
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 3:
         return upscale(model, params, image[None], tile=tile, overlap=overlap, batch_size=batch_size,
-                       extra_variables=extra_variables)[0]
+                       extra_variables=extra_variables, devices=devices)[0]
     if image.ndim != 4:
         raise ValueError(f"image: expected (H, W, C) or (N, H, W, C), got shape {image.shape}")
     if batch_size < 1:
@@ -71,11 +76,19 @@ def upscale(
     variables = {"params": params, **(extra_variables or {})}
     rows, cols = tile_spans(image.shape[1], tile, overlap), tile_spans(image.shape[2], tile, overlap)
     tiles = np.stack([image[n, r[0] : r[1], c[0] : c[1]] for n in range(len(image)) for r in rows for c in cols])
+    # a lone tile is not padded to a whole batch of copies: that would multiply the work of small images
+    batch_size = min(batch_size, len(tiles))
+    put = np.asarray
+    if devices:
+        mesh = data_mesh(list(devices))
+        batch_size = math.ceil(batch_size / len(devices)) * len(devices)
+        variables = jax.device_put(variables, replicated(mesh))
+        put = functools.partial(jax.device_put, device=batch_sharding(mesh))
     outputs = []
     for first in range(0, len(tiles), batch_size):
         batch = tiles[first : first + batch_size]
         padded = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(batch), axis=0)])
-        outputs.append(np.asarray(_apply(model, variables, padded))[: len(batch)])
+        outputs.append(np.asarray(_apply(model, variables, put(padded)), np.float32)[: len(batch)])
     outputs = np.concatenate(outputs)
     scale = outputs.shape[1] // tiles.shape[1]
     result = np.empty((len(image), image.shape[1] * scale, image.shape[2] * scale, outputs.shape[-1]), np.float32)
@@ -92,12 +105,18 @@ def upscale(
 
 @dataclasses.dataclass
 class Upscaler:
-    """An SR network and its params as a function of whole LR images: `upscale` in tiles, clipped to [0, 1]."""
+    """An SR network and its params as a function of whole LR images: `upscale` in tiles, clipped to [0, 1]
+    (the fields are `upscale`'s arguments)."""
 
     module: nn.Module
     params: object
     tile: int = 256
     overlap: int = 32
+    batch_size: int = 4
+    extra_variables: dict | None = None
+    devices: tuple | None = None
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
-        return np.clip(upscale(self.module, self.params, lr, tile=self.tile, overlap=self.overlap), 0.0, 1.0)
+        return np.clip(upscale(self.module, self.params, lr, tile=self.tile, overlap=self.overlap,
+                               batch_size=self.batch_size, extra_variables=self.extra_variables,
+                               devices=self.devices), 0.0, 1.0)

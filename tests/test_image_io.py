@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from desra_jax.data.image_io import list_images, read_image, write_image
+from desra_jax.data.image_io import ImageFormat, list_images, read_image, read_image_and_format, write_image
 from desra_jax.data.masks import read_labelme_mask, read_mask
 from tests.conftest import photo_crop
 
@@ -77,8 +77,28 @@ def test_write_image_round_trip_is_atomic_and_makes_folders(tmp_path, photo):
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.png"]  # no temporary file left
     with pytest.raises(ValueError, match="NaN"):
         write_image(tmp_path / "nan.png", np.full((2, 2, 3), np.nan, np.float32))
-    with pytest.raises(ValueError, match=r"out\.jpg: write_image writes PNG"):
-        write_image(tmp_path / "out.jpg", photo)
+    with pytest.raises(ValueError, match=r"out\.gif: cannot write '\.gif' files"):
+        write_image(tmp_path / "out.gif", photo)
+    with pytest.raises(ValueError, match=r"out\.jpg: \.jpg files hold 8-bit samples, not 16-bit"):
+        write_image(tmp_path / "out.jpg", photo, bit_depth=16)
+
+
+@pytest.mark.parametrize("channels,bit_depth", [(1, 16), (4, 8), (4, 16), (3, 16)])
+def test_gray_alpha_and_16bit_round_trip_with_their_format(tmp_path, photo, channels, bit_depth):
+    """What ``read_image_and_format`` reports, ``write_image`` gives back: cv2 sees the same levels."""
+    alpha = np.linspace(0, 1, photo.shape[1], dtype=np.float32)[None, :, None].repeat(photo.shape[0], 0)
+    image = {1: photo[:, :, 1], 3: photo, 4: np.concatenate([photo, alpha], axis=2)}[channels]
+    write_image(tmp_path / "x.png", image, bit_depth=bit_depth)
+    full_scale, dtype = (255, np.uint8) if bit_depth == 8 else (65535, np.uint16)
+    levels = np.round(image * full_scale).astype(dtype)
+    written = cv2.imread(str(tmp_path / "x.png"), cv2.IMREAD_UNCHANGED)
+    expected = levels if channels == 1 else levels[:, :, [2, 1, 0, 3][:channels]]  # cv2 holds BGR(A)
+    np.testing.assert_array_equal(written, expected)
+    read, found = read_image_and_format(tmp_path / "x.png", alpha="keep")
+    assert found == ImageFormat(bit_depth, channels)
+    assert read.shape == photo.shape[:2] + (4 if channels == 4 else 3,)
+    np.testing.assert_array_equal(read[:, :, 0], levels[:, :, 0] / np.float32(full_scale) if channels > 1
+                                  else levels / np.float32(full_scale))
 
 
 def test_list_images_recursive_sorted_relative(tmp_path):

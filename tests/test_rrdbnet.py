@@ -1,4 +1,4 @@
-"""RRDBNet against the PyTorch reference, its converter, and the saved-model layout (training/checkpoints)."""
+"""RRDBNet against the PyTorch reference, its converter, and the saved-model layout (models/directory)."""
 
 import json
 import os

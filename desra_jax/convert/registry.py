@@ -13,6 +13,8 @@ import os
 from typing import Any, NamedTuple
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from desra_jax.convert.discriminators import load_discriminator as convert_discriminator
 from desra_jax.convert.ncnn_models import load_ncnn
@@ -104,12 +106,14 @@ def load_sr_model(spec: str | os.PathLike) -> SRModel:
     return SRModel(module, {"params": params}, path)
 
 
-def model_scale(module: nn.Module) -> float:
-    """The output / input size ratio of an SR network: RRDBNet's ``scale``, SRVGGNetCompact's ``upscale *
-    out_resize``, SPAN's ``upscale``."""
-    if hasattr(module, "scale"):
-        return float(module.scale)
-    return float(module.upscale) * float(getattr(module, "out_resize", 1.0))
+#: Side of the shape-only probe input that `model_scale` measures a network with.
+_PROBE = 32
+
+
+def model_scale(module: nn.Module, variables) -> float:
+    """The output / input size ratio of an SR network, from the shapes of a probe input (nothing is computed)."""
+    probe = jax.ShapeDtypeStruct((1, _PROBE, _PROBE, 3), jnp.float32)
+    return jax.eval_shape(module.apply, variables, probe).shape[1] / _PROBE
 
 
 def load_generator(spec: str | os.PathLike, scale: float | None = None, **expected) -> tuple[nn.Module, Any]:
@@ -121,8 +125,8 @@ def load_generator(spec: str | os.PathLike, scale: float | None = None, **expect
     """
     module, variables, path = load_sr_model(spec)
     different = {k: (getattr(module, k, None), v) for k, v in expected.items() if getattr(module, k, None) != v}
-    if scale is not None and model_scale(module) != scale:
-        different["scale"] = (model_scale(module), scale)
+    if scale is not None and model_scale(module, variables) != scale:
+        different["scale"] = (model_scale(module, variables), scale)
     if different:
         raise ValueError(f"{path}: the model does not match the settings: " + ", ".join(
             f"{k} is {have} there but {want} here" for k, (have, want) in different.items()))

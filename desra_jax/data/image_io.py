@@ -1,5 +1,5 @@
-"""The project's one image reader and writer: files <-> float32 RGB arrays in [0, 1], (H, W, 3); and the one
-atomic writer every output goes through (images, JSON, CSV).
+"""The project's one image reader and writer: files <-> float32 RGB arrays in [0, 1], (H, W, 3) (gray, RGBA and
+16-bit files too); and the one atomic writer every output goes through (images, JSON, CSV).
 
 cv2 reads and writes BGR; the conversion to RGB happens here, once, so nothing else in the project sees BGR.
 Files are decoded from bytes (``np.fromfile`` + ``cv2.imdecode``) so that paths with non-ASCII characters work
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import errno
 import hashlib
 import io
@@ -28,8 +29,25 @@ from desra_jax.kill_points import kill_point
 #: File name extensions (lower case) that ``list_images`` picks up.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
-_ALPHA_POLICIES = ("error", "drop")
+_ALPHA_POLICIES = ("error", "drop", "keep")
 _FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFormat:
+    """What an image file holds: ``bit_depth`` 8 or 16; ``channels`` 1 (gray), 3 (RGB) or 4 (RGBA; cv2 reads
+    gray + alpha as four channels too)."""
+
+    bit_depth: int
+    channels: int
+
+    @property
+    def gray(self) -> bool:
+        return self.channels == 1
+
+    @property
+    def alpha(self) -> bool:
+        return self.channels == 4
 
 
 def read_image(path: str | os.PathLike, alpha: str = "error") -> np.ndarray:
@@ -38,13 +56,19 @@ def read_image(path: str | os.PathLike, alpha: str = "error") -> np.ndarray:
     Raises:
       ValueError naming the file: unreadable or missing file, or any problem ``decode_image`` names.
     """
+    return read_image_and_format(path, alpha)[0]
+
+
+def read_image_and_format(path: str | os.PathLike, alpha: str = "error") -> tuple[np.ndarray, ImageFormat]:
+    """``read_image`` and the file's :class:`ImageFormat`, for a writer that gives back what it was given (gray
+    stays gray, 16 bits stay 16 bits)."""
     try:
         encoded = np.fromfile(path, dtype=np.uint8)
     except OSError as error:
         if os.path.islink(path) and not os.path.exists(path):
             raise ValueError(f"{path}: a broken symbolic link (to {os.readlink(path)})") from error
         raise ValueError(f"{path}: cannot read the file ({error.strerror or error})") from error
-    return decode_image(encoded, str(path), alpha)
+    return decode_image_and_format(encoded, str(path), alpha)
 
 
 def decode_image(encoded: bytes | np.ndarray, name: str, alpha: str = "error") -> np.ndarray:
@@ -53,13 +77,19 @@ def decode_image(encoded: bytes | np.ndarray, name: str, alpha: str = "error") -
     8-bit files are divided by 255 and 16-bit files by 65535 (both are exact scalings, nothing is clipped).
     Grayscale files are repeated into three channels. A fourth (alpha) channel follows ``alpha``: ``'error'``
     (default) raises, because compositing over an arbitrary background would silently change what a detector or
-    a loss sees; ``'drop'`` ignores it.
+    a loss sees; ``'drop'`` ignores it; ``'keep'`` returns it as a fourth channel, (H, W, 4) RGBA.
 
     Raises:
       ValueError naming ``name`` (a file path, or where the bytes came from): undecodable bytes, alpha channel
       with ``alpha='error'``, a sample type other than 8/16-bit unsigned (e.g. float TIFF/EXR), an unexpected
       channel count.
     """
+    return decode_image_and_format(encoded, name, alpha)[0]
+
+
+def decode_image_and_format(encoded: bytes | np.ndarray, name: str,
+                            alpha: str = "error") -> tuple[np.ndarray, ImageFormat]:
+    """``decode_image`` and the :class:`ImageFormat` of the bytes."""
     if alpha not in _ALPHA_POLICIES:
         raise ValueError(f"alpha must be one of {_ALPHA_POLICIES}, got {alpha!r}")
     encoded = np.frombuffer(encoded, dtype=np.uint8)
@@ -76,12 +106,13 @@ def decode_image(encoded: bytes | np.ndarray, name: str, alpha: str = "error") -
     elif image.shape[2] == 4:
         if alpha == "error":
             raise ValueError(f"{name}: has an alpha channel (shape {image.shape}); expected an RGB image")
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if alpha == "keep" else cv2.COLOR_BGRA2RGB)
     elif image.shape[2] == 3:
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     else:
         raise ValueError(f"{name}: expected 1, 3 or 4 channels, got shape {image.shape}")
-    return rgb.astype(np.float32) / np.float32(scale)
+    found = ImageFormat(bit_depth=8 * image.dtype.itemsize, channels=1 if image.ndim == 2 else image.shape[2])
+    return rgb.astype(np.float32) / np.float32(scale), found
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -236,39 +267,59 @@ def write_csv(path: str | os.PathLike, records: list[dict], columns: list[str]) 
     write_bytes_atomic(path, buffer.getvalue().encode("utf-8"))
 
 
-def encode_png(image: np.ndarray, name: str = "image") -> bytes:
-    """An (H, W, 3) RGB or (H, W) gray image, float in [0, 1] or bool, as the bytes of an 8-bit PNG file.
+#: File name extensions (lower case) ``write_image`` writes, with the bit depths each can hold.
+WRITABLE_DEPTHS = {".png": (8, 16), ".jpg": (8,), ".jpeg": (8,), ".tif": (8, 16), ".tiff": (8, 16)}
 
-    Floats are clipped to [0, 1] and rounded to the nearest 8-bit level; ``True`` becomes 255. ``name`` only
+
+def encode_image(image: np.ndarray, suffix: str = ".png", bit_depth: int = 8, name: str = "image") -> bytes:
+    """An (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA image, float in [0, 1] or bool, as the bytes of a file of
+    type ``suffix`` (one of :data:`WRITABLE_DEPTHS`) with ``bit_depth`` bits per sample.
+
+    Floats are clipped to [0, 1] and rounded to the nearest level (of 255 or 65535); ``True`` is full scale.
+    JPEG holds neither alpha nor 16 bits: asking for either is an error, not a silent conversion. ``name`` only
     appears in error messages.
     """
+    suffix = suffix.lower()
+    if suffix not in WRITABLE_DEPTHS:
+        raise ValueError(f"{name}: cannot write {suffix!r} files; expected one of {', '.join(WRITABLE_DEPTHS)}")
+    if bit_depth not in WRITABLE_DEPTHS[suffix]:
+        raise ValueError(f"{name}: {suffix} files hold {' or '.join(map(str, WRITABLE_DEPTHS[suffix]))}-bit "
+                         f"samples, not {bit_depth}-bit")
     image = np.asarray(image)
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
-        raise ValueError(f"{name}: expected an (H, W, 3) RGB or (H, W) gray image, got shape {image.shape}")
+    channels = 1 if image.ndim == 2 else image.shape[2] if image.ndim == 3 else 0
+    if channels not in (1, 3, 4) or (channels == 4 and suffix in (".jpg", ".jpeg")):
+        allowed = "(H, W) gray or (H, W, 3) RGB" + ("" if suffix in (".jpg", ".jpeg") else " or (H, W, 4) RGBA")
+        raise ValueError(f"{name}: expected an {allowed} image for {suffix}, got shape {image.shape}")
+    full_scale, dtype = (255.0, np.uint8) if bit_depth == 8 else (65535.0, np.uint16)
     if image.dtype == bool:
-        levels = image.astype(np.uint8) * 255
+        levels = image.astype(dtype) * dtype(full_scale)
     elif np.issubdtype(image.dtype, np.floating):
         if not np.all(np.isfinite(image)):
             raise ValueError(f"{name}: image contains NaN or infinite values")
-        levels = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+        levels = np.round(np.clip(image, 0.0, 1.0) * full_scale).astype(dtype)
     else:
         raise ValueError(f"{name}: expected a float image in [0, 1] or a bool mask, got {image.dtype}")
-    if levels.ndim == 3:
-        levels = cv2.cvtColor(levels, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", levels)
+    if channels > 1:
+        levels = cv2.cvtColor(levels, cv2.COLOR_RGB2BGR if channels == 3 else cv2.COLOR_RGBA2BGRA)
+    ok, encoded = cv2.imencode(suffix, levels)
     if not ok:
-        raise ValueError(f"{name}: PNG encoding failed for shape {image.shape}")
+        raise ValueError(f"{name}: {suffix} encoding failed for shape {image.shape}")
     return encoded.tobytes()
 
 
-def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Writes an (H, W, 3) RGB float image in [0, 1] (or an (H, W) gray image / bool mask) as an 8-bit PNG.
+def encode_png(image: np.ndarray, name: str = "image") -> bytes:
+    """An (H, W, 3) RGB or (H, W) gray image, float in [0, 1] or bool, as the bytes of an 8-bit PNG file
+    (``encode_image``)."""
+    return encode_image(image, ".png", 8, name)
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, bit_depth: int = 8) -> None:
+    """Writes a gray, RGB or RGBA float image in [0, 1] (or a bool mask) with ``bit_depth`` bits per sample, as
+    the file type its suffix names (PNG, JPEG, TIFF: ``encode_image``).
 
     The file appears atomically and its parent folders are created (see ``write_bytes_atomic``).
     """
-    if Path(path).suffix.lower() != ".png":
-        raise ValueError(f"{path}: write_image writes PNG files; expected a .png name")
-    write_bytes_atomic(path, encode_png(image, name=str(path)))
+    write_bytes_atomic(path, encode_image(image, Path(path).suffix, bit_depth, name=str(path)))
 
 
 def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[str]:

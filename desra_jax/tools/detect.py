@@ -76,7 +76,19 @@ def write_outputs(out_dir: Path, name: str, gan: np.ndarray, mse: np.ndarray, ma
         write_image(out_dir / "segmentation" / f"{name}.png", thumbnails["segmentation"])
     for key, image in thumbnails.items():
         write_image(out_dir / "gallery" / f"{name}_{key}.png", report.thumbnail(image))
-    return {key: f"gallery/{name}_{key}.png" for key in thumbnails}
+    return gallery_row(name, labels is not None)
+
+
+def gallery_row(name: str, segmentation: bool = False) -> dict:
+    """The gallery thumbnails of image ``name`` that `write_outputs` writes, relative to the output folder."""
+    keys = ("mse", "gan", "d", "overlay") + (("segmentation",) if segmentation else ())
+    return {key: f"gallery/{name}_{key}.png" for key in keys}
+
+
+def mask_record(mask: np.ndarray) -> dict:
+    """A detection's numbers for the summaries: size, artifact pixels and fraction, 8-connected regions."""
+    return {"height": mask.shape[0], "width": mask.shape[1], "artifact_pixels": int(mask.sum()),
+            "artifact_fraction": float(mask.mean()), "regions": label_regions(mask)[1]}
 
 
 def _finite_or_none(value):
@@ -117,11 +129,7 @@ def run(gan_dir, mse_dir, out_dir, gt_dir=None, threshold=0.7, min_area=4000, ba
             image_labels = None if labels is None else labels[i]
             num_classes = 0 if segmenter is None else len(segmenter.names)
             row = write_outputs(out_dir, pair.name, gan, mse, mask, d, image_labels, num_classes)
-            record = {
-                "name": pair.name, "gan": str(pair.gan), "mse": str(pair.mse), "height": mask.shape[0],
-                "width": mask.shape[1], "artifact_pixels": int(mask.sum()),
-                "artifact_fraction": float(mask.mean()), "regions": label_regions(mask)[1],
-            }
+            record = {"name": pair.name, "gan": str(pair.gan), "mse": str(pair.mse), **mask_record(mask)}
             if image_labels is not None:
                 row["legend"] = report.label_legend(image_labels, segmenter.names)
                 record["classes"] = {entry["name"]: entry["fraction"] for entry in row["legend"]}
@@ -148,18 +156,23 @@ def run(gan_dir, mse_dir, out_dir, gt_dir=None, threshold=0.7, min_area=4000, ba
         "pairs": len(pairs), "processed": len(records), "problems": problems, "metrics": metrics,
         "images": [{key: _finite_or_none(value) for key, value in record.items()} for record in records],
     }
-    _write_summaries(out_dir, summary, gallery_rows)
+    write_summaries(out_dir, summary, gallery_rows)
     return summary
 
 
-def _write_summaries(out_dir: Path, summary: dict, gallery_rows: dict) -> None:
+def write_summaries(out_dir: Path, summary: dict, gallery_rows: dict, title: str = "DeSRA artifact detection",
+                    counted: str = "pairs") -> None:
+    """``summary.csv``, ``summary.json`` and the gallery ``index.html`` of a detection ``summary`` (as `run`
+    returns it: ``settings`` with threshold, min_area and semantics; ``images``, one `mask_record` and ``name``
+    each; ``processed``, ``pairs``, ``problems``, ``metrics``), ``gallery_rows`` by name (`gallery_row`);
+    ``counted`` names what ``pairs`` counts in the page."""
     columns = ["name", "height", "width", "artifact_pixels", "artifact_fraction", "regions"]
     if summary["metrics"] is not None:
         columns += ["iou", "precision", "recall", "n_s", "n_t", "n_g", "n_r"]
     write_csv(out_dir / "summary.csv", summary["images"], columns)
     write_json(out_dir / "summary.json", summary)
     settings = summary["settings"]
-    numbers = [("pairs processed", f"{summary['processed']} of {summary['pairs']}"),
+    numbers = [(f"{counted} processed", f"{summary['processed']} of {summary['pairs']}"),
                ("problems", str(len(summary["problems"]))),
                ("threshold / min_area", f"{settings['threshold']} / {settings['min_area']}")]
     if settings["semantics"] is not None:
@@ -176,5 +189,4 @@ def _write_summaries(out_dir: Path, summary: dict, gallery_rows: dict) -> None:
             caption += f", IoU {record['iou']:.3f}"
         rows.append({"name": record["name"], "caption": caption, **gallery_rows[record["name"]]})
     columns = report.GALLERY_COLUMNS + ((report.SEGMENTATION_COLUMN,) if settings["semantics"] else ())
-    report.write_gallery(out_dir / "index.html", out_dir, "DeSRA artifact detection", numbers, rows,
-                         summary["problems"], columns)
+    report.write_gallery(out_dir / "index.html", out_dir, title, numbers, rows, summary["problems"], columns)

