@@ -306,7 +306,7 @@ def test_detect_cli_with_segformer_matches_the_library(semantic_run, direct):
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads(json.dumps(returned))
     assert summary["settings"]["semantics"] == {"segformer": str(root / "segformer"), "segment": "gan",
-                                                "segformer_size": None,
+                                                "segformer_size": None, "segformer_resize": "square",
                                                 "class_adjustment": str(root / "adjustment.json")}
     records = {record["name"]: record for record in summary["images"]}
     page = (out / "index.html").read_text()

@@ -252,7 +252,8 @@ def test_realesrgan_tiny_degrades_on_the_device_through_both_stages(tmp_path):
 
     workdir = tmp_path / "run"
     args = ("--config=configs/realesrgan.py:tiny", f"--workdir={workdir}", "--config.pretrain.train.num_steps=20",
-            "--config.pretrain.train.eval_every=20", "--config.train.num_steps=10", "--config.train.eval_every=10")
+            "--config.pretrain.train.eval_every=20", "--config.train.num_steps=10", "--config.train.eval_every=10",
+            "--config.train.log_every=1")
     result = run_main(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     pretrain = read_jsonl(workdir / "pretrain" / "metrics.jsonl")
