@@ -72,7 +72,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
 def _refused(message: str) -> str:
     """What torch's weights-only unpickler refused, from its message: the global a pickle names (e.g.
     ``posix.system``, which would run a shell command) or the pickle instruction. The rest of the message, which
-    suggests loading the file with ``weights_only=False`` (running whatever it contains), is not repeated."""
+    suggests loading the file with weights_only switched off (running whatever it contains), is not repeated."""
     named = re.search(r"GLOBAL ([\w.]+)", message)
     if named:
         return f"a reference to {named.group(1)}"
