@@ -62,4 +62,4 @@ def train_step(config, mesh):
     network, params = perceptual_network(config, losses)
     params = jax.device_put(params, sharding.replicated(mesh))
     return sr_train_step(mesh, losses=losses, perceptual_net=network, perceptual_params=params,
-                         degradation=degradation)
+                         degradation=degradation, discriminator_warmup=config.train.discriminator_warmup)

@@ -115,3 +115,43 @@ def test_lpips_perceptual_term_and_a_separate_target():
     np.testing.assert_allclose(metrics["l_percep"], 0.5 * expected_lpips, rtol=1e-4)
     np.testing.assert_allclose(metrics["l_pix"], float(l1_loss(sr, target)), rtol=1e-5)
     assert abs(float(l1_loss(sr, target)) - float(l1_loss(sr, hr))) > 1e-2  # so the target is what was used
+
+
+def test_discriminator_warmup_trains_the_discriminator_alone_then_both():
+    from desra_jax.models import RRDBNet
+    from desra_jax.models.discriminators import make_discriminator
+    from desra_jax.training import sharding
+    from desra_jax.training.state import sr_states
+    from desra_jax.training.steps import discriminator_step, sr_train_step
+
+    generator = RRDBNet(scale=4, num_feat=8, num_block=1, num_grow_ch=4)
+    discriminator = make_discriminator("unet", 8, 32)
+    hr = photo_crop("chelsea", (32, 32))
+    lr = hr[:, ::4, ::4]
+    g_params = jax.tree.map(np.asarray, generator.init(jax.random.key(0), lr)["params"])  # the step donates states
+    d_variables = jax.tree.map(np.asarray, discriminator.init(jax.random.key(1), hr, train=False))
+    losses = GanLosses(pixel_weight=1.0, perceptual_weight=0.0, gan_kind="gan", gan_weight=0.1)
+    mesh = sharding.data_mesh()
+    step = sr_train_step(mesh, losses=losses, discriminator_warmup=2)
+    # SGD: Adam's first update is lr * sign(gradient), which float rounding flips where a gradient is near 0
+    states = sr_states(generator, g_params, optax.sgd(1e-2), discriminator, d_variables)
+    batch, key = {"lr": lr, "hr": hr}, jax.random.key(2)
+    sr = generator.apply({"params": g_params}, lr)
+    expected_d, _ = jax.jit(discriminator_step, static_argnames="losses")(states["discriminator"], hr, sr, key,
+                                                                          losses=losses)
+
+    states, metrics = step(states, batch, key)
+    assert "l_pix" not in metrics and "l_d_gan" in metrics
+    assert jax.tree.all(jax.tree.map(np.array_equal, states["generator"].params, g_params))
+    moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), expected_d.params, d_variables["params"])
+    assert min(jax.tree.leaves(moved)) > 0
+    assert jax.tree.all(jax.tree.map(lambda a, b, m: np.abs(a - b).max() <= 1e-4 * m,
+                                     states["discriminator"].params, expected_d.params, moved))
+    states, _ = step(states, batch, key)
+    assert int(states["generator"].step) == 0 and int(states["discriminator"].step) == 2
+    states, metrics = step(states, batch, key)  # the warm-up is over: both networks move
+    assert "l_pix" in metrics and int(states["generator"].step) == 1 and int(states["discriminator"].step) == 3
+
+    resumed = sr_train_step(mesh, losses=losses, discriminator_warmup=2)  # a new process resuming at step 3
+    _, metrics = resumed(states, batch, key)
+    assert "l_pix" in metrics

@@ -129,7 +129,14 @@ def gan_step(g_state: TrainState, d_state: TrainState, batch, key, perceptual_pa
 
     (g_total, (metrics, sr)), g_grads = jax.value_and_grad(generator_objective, has_aux=True)(g_state.params)
     g_state = _finish_generator_update(g_state, g_grads, losses.ema_decay)
-    sr = jax.lax.stop_gradient(sr)
+    d_state, d_metrics = discriminator_step(d_state, hr, jax.lax.stop_gradient(sr), key, losses=losses)
+    return g_state, d_state, {**metrics, **d_metrics, "l_g_total": g_total}
+
+
+def discriminator_step(d_state: TrainState, hr, sr, key, *, losses: GanLosses):
+    """One update of the discriminator on real `hr` and fixed `sr` (the discriminator half of `gan_step`):
+    the adversarial discriminator loss, plus the gradient penalty when `losses.gradient_penalty_weight > 0`.
+    Returns (d_state, metrics)."""
 
     def discriminator_objective(params):
         real_logits, model_state = discriminate(d_state, params, d_state.model_state, hr)
@@ -148,7 +155,15 @@ def gan_step(g_state: TrainState, d_state: TrainState, batch, key, perceptual_pa
         d_state.params
     )
     d_state = d_state.apply_gradients(grads=d_grads).replace(model_state=model_state)
-    return g_state, d_state, {**metrics, **d_metrics, "l_g_total": g_total, "l_d_total": d_total}
+    return d_state, {**d_metrics, "l_d_total": d_total}
+
+
+def discriminator_warmup_step(g_state: TrainState, d_state: TrainState, batch, key, *, losses: GanLosses):
+    """`discriminator_step` on the generator's current (fixed) SR output: the generator does not move. A fresh
+    discriminator learns what the generator's output looks like before its signal reaches the generator."""
+    sr = g_state.apply_fn({"params": g_state.params}, batch["lr"])
+    d_state, metrics = discriminator_step(d_state, batch["hr"], sr, key, losses=losses)
+    return g_state, d_state, metrics
 
 
 def localizer_step(state: TrainState, batch, key, *, loss_weights: tuple[tuple[str, float], ...]):
@@ -208,7 +223,7 @@ def _frozen(value):
 
 @functools.cache
 def _sr_step(mesh, pixel_kind: str, ema_decay: float, losses: GanLosses | None, perceptual_net,
-             degradation: Degradation | None):
+             degradation: Degradation | None, discriminator_only: bool = False):
     def step(states, batch, key, perceptual_params):
         if degradation is not None:
             key, degradation_key = jax.random.split(key)
@@ -218,21 +233,39 @@ def _sr_step(mesh, pixel_kind: str, ema_decay: float, losses: GanLosses | None, 
             generator, metrics = pixel_step(states["generator"], pixel_batch, pixel_kind=pixel_kind,
                                             ema_decay=ema_decay)
             return {**states, "generator": generator}, metrics
-        generator, discriminator, metrics = gan_step(states["generator"], states["discriminator"], batch, key,
-                                                     perceptual_params, losses=losses, perceptual_net=perceptual_net)
+        if discriminator_only:
+            generator, discriminator, metrics = discriminator_warmup_step(states["generator"], states["discriminator"],
+                                                                          batch, key, losses=losses)
+        else:
+            generator, discriminator, metrics = gan_step(states["generator"], states["discriminator"], batch, key,
+                                                         perceptual_params, losses=losses,
+                                                         perceptual_net=perceptual_net)
         return {**states, "generator": generator, "discriminator": discriminator}, metrics
 
     return _jit_step(step, mesh)
 
 
 def sr_train_step(mesh, *, pixel_kind: str = "l1", ema_decay: float = 0.999, losses: GanLosses | None = None,
-                  perceptual_net=None, perceptual_params=None, degradation: Degradation | None = None):
+                  perceptual_net=None, perceptual_params=None, degradation: Degradation | None = None,
+                  discriminator_warmup: int = 0):
     """The jitted SR step `(states, batch, key) -> (states, metrics)` over `mesh`: `pixel_step` when `losses` is
     None (states {'generator'}), else `gan_step` with `losses` (states {'generator', 'discriminator'}) and the
     perceptual loss's network `perceptual_net` and its replicated `perceptual_params` (None without one). With a
-    `degradation` the batch is {'hr'} alone and the LR is made inside the step (`Degradation`)."""
+    `degradation` the batch is {'hr'} alone and the LR is made inside the step (`Degradation`). The first
+    `discriminator_warmup` steps of the discriminator (counted by its state, so a resumed run goes on where it
+    stopped) are `discriminator_warmup_step`s: the generator waits."""
     step = _sr_step(mesh, pixel_kind, ema_decay, losses, perceptual_net, degradation)
-    return lambda states, batch, key: step(states, batch, key, perceptual_params)
+    if not discriminator_warmup or losses is None:
+        return lambda states, batch, key: step(states, batch, key, perceptual_params)
+    warmup = _sr_step(mesh, pixel_kind, ema_decay, losses, perceptual_net, degradation, discriminator_only=True)
+    warming = [True]  # until a step finds the warm-up done; reading the count waits for the previous step
+
+    def dispatch(states, batch, key):
+        if warming[0] and int(states["discriminator"].step) >= discriminator_warmup:
+            warming[0] = False
+        return (warmup if warming[0] else step)(states, batch, key, perceptual_params)
+
+    return dispatch
 
 
 @functools.cache
