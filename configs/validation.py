@@ -6,6 +6,7 @@ import re
 
 from configs import arguments
 from desra_jax.convert.registry import resolve_model
+from desra_jax.data.bundled import LR_DEGRADATIONS, MORE_PHOTOGRAPH_NAMES, PHOTOGRAPH_NAMES
 from desra_jax.models.discriminators import DISCRIMINATORS
 
 PHASES = ("pixel", "gan")
@@ -103,10 +104,22 @@ def check_finetune(config, num_devices: int) -> None:
     for key in ("init_from", "mse_model"):
         require(config, bool(value(config, key)) and model_found(value(config, key)), key,
                 "required: a model directory or file, or an installed ncnn model name")
-    for key in ("data.lr_dir", "data.eval_lr_dir"):
-        path = value(config, key)
-        require(config, bool(path) and os.path.exists(path), key, "required, and must exist")
-    for key in ("discriminator_from", "data.eval_mask_dir", "detection.segformer", "detection.class_adjustment"):
+    bundled = config.data.bundled
+    if bundled.degradation:
+        require(config, bundled.degradation in LR_DEGRADATIONS, "data.bundled.degradation",
+                f"choose one of {', '.join(LR_DEGRADATIONS)}, or '' for the folders data.lr_dir and data.eval_lr_dir")
+        for key in ("fine_tune", "held_out"):
+            unknown = sorted(set(bundled[key]) - set(PHOTOGRAPH_NAMES + MORE_PHOTOGRAPH_NAMES))
+            require(config, bool(bundled[key]) and not unknown, f"data.bundled.{key}",
+                    f"expected bundled photograph names ({', '.join(PHOTOGRAPH_NAMES + MORE_PHOTOGRAPH_NAMES)})"
+                    + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+        require(config, bundled.crop >= 16 * config.scale, "data.bundled.crop", f"expected at least {16 * config.scale}")
+    else:
+        for key in ("data.lr_dir", "data.eval_lr_dir"):
+            path = value(config, key)
+            require(config, bool(path) and os.path.exists(path), key, "required, and must exist")
+    for key in ("discriminator_from", "data.eval_mask_dir", "data.eval_hr_dir", "detection.segformer",
+                "detection.class_adjustment", "eval.lpips_weights", "eval.lpips_backbone"):
         path = value(config, key)
         require(config, not path or os.path.exists(path), key, "no such file or directory")
     if config.online:

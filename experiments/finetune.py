@@ -3,6 +3,7 @@
 
 Turns the config into the arguments of `desra_jax.training.finetune` (its docstring describes the three steps):
 the two models, the detector, the held-out set, the GAN losses' jitted step, and the discriminator to continue.
+With `data.bundled.degradation` set, first writes the LR sets made from the bundled photographs to `data/`.
 Writes `pseudo_gt/`, `masks/`, the loop's files (`desra_jax.training.loop`), `eval_<step>.json` and
 `report/index.html` into the workdir; `config.online=True` runs the continual loop in `workdir/online` instead.
 """
@@ -17,10 +18,12 @@ from absl import logging
 
 from configs import arguments
 from desra_jax.convert.registry import load_discriminator, load_generator
+from desra_jax.data.bundled import write_lr_sets
 from desra_jax.data.image_io import read_image
 from desra_jax.detection.detector import Detector
 from desra_jax.detection.segmenter import load_semantics
 from desra_jax.inference import Upscaler
+from desra_jax.tools.evaluate import lpips_function
 from desra_jax.models.discriminators import make_discriminator
 from desra_jax.training import finetune, loop, sharding
 
@@ -48,6 +51,17 @@ def read_images(folder: str) -> list[tuple[str, np.ndarray]]:
     return images
 
 
+def data_folders(config, workdir: str) -> tuple[str, str, str]:
+    """(fine-tuning LR, held-out LR, held-out HR or "") folders: the config's, or with `data.bundled.degradation`
+    the sets `write_lr_sets` makes in `workdir/data` from the bundled photographs."""
+    bundled = config.data.bundled
+    if not bundled.degradation:
+        return config.data.lr_dir, config.data.eval_lr_dir, config.data.eval_hr_dir
+    folders = write_lr_sets(os.path.join(workdir, "data"), {"fine_tune": bundled.fine_tune, "held_out": bundled.held_out},
+                            config.scale, bundled.degradation, bundled.seed, bundled.crop)
+    return folders["fine_tune_lr"], folders["held_out_lr"], folders["held_out_hr"]
+
+
 def run_finetune(config, workdir: str, mesh=None) -> dict:
     """The whole job (module docstring); resumes where a previous run stopped. Returns the final held-out
     summary."""
@@ -66,8 +80,11 @@ def run_finetune(config, workdir: str, mesh=None) -> dict:
     segmenter, adjustment, _ = load_semantics(detection.segformer, detection.class_adjustment, detection.segment,
                                               detection.segformer_size or None, detection.segformer_resize)
     detect = Detector(detection.threshold, detection.min_area, segmenter, adjustment, detection.indicator)
-    held_out = finetune.HeldOut.prepare(read_images(config.data.eval_lr_dir), config.data.eval_mask_dir or None,
-                                        gan, mse, detect)
+    lr_dir, eval_lr_dir, eval_hr_dir = data_folders(config, workdir)
+    held_out = finetune.HeldOut.prepare(read_images(eval_lr_dir), config.data.eval_mask_dir or None, gan, mse, detect,
+                                        eval_hr_dir or None, crop_border=config.scale,
+                                        lpips_fn=lpips_function(config.eval.lpips_weights, config.eval.lpips_backbone,
+                                                                config.eval.lpips_net))
     settings = finetune.FineTuning(
         step=arguments.train_step(config, mesh), optimizer=arguments.optimizer(config),
         discriminator=discriminator_factory(config), schedule=arguments.schedule(config),
@@ -79,7 +96,7 @@ def run_finetune(config, workdir: str, mesh=None) -> dict:
         return finetune.online_loop(settings, online, workdir, gan, mse, detect, held_out, detection.feather,
                                     config.discriminator_from, mesh)
 
-    lr_images = read_images(config.data.lr_dir)
+    lr_images = read_images(lr_dir)
     records = finetune.make_pseudo_gt_set(lr_images, gan, mse, detect, config.data.num_images, detection.feather,
                                           workdir)
     lr_by_name = dict(lr_images)

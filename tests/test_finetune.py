@@ -24,6 +24,7 @@ from desra_jax.detection import detect_artifacts
 from desra_jax.models import RRDBNet
 from desra_jax.models.directory import load_model, save_model
 from experiments import finetune
+from tests.conftest import photo_crop
 
 MILD, STRONG, BRIGHT = 0.1, 1.5, 0.5
 LEAK = 0.2  # RRDBNet's LeakyReLU slope
@@ -177,3 +178,35 @@ def test_headline_rates_count_against_the_labels_when_every_image_has_one(tmp_pa
     assert details["rates_against"] == "labels"
     assert labelled["removal_rate"] == labelled["gt_removal_rate"] == 0.0
     assert labelled["detected_removal_rate"] == 1.0 and labelled["detected_addition_rate"] == 1.0
+
+
+def test_held_out_fidelity_is_measured_against_the_hr_images(tmp_path):
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from desra_jax.training.finetune import compare, held_out_hr
+
+    hr = photo_crop("coffee", (40, 48), 100, 200)[0]
+    rng = np.random.default_rng(0)
+    before = np.clip(hr + rng.normal(0, 0.1, hr.shape), 0, 1).astype(np.float32)
+    after = np.clip(hr + rng.normal(0, 0.03, hr.shape), 0, 1).astype(np.float32)
+    masks = [np.zeros((40, 48), bool)]
+    summary, _ = compare(([before], masks), ([after], masks), [{"name": "a", "gt_path": None, "hr": hr}],
+                         crop_border=4)
+    inner = (slice(4, -4), slice(4, -4))
+    for when, result in (("before", before), ("after", after)):
+        # BasicSR's PSNR and SSIM on the [0, 255] scale, as skimage computes them with a Gaussian 11x11 window
+        x, y = np.float64(result[inner]) * 255, np.float64(hr[inner]) * 255
+        assert summary[f"psnr_{when}"] == pytest.approx(peak_signal_noise_ratio(y, x, data_range=255), abs=1e-3)
+        assert summary[f"ssim_{when}"] == pytest.approx(structural_similarity(
+            y, x, data_range=255, channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False),
+            abs=2e-3)
+    assert summary["psnr_after"] > summary["psnr_before"] + 5 and "lpips_before" not in summary
+    unscored, _ = compare(([before], masks), ([after], masks), [{"name": "a", "gt_path": None, "hr": None}])
+    assert "psnr_before" not in unscored
+
+    write_image(tmp_path / "hr" / "a.png", hr)
+    assert held_out_hr(["a"], str(tmp_path / "hr"), [(40, 48)])[0].shape == (40, 48, 3)
+    with pytest.raises(ValueError, match=r"a.png: HR image of 40x48, expected 40x44 \(the size of the SR result"):
+        held_out_hr(["a"], str(tmp_path / "hr"), [(40, 44)])
+    with pytest.raises(ValueError, match="no HR image named 'b'"):
+        held_out_hr(["b"], str(tmp_path / "hr"), [(40, 48)])

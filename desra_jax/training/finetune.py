@@ -4,8 +4,9 @@
    detect the artifacts, and keep the first images with any, with their pseudo ground truth (eq. 10).
 2. `fine_tune`: train the GAN-SR model on (LR, pseudo-GT) patches with the shared loop (checkpoints, resume).
 3. `compare`: on held-out LR images, the artifacts detected before (the original model) and after (the EMA of the
-   fine-tuned one): area, removal and addition rates (section 4.3), IoU against labels, and the change outside
-   the artifacts; `write_report` shows them (before | after | MSE-SR).
+   fine-tuned one): area, removal and addition rates (section 4.3), IoU against labels, the change outside
+   the artifacts, and with HR images the fidelity of both models (`fidelity`); `write_report` shows them
+   (before | after | MSE-SR).
 `online_loop` repeats 1-2 on LR images as they arrive.
 """
 
@@ -31,6 +32,7 @@ from desra_jax.detection.detector import Detector
 from desra_jax.fusion import pseudo_gt
 from desra_jax.inference import Upscaler
 from desra_jax.metrics.detection import mean_iou, removal_addition_rates
+from desra_jax.metrics.image_quality import psnr, ssim
 from desra_jax.models.directory import load_model
 from desra_jax.training import loop, sharding
 from desra_jax.training.evaluation import Evaluation
@@ -110,20 +112,58 @@ def make_pseudo_gt_set(lr_images, gan: Upscaler, mse: Upscaler, detect: Detector
 
 @dataclasses.dataclass
 class HeldOut:
-    """The held-out evaluation: (name, LR, ground-truth mask path or None) items, their MSE-SR results and the
-    detection of the original GAN-SR model (SR results, masks)."""
+    """The held-out evaluation: (name, LR, ground-truth mask path or None, HR image or None) items, their MSE-SR
+    results, the detection of the original GAN-SR model (SR results, masks), and how `fidelity` against the HR
+    images is measured (`crop_border`, `lpips_fn`)."""
 
     items: list[dict]
     mse_results: list[np.ndarray]
     before: tuple[list[np.ndarray], list[np.ndarray]]
+    crop_border: int = 0
+    lpips_fn: Callable | None = None
 
     @classmethod
-    def prepare(cls, lr_images, mask_dir: str | None, gan: Upscaler, mse: Upscaler, detect: Detector) -> "HeldOut":
-        """From (name, LR) `lr_images` and the folder of their labels (`find_mask` by name; None: none)."""
-        items = [{"name": name, "lr": lr, "gt_path": find_mask(mask_dir, name) if mask_dir else None}
-                 for name, lr in lr_images]
-        mse_results = [mse(item["lr"]) for item in items]
-        return cls(items, mse_results, detect_held_out(items, gan, mse_results, detect))
+    def prepare(cls, lr_images, mask_dir: str | None, gan: Upscaler, mse: Upscaler, detect: Detector,
+                hr_dir: str | None = None, crop_border: int = 0, lpips_fn=None) -> "HeldOut":
+        """From (name, LR) `lr_images`, the folder of their labels (`find_mask` by name; None: none) and the folder
+        of their HR images (`held_out_hr`; None: none)."""
+        mse_results = [mse(lr) for _, lr in lr_images]
+        names = [name for name, _ in lr_images]
+        hrs = held_out_hr(names, hr_dir, [r.shape[:2] for r in mse_results]) if hr_dir else [None] * len(names)
+        items = [{"name": name, "lr": lr, "gt_path": find_mask(mask_dir, name) if mask_dir else None, "hr": hr}
+                 for (name, lr), hr in zip(lr_images, hrs)]
+        return cls(items, mse_results, detect_held_out(items, gan, mse_results, detect), crop_border, lpips_fn)
+
+
+def held_out_hr(names: list[str], hr_dir: str, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """The image in `hr_dir` of each of `names` (`images_by_name`), each of the (H, W) in `shapes` (its SR
+    result's); one missing or of another size is an error naming it."""
+    problems: list[str] = []
+    found = images_by_name(hr_dir, problems)
+    hrs = []
+    for name, shape in zip(names, shapes):
+        if name not in found:
+            raise ValueError(f"{hr_dir}: no HR image named {name!r} for the held-out LR image of that name")
+        hr = read_image(found[name])
+        if hr.shape[:2] != tuple(shape):
+            raise ValueError(f"{found[name]}: HR image of {hr.shape[0]}x{hr.shape[1]}, expected {shape[0]}x{shape[1]} "
+                             f"(the size of the SR result of {name!r})")
+        hrs.append(hr)
+    return hrs
+
+
+def fidelity(results: list[np.ndarray], hrs: list[np.ndarray], crop_border: int, lpips_fn=None) -> dict:
+    """Mean PSNR and SSIM (RGB, `crop_border` pixels off each side, BasicSR's `calculate_psnr` / `calculate_ssim`
+    as Real-ESRGAN's validation uses them) of SR `results` against their `hrs`, and the mean LPIPS with
+    `lpips_fn(x, y) -> (N,)` (None: not measured)."""
+    scores = {"psnr": [], "ssim": [], "lpips": []}
+    for result, hr in zip(results, hrs):
+        pair = (result[None], hr[None])
+        scores["psnr"].append(float(psnr(*pair, crop_border=crop_border)[0]))
+        scores["ssim"].append(float(ssim(*pair, crop_border=crop_border)[0]))
+        if lpips_fn is not None:
+            scores["lpips"].append(float(lpips_fn(*pair)[0]))
+    return {k: float(np.mean(v)) for k, v in scores.items() if v}
 
 
 def detect_held_out(held_out, gan: Upscaler, mse_results: list[np.ndarray], detect: Detector):
@@ -132,7 +172,7 @@ def detect_held_out(held_out, gan: Upscaler, mse_results: list[np.ndarray], dete
     return results, [detect(sr, mse_sr) for sr, mse_sr in zip(results, mse_results)]
 
 
-def compare(before, after, held_out: list[dict]) -> tuple[dict, dict]:
+def compare(before, after, held_out: list[dict], crop_border: int = 0, lpips_fn=None) -> tuple[dict, dict]:
     """Section 4.3's before/after comparison over the held-out set: (summary, per-image records).
 
     before, after: (SR results, masks) of the original and the fine-tuned model. `removal_rate` and
@@ -141,7 +181,9 @@ def compare(before, after, held_out: list[dict]) -> tuple[dict, dict]:
     fine-tuning (B = the masks before); `rates_against` in the returned details says which. Both versions are
     kept under their own names (`detected_*`, and with labels `gt_*`, with the mean IoU of each detection
     against the labels). `change_outside_artifacts`: mean absolute change of the SR result where nothing was
-    detected before, on the [0, 1] scale (and `change_in_artifacts` where something was, for comparison).
+    detected before, on the [0, 1] scale (and `change_in_artifacts` where something was, for comparison). When
+    every held-out item has its HR image, `<metric>_before` / `<metric>_after` are both models' `fidelity`
+    (`crop_border`, `lpips_fn`): fine-tuning should not cost fidelity (section 4.3).
     Returns (summary, details {"rates_against", "per_image"}).
     """
     (sr_before, masks_before), (sr_after, masks_after) = before, after
@@ -169,6 +211,10 @@ def compare(before, after, held_out: list[dict]) -> tuple[dict, dict]:
         summary["iou_after"] = mean_iou([masks_after[i] for i in labelled], gts)
         gt_rates = removal_addition_rates(gts, [masks_after[i] for i in labelled])
         summary["gt_removal_rate"], summary["gt_addition_rate"] = gt_rates["removal_rate"], gt_rates["addition_rate"]
+    if held_out and all(item.get("hr") is not None for item in held_out):
+        hrs = [item["hr"] for item in held_out]
+        for when, results in (("before", sr_before), ("after", sr_after)):
+            summary.update({f"{k}_{when}": v for k, v in fidelity(results, hrs, crop_border, lpips_fn).items()})
     against = "labels" if labelled and len(labelled) == len(held_out) else "detection before"
     prefix = "gt" if against == "labels" else "detected"
     summary = {"removal_rate": summary[f"{prefix}_removal_rate"], "addition_rate": summary[f"{prefix}_addition_rate"],
@@ -219,7 +265,8 @@ def fine_tune(settings: FineTuning, workdir: str, gan: Upscaler, pairs: list[tup
         del step
         tuned = dataclasses.replace(gan, params=states["generator"].ema_params)
         last["after"] = detect_held_out(held_out.items, tuned, held_out.mse_results, detect)
-        summary, details = compare(held_out.before, last["after"], held_out.items)
+        summary, details = compare(held_out.before, last["after"], held_out.items, held_out.crop_border,
+                                   held_out.lpips_fn)
         last["rates_against"] = details["rates_against"]
         return Evaluation(summary, {**details, "train_images": [p[0] for p in pairs]})
 
