@@ -5,6 +5,9 @@ Turns the config into the arguments of `desra_jax.training.finetune` (its docstr
 the two models, the detector, the held-out set, the GAN losses' jitted step, and the discriminator to continue.
 Writes `pseudo_gt/`, `masks/`, the loop's files (`desra_jax.training.loop`), `eval_<step>.json` and
 `report/index.html` into the workdir; `config.online=True` runs the continual loop in `workdir/online` instead.
+An LR file (training or held out) that cannot be read, or that detection refuses (smaller than its windows), is
+logged by name, listed under `problems` in `eval_<step>.json` (and `pseudo_gt/index.json`) and skipped; the
+rest run.
 """
 
 from __future__ import annotations
@@ -39,13 +42,10 @@ def discriminator_factory(config):
     return make
 
 
-def read_images(folder: str) -> list[tuple[str, np.ndarray]]:
-    """(name, image) of every image under `folder`; a file that cannot be read is logged by name and skipped."""
-    problems: list[str] = []
-    images = finetune.read_named_images(folder, problems)
+def log_problems(problems: list[str]) -> None:
+    """One warning per input file that the job skipped."""
     for problem in problems:
         logging.warning("%s", problem)
-    return images
 
 
 def run_finetune(config, workdir: str, mesh=None) -> dict:
@@ -66,8 +66,9 @@ def run_finetune(config, workdir: str, mesh=None) -> dict:
     segmenter, adjustment, _ = load_semantics(detection.segformer, detection.class_adjustment, detection.segment,
                                               detection.segformer_size or None, detection.segformer_resize)
     detect = Detector(detection.threshold, detection.min_area, segmenter, adjustment, detection.indicator)
-    held_out = finetune.HeldOut.prepare(read_images(config.data.eval_lr_dir), config.data.eval_mask_dir or None,
-                                        gan, mse, detect)
+    problems: list[str] = []  # the input files skipped, by name: logged, and kept in the evaluation files
+    held_out = finetune.HeldOut.prepare(finetune.read_named_images(config.data.eval_lr_dir, problems),
+                                        config.data.eval_mask_dir or None, gan, mse, detect, problems)
     settings = finetune.FineTuning(
         step=arguments.train_step(config, mesh), optimizer=arguments.optimizer(config),
         discriminator=discriminator_factory(config), schedule=arguments.schedule(config),
@@ -75,14 +76,17 @@ def run_finetune(config, workdir: str, mesh=None) -> dict:
         name=config.name, prefetch=config.data.prefetch,
     )
     if config.online:
+        log_problems(problems)
         online = finetune.Online(**config.online_settings)
         return finetune.online_loop(settings, online, workdir, gan, mse, detect, held_out, detection.feather,
                                     config.discriminator_from, mesh)
 
-    lr_images = read_images(config.data.lr_dir)
+    lr_images = finetune.read_named_images(config.data.lr_dir, problems)
     records = finetune.make_pseudo_gt_set(lr_images, gan, mse, detect, config.data.num_images, detection.feather,
-                                          workdir)
+                                          workdir, problems)
+    log_problems(problems)
     lr_by_name = dict(lr_images)
     pairs = [(r["name"], lr_by_name[r["name"]], read_image(os.path.join(workdir, "pseudo_gt", f"{r['name']}.png")))
              for r in records]
-    return finetune.fine_tune(settings, workdir, gan, pairs, held_out, detect, config.discriminator_from, mesh)
+    return finetune.fine_tune(settings, workdir, gan, pairs, held_out, detect, config.discriminator_from, mesh,
+                              problems)
