@@ -20,11 +20,10 @@ import jax
 import numpy as np
 import pytest
 
-from desra_jax.data.image_io import write_image
 from desra_jax.models import DeepLabV3Plus, SRVGGNetCompact
 from desra_jax.models.directory import save_model
 from desra_jax.tools import calibrate, detect, evaluate, fuse, upscale
-from tests.bad_inputs import CASES, GOOD, PAIR_CASES, SIZE, write_corpus
+from tests.bad_inputs import CASES, GOOD, PAIR_CASES, write_corpus
 from tests.conftest import xla_flags
 from tests.faults import REPO, python_module
 from tests.test_detect_cli import tiny_segformer
@@ -47,7 +46,7 @@ REFUSED = {
     "fuse": {**READ_REFUSALS, **PAIR_REFUSALS},  # the localizer takes any size
     # One folder (side a); alpha is upscaled as Real-ESRGAN does, the 3x5 image's x4 result is large enough for D.
     "upscale": {**{k: v for k, v in READ_REFUSALS.items() if k != "rgba_png"}, "one_pixel": TOO_SMALL_FOR_D},
-    "finetune": {**{k: v for k, v in READ_REFUSALS.items()}, "one_pixel": TOO_SMALL_FOR_D},
+    "finetune": {**READ_REFUSALS, "one_pixel": TOO_SMALL_FOR_D},
 }
 
 
