@@ -11,7 +11,10 @@ and accumulates per-class histograms of D on the device (`desra_jax.detection.ca
 memory does not grow with the data set. Writes our JSON table (`save_class_adjustment`: per class A exact, A
 binned to the authors' 20 bins, bin, pixel count, seen), which ``experiments.detect --class_adjustment`` reads.
 
-Pairs that cannot be read are reported by file name and skipped; the exit status is 1 when no pair was used.
+Pairs that cannot be used (no partner, unreadable, sizes that differ, smaller than D's 11x11 window) are reported
+by file name and skipped; the table lists them under ``calibrated_on`` with the pairs used. The exit status is 0
+when at least one pair was used, 1 otherwise or when nothing can run (a SegFormer that cannot be read, an ``--out``
+that is a folder or lies in a folder that cannot be written: checked before any work).
 """
 
 from __future__ import annotations

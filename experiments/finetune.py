@@ -6,6 +6,9 @@ the two models, the detector, the held-out set, the GAN losses' jitted step, and
 With `data.bundled.degradation` set, first writes the LR sets made from the bundled photographs to `data/`.
 Writes `pseudo_gt/`, `masks/`, the loop's files (`desra_jax.training.loop`), `eval_<step>.json` and
 `report/index.html` into the workdir; `config.online=True` runs the continual loop in `workdir/online` instead.
+An LR file (training or held out) that cannot be read, or that detection refuses (smaller than its windows), is
+logged by name, listed under `problems` in `eval_<step>.json` (and `pseudo_gt/index.json`) and skipped; the
+rest run.
 """
 
 from __future__ import annotations
@@ -42,13 +45,10 @@ def discriminator_factory(config):
     return make
 
 
-def read_images(folder: str) -> list[tuple[str, np.ndarray]]:
-    """(name, image) of every image under `folder`; a file that cannot be read is logged by name and skipped."""
-    problems: list[str] = []
-    images = finetune.read_named_images(folder, problems)
+def log_problems(problems: list[str]) -> None:
+    """One warning per input file that the job skipped."""
     for problem in problems:
         logging.warning("%s", problem)
-    return images
 
 
 def data_folders(config, workdir: str) -> tuple[str, str, str]:
@@ -81,7 +81,9 @@ def run_finetune(config, workdir: str, mesh=None) -> dict:
                                               detection.segformer_size or None, detection.segformer_resize)
     detect = Detector(detection.threshold, detection.min_area, segmenter, adjustment, detection.indicator)
     lr_dir, eval_lr_dir, eval_hr_dir = data_folders(config, workdir)
-    held_out = finetune.HeldOut.prepare(read_images(eval_lr_dir), config.data.eval_mask_dir or None, gan, mse, detect,
+    problems: list[str] = []  # the input files skipped, by name: logged, and kept in the evaluation files
+    held_out = finetune.HeldOut.prepare(finetune.read_named_images(eval_lr_dir, problems),
+                                        config.data.eval_mask_dir or None, gan, mse, detect, problems,
                                         eval_hr_dir or None, crop_border=config.scale,
                                         lpips_fn=lpips_function(config.eval.lpips_weights, config.eval.lpips_backbone,
                                                                 config.eval.lpips_net))
@@ -92,14 +94,17 @@ def run_finetune(config, workdir: str, mesh=None) -> dict:
         name=config.name, prefetch=config.data.prefetch,
     )
     if config.online:
+        log_problems(problems)
         online = finetune.Online(**config.online_settings)
         return finetune.online_loop(settings, online, workdir, gan, mse, detect, held_out, detection.feather,
                                     config.discriminator_from, mesh)
 
-    lr_images = read_images(lr_dir)
+    lr_images = finetune.read_named_images(lr_dir, problems)
     records = finetune.make_pseudo_gt_set(lr_images, gan, mse, detect, config.data.num_images, detection.feather,
-                                          workdir)
+                                          workdir, problems)
+    log_problems(problems)
     lr_by_name = dict(lr_images)
     pairs = [(r["name"], lr_by_name[r["name"]], read_image(os.path.join(workdir, "pseudo_gt", f"{r['name']}.png")))
              for r in records]
-    return finetune.fine_tune(settings, workdir, gan, pairs, held_out, detect, config.discriminator_from, mesh)
+    return finetune.fine_tune(settings, workdir, gan, pairs, held_out, detect, config.discriminator_from, mesh,
+                              problems)

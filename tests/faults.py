@@ -56,6 +56,13 @@ def _run(cmd, env, cwd, timeout) -> subprocess.CompletedProcess:
     )
 
 
+def compilation_cache(folder) -> dict[str, str]:
+    """Environment for JAX's persistent compilation cache in ``folder``, for the runs of one job: each run after the
+    first loads the compiled steps instead of compiling them again (the same executables, so the same numbers)."""
+    return {"JAX_COMPILATION_CACHE_DIR": str(folder), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
 def run_to_end(cmd, env: dict[str, str] | None = None, cwd=None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Runs ``cmd`` with no kill point set and requires exit status 0; returns the finished process."""
     result = _run(cmd, _environment(env, None), cwd, timeout)

@@ -1,5 +1,6 @@
 """Commands killed (SIGKILL) inside their atomic saves and run again give what an uninterrupted run gives, with no
-leftovers: ``experiments.convert`` (``save_model``) and ``experiments.evaluate`` (``write_bytes_atomic``). Also
+leftovers: ``experiments.convert`` (``save_model``), ``experiments.evaluate`` and ``experiments.upscale``
+(``write_bytes_atomic``). Also
 checks that the harness in tests/faults.py notices each kind of difference it is there to catch."""
 
 import json
@@ -123,3 +124,28 @@ def test_the_comparison_notices_each_kind_of_difference(tmp_path):
     save_model(tmp_path / "c", model, nudged)
     with pytest.raises(AssertionError, match=r"\['conv_last'\]\['bias'\] differs"):
         assert_same_model(tmp_path / "a" / "model", tmp_path / "c")
+
+
+@pytest.mark.slow
+def test_upscale_killed_while_writing_a_result_reruns_to_the_same_bytes(tmp_path):
+    """Killed with the second of three results complete but not yet renamed: the rerun skips the finished first
+    one, writes the other two, and the folder is byte for byte that of an uninterrupted run."""
+    from desra_jax.models import SRVGGNetCompact
+
+    import jax
+
+    model = SRVGGNetCompact(num_feat=4, num_conv=1, upscale=2)
+    save_model(tmp_path / "model", model, model.init(jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32))["params"])
+    for i, photo in enumerate(("astronaut", "coffee", "chelsea")):
+        write_image(tmp_path / "in" / f"{i}.png", photo_crop(photo, (12, 16), 40, 60)[0])
+    upscale = lambda out: python_module("experiments.upscale", "--input", tmp_path / "in", "--output", out,
+                                        "--model", tmp_path / "model", "--tile", 0, "--batch_size", 1)
+    run_to_end(upscale(tmp_path / "straight"))
+
+    run_killed(upscale(tmp_path / "killed"), "write:1_out.png")
+    staged = leftovers(tmp_path / "killed")
+    assert len(staged) == 1 and staged[0].startswith(".1_out.png.")  # the complete, unrenamed second result
+    assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == sorted(["0_out.png", *staged])
+    rerun = run_to_end(upscale(tmp_path / "killed"))
+    assert "skipped 1 finished file(s)" in rerun.stdout and "wrote 2 of 3 image(s)" in rerun.stdout
+    assert_same_results(tmp_path / "straight", tmp_path / "killed")

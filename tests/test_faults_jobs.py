@@ -1,6 +1,7 @@
 """The main job killed (SIGKILL) at its named moments and run again ends where an uninterrupted run ends: the same
 models, the same evaluation and metric records (each once), and no leftovers. The GAN phase of configs/ragan.py
-(tiny) from a saved generator, so that the run has both a generator and a discriminator to save."""
+(tiny) from a saved generator, so that the run has both a generator and a discriminator to save; and the DeSRA
+fine-tune job (configs/desra_finetune.py, tiny), from its pseudo ground truth to its report and final models."""
 
 import jax
 import numpy as np
@@ -10,7 +11,14 @@ from desra_jax.data.image_io import write_image
 from desra_jax.models import RRDBNet
 from desra_jax.models.directory import save_model
 from tests.conftest import photo_crop, xla_flags
-from tests.faults import assert_same_results, leftovers, python_module, run_killed, run_to_end
+from tests.faults import (
+    assert_same_results,
+    compilation_cache,
+    leftovers,
+    python_module,
+    run_killed,
+    run_to_end,
+)
 
 #: Where the runs are killed, in order, each rerun going on from what the previous one left.
 KILL_POINTS = ("checkpoint:3", "write:eval_0000006.json", "save_model:discriminator")
@@ -30,7 +38,7 @@ def test_gan_job_killed_at_each_save_resumes_to_the_uninterrupted_result(tmp_pat
             "--config.train.num_steps=6", "--config.train.checkpoint_every=3", "--config.train.eval_every=6",
             "--config.train.log_every=1")
 
-    env = {"XLA_FLAGS": xla_flags(), "JAX_PLATFORMS": "cpu"}
+    env = {"XLA_FLAGS": xla_flags(), "JAX_PLATFORMS": "cpu", **compilation_cache(tmp_path / "xla_cache")}
     run_to_end(command(tmp_path / "straight"), env=env)
     for point in KILL_POINTS:
         run_killed(command(tmp_path / "killed"), point, env=env)
@@ -38,3 +46,52 @@ def test_gan_job_killed_at_each_save_resumes_to_the_uninterrupted_result(tmp_pat
     rerun = run_to_end(command(tmp_path / "killed"), env=env)
     assert "resumed from step 6" in rerun.stderr
     assert_same_results(tmp_path / "straight", tmp_path / "killed", ignored=("tensorboard/*", "checkpoints/*"))
+
+
+def finetune_setting(root):
+    """The constructed GAN-SR / MSE-SR pair of tests/test_finetune.py saved under ``root``, and LR folders of 32x32
+    crops (bicubic x4 of 128x128): three training images, two with artifacts, and one held-out image."""
+    from desra_jax.data.bundled import bundled_photograph
+    from desra_jax.data.degradations import bicubic_downsample
+    from tests.test_finetune import constructed_generators
+
+    model, mse, gan = constructed_generators()
+    save_model(root / "mse", model, mse)
+    save_model(root / "gan", model, gan)
+    for folder, name, top, left in (("train", "0_astronaut", 0, 0), ("train", "1_rocket", 100, 100),
+                                    ("train", "2_astronaut", 200, 250), ("held_out", "chelsea", 30, 60)):
+        write_image(root / folder / f"{name}.png",
+                    bicubic_downsample(bundled_photograph(name[2:] if name[0].isdigit() else name)
+                                       [top : top + 128, left : left + 128], 4))
+
+
+def finetune_command(root, workdir, *overrides):
+    """The tiny DeSRA fine-tune job over ``finetune_setting(root)``: 4 steps, a checkpoint at 2, no perceptual term
+    (no VGG19 to load: the kills are the point, not the losses)."""
+    return python_module(
+        "experiments.main", "--config=configs/desra_finetune.py:tiny", f"--workdir={workdir}",
+        f"--config.init_from={root / 'gan'}", f"--config.mse_model={root / 'mse'}",
+        f"--config.data.lr_dir={root / 'train'}", f"--config.data.eval_lr_dir={root / 'held_out'}",
+        "--config.data.num_images=2", "--config.data.batch_size=2", "--config.loss.perceptual_weight=0",
+        "--config.train.num_steps=4", "--config.train.checkpoint_every=2", "--config.train.eval_every=4",
+        "--config.train.log_every=1", *overrides)
+
+
+#: Where the fine-tune job is killed, in order: inside a pseudo-GT image's write, in the checkpoint of step 2, in
+#: the report's write, in the final discriminator's save.
+FINETUNE_KILL_POINTS = ("write:2_astronaut.png", "checkpoint:2", "write:index.html", "save_model:discriminator")
+
+
+@pytest.mark.slow
+def test_finetune_job_killed_at_each_save_resumes_to_the_uninterrupted_result(tmp_path):
+    finetune_setting(tmp_path)
+    env = {"XLA_FLAGS": xla_flags(), "JAX_PLATFORMS": "cpu", **compilation_cache(tmp_path / "xla_cache")}
+    run_to_end(finetune_command(tmp_path, tmp_path / "straight"), env=env)
+    for point in FINETUNE_KILL_POINTS:
+        run_killed(finetune_command(tmp_path, tmp_path / "killed"), point, env=env)
+    assert (tmp_path / "killed" / "model").is_dir() and not (tmp_path / "killed" / "discriminator").exists()
+    rerun = run_to_end(finetune_command(tmp_path, tmp_path / "killed"), env=env)
+    assert "resumed from step 4" in rerun.stderr
+    assert_same_results(tmp_path / "straight", tmp_path / "killed", ignored=("tensorboard/*", "checkpoints/*"))
+    index = (tmp_path / "killed" / "pseudo_gt" / "index.json").read_text()
+    assert '"0_astronaut"' in index and '"2_astronaut"' in index and "1_rocket" not in index

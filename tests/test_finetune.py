@@ -84,7 +84,7 @@ def test_fine_tuning_removes_detected_artifacts_on_held_out_images(setting, tmp_
     summary = finetune.run_finetune(config, str(workdir))
 
     # Step 1: pseudo GT of the training images with artifacts, eq. 10 against the two models' results.
-    index = json.loads((workdir / "pseudo_gt" / "index.json").read_text())
+    index = json.loads((workdir / "pseudo_gt" / "index.json").read_text())["images"]
     assert [r["name"] for r in index] == ["0_astronaut", "1_astronaut", "3_immunohistochemistry"]  # not the dark ones
     assert all(r["artifact_fraction"] > 0 for r in index)
     model, variables = load_model(root / "gan")

@@ -158,8 +158,9 @@ def _checked_bins(path: Path, bins: Sequence[int]) -> np.ndarray:
     return adjustment_from_bins(bins)
 
 
-def save_class_adjustment(path: str | Path, adjustment: ClassAdjustment) -> None:
-    """Writes a calibrated table as our JSON (atomically); `load_class_adjustment` reads it back."""
+def save_class_adjustment(path: str | Path, adjustment: ClassAdjustment, calibrated_on: dict | None = None) -> None:
+    """Writes a calibrated table as our JSON (atomically); `load_class_adjustment` reads it back. ``calibrated_on``
+    (e.g. the pairs used and the files refused, by name) is kept in the file for the reader, not read back."""
     classes = [
         {"index": index, "name": name, "A_exact": float(exact), "A_binned": float(binned), "bin": int(bin_),
          "pixels": int(pixels), "seen": bool(pixels > 0)}
@@ -176,6 +177,8 @@ def save_class_adjustment(path: str | Path, adjustment: ClassAdjustment) -> None
         "resolution": adjustment.resolution,
         "classes": classes,
     }
+    if calibrated_on is not None:
+        table["calibrated_on"] = calibrated_on
     write_bytes_atomic(path, (json.dumps(table, indent=1) + "\n").encode("utf-8"))
 
 

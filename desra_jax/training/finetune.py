@@ -76,24 +76,32 @@ def read_named_images(folder: str, problems: list[str]) -> list[tuple[str, np.nd
 
 
 def make_pseudo_gt_set(lr_images, gan: Upscaler, mse: Upscaler, detect: Detector, num_images: int, feather: float,
-                       out_dir: str) -> list[dict]:
+                       out_dir: str, problems: list[str]) -> list[dict]:
     """Step 1: the first `num_images` of the (name, LR) `lr_images` whose GAN-SR result has detected artifacts,
     with their pseudo GT (eq. 10, blend edge `feather`) written to `out_dir/pseudo_gt/<name>.png` and mask to
-    `out_dir/masks/<name>.png`.
+    `out_dir/masks/<name>.png`. An image that detection refuses (smaller than its windows) is a line in
+    `problems`, and skipped.
 
-    Returns the index records {name, artifact_fraction}; `pseudo_gt/index.json` holds them and is written after
-    every image file, so its presence means the set is complete (a rerun reads it back).
+    Returns the index records {name, artifact_fraction}; `pseudo_gt/index.json` holds them with the problems
+    ({"images", "problems"}) and is written after every image file, so its presence means the set is complete (a
+    rerun reads it back, and its problems into `problems`).
     """
     index_path = os.path.join(out_dir, "pseudo_gt", "index.json")
     if os.path.isfile(index_path):
         with open(index_path, encoding="utf-8") as f:
-            return json.load(f)
-    records = []
+            index = json.load(f)
+        problems += index["problems"]
+        return index["images"]
+    records, refused = [], []
     for name, lr in lr_images:
         if len(records) == num_images:
             break
         gan_sr, mse_sr = gan(lr), mse(lr)
-        mask = detect(gan_sr, mse_sr)
+        try:
+            mask = detect(gan_sr, mse_sr)
+        except ValueError as error:  # a check of detection itself, e.g. images smaller than its windows
+            refused.append(f"{name}: {error}; skipped")
+            continue
         if not mask.any():
             continue
         target = quantize(np.asarray(pseudo_gt(gan_sr[None], mse_sr[None], mask[None], feather))[0])
@@ -102,11 +110,12 @@ def make_pseudo_gt_set(lr_images, gan: Upscaler, mse: Upscaler, detect: Detector
             write_image(os.path.join(out_dir, "masks", f"{name}.png"), mask)
         records.append({"name": name, "artifact_fraction": float(mask.mean())})
         logging.info("pseudo GT %d/%d: %s, %.2f %% artifact", len(records), num_images, name, 100 * mask.mean())
+    problems += refused
     if not records:
         raise ValueError(f"{out_dir}: DeSRA detected no artifact in any of the {len(lr_images)} LR images; "
                          "nothing to fine-tune on")
     if jax.process_index() == 0:
-        write_json(index_path, records)
+        write_json(index_path, {"images": records, "problems": refused})
     return records
 
 
@@ -124,15 +133,30 @@ class HeldOut:
 
     @classmethod
     def prepare(cls, lr_images, mask_dir: str | None, gan: Upscaler, mse: Upscaler, detect: Detector,
-                hr_dir: str | None = None, crop_border: int = 0, lpips_fn=None) -> "HeldOut":
+                problems: list[str], hr_dir: str | None = None, crop_border: int = 0,
+                lpips_fn=None) -> "HeldOut":
         """From (name, LR) `lr_images`, the folder of their labels (`find_mask` by name; None: none) and the folder
-        of their HR images (`held_out_hr`; None: none)."""
-        mse_results = [mse(lr) for _, lr in lr_images]
-        names = [name for name, _ in lr_images]
-        hrs = held_out_hr(names, hr_dir, [r.shape[:2] for r in mse_results]) if hr_dir else [None] * len(names)
-        items = [{"name": name, "lr": lr, "gt_path": find_mask(mask_dir, name) if mask_dir else None, "hr": hr}
-                 for (name, lr), hr in zip(lr_images, hrs)]
-        return cls(items, mse_results, detect_held_out(items, gan, mse_results, detect), crop_border, lpips_fn)
+        of their HR images (`held_out_hr`; None: none). An image that detection refuses (smaller than its
+        windows) is a line in `problems` and left out."""
+        items, mse_results, results, masks = [], [], [], []
+        for name, lr in lr_images:
+            mse_sr, gan_sr = mse(lr), gan(lr)
+            try:
+                mask = detect(gan_sr, mse_sr)
+            except ValueError as error:
+                problems.append(f"{name}: {error}; left out of the held-out set")
+                continue
+            items.append({"name": name, "lr": lr, "gt_path": find_mask(mask_dir, name) if mask_dir else None})
+            mse_results.append(mse_sr)
+            results.append(gan_sr)
+            masks.append(mask)
+        if not items:
+            raise ValueError(f"none of the {len(lr_images)} held-out LR images can be evaluated")
+        if hr_dir:
+            hrs = held_out_hr([item["name"] for item in items], hr_dir, [r.shape[:2] for r in mse_results])
+            for item, hr in zip(items, hrs):
+                item["hr"] = hr
+        return cls(items, mse_results, (results, masks), crop_border, lpips_fn)
 
 
 def held_out_hr(names: list[str], hr_dir: str, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
@@ -246,9 +270,10 @@ def write_report(workdir: str, held_out: HeldOut, after, summary: dict, rates_ag
 
 
 def fine_tune(settings: FineTuning, workdir: str, gan: Upscaler, pairs: list[tuple[str, np.ndarray, np.ndarray]],
-              held_out: HeldOut, detect: Detector, discriminator_from: str, mesh) -> dict:
+              held_out: HeldOut, detect: Detector, discriminator_from: str, mesh, problems=()) -> dict:
     """Steps 2 and 3: fine-tunes `gan` on (name, LR, pseudo-GT) `pairs` in `workdir` (resumable), evaluates on
-    the held-out set, writes the report and model/ + discriminator/. Returns the final held-out summary."""
+    the held-out set, writes the report and model/ + discriminator/. `problems` (the input files skipped, by
+    name) go into each evaluation's file. Returns the final held-out summary."""
     if (summary := loop.finished_summary(workdir, settings.schedule.num_steps, ("model", "discriminator"))) is not None:
         return summary
     discriminator, d_variables = settings.discriminator(discriminator_from)
@@ -268,7 +293,7 @@ def fine_tune(settings: FineTuning, workdir: str, gan: Upscaler, pairs: list[tup
         summary, details = compare(held_out.before, last["after"], held_out.items, held_out.crop_border,
                                    held_out.lpips_fn)
         last["rates_against"] = details["rates_against"]
-        return Evaluation(summary, {**details, "train_images": [p[0] for p in pairs]})
+        return Evaluation(summary, {**details, "train_images": [p[0] for p in pairs], "problems": list(problems)})
 
     states, summary = loop.train_loop(workdir, states, sampler.batch, settings.step, evaluate,
                                       jax.random.key(settings.seed), mesh, settings.schedule, name=settings.name,
@@ -309,8 +334,8 @@ def online_loop(settings: FineTuning, online: Online, workdir: str, gan: Upscale
     Polls `online.incoming_dir` for LR images not seen before (keyed by their full relative path, so `a.png` and
     `a.jpg` are two samples). Each is super-resolved by the current model version and detected; one with artifacts
     is accepted: its LR and pseudo GT are written to `buffer/`, then its name is added to `state.json` (written
-    atomically after the files, so an accepted sample survives any kill). A file that cannot be read is moved to
-    `quarantine/` with its reason and counted as seen. When the buffer holds `buffer_size` samples, a fine-tuning
+    atomically after the files, so an accepted sample survives any kill). A file that cannot be read or detected
+    (smaller than detection's windows) is moved to `quarantine/` with its reason and counted as seen. When the buffer holds `buffer_size` samples, a fine-tuning
     round runs in `round_<k>/` (resumable, like the batch job) from the current version and its discriminator;
     its `model/` becomes version k, and only then are the buffer's samples moved into `round_<k>/data/` and the
     state advanced. Returns the last round's held-out summary.
@@ -370,16 +395,17 @@ def online_loop(settings: FineTuning, online: Online, workdir: str, gan: Upscale
         idle = 0
         for name in new:
             try:
-                lr = read_image(incoming[name])
+                lr = read_image(incoming[name])  # its errors name the file
+                gan_sr, mse_sr = model(lr), mse(lr)
+                mask = detect(gan_sr, mse_sr)  # refuses images smaller than its windows
             except ValueError as error:
+                reason = str(error) if str(error).startswith(str(incoming[name])) else f"{incoming[name]}: {error}"
                 if jax.process_index() == 0:
-                    moved = quarantine(root, online.incoming_dir, name, str(error))
-                    logging.warning("online: %s; moved to %s", error, moved)
+                    moved = quarantine(root, online.incoming_dir, name, reason)
+                    logging.warning("online: %s; moved to %s", reason, moved)
                 state["seen"].append(name)
                 save_state()
                 continue
-            gan_sr, mse_sr = model(lr), mse(lr)
-            mask = detect(gan_sr, mse_sr)
             if mask.any() and len(state["buffer"]) < online.buffer_size:
                 target = np.asarray(pseudo_gt(gan_sr[None], mse_sr[None], mask[None], feather))[0]
                 if jax.process_index() == 0:
