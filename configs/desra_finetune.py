@@ -44,8 +44,8 @@ def get_config(arg: str | None = None):
     # LR sets made from the bundled photographs instead of the two folders (desra_jax.data.bundled.write_lr_sets,
     # into workdir/data): degradation "" = use data.lr_dir / data.eval_lr_dir.
     config.data.bundled = ml_collections.ConfigDict(
-        dict(degradation="", crop=384, seed=0, fine_tune=("astronaut", "coffee", "rocket", "hubble_deep_field",
-                                                          "immunohistochemistry", "gravel", "grass", "brick"),
+        dict(degradation="", crop=384, seed=1, fine_tune=("astronaut", "coffee", "rocket", "hubble_deep_field",
+                                                          "immunohistochemistry", "grass", "gravel"),
              held_out=("chelsea", "motorcycle")))
     config.data.hr_patch = 256
     config.data.batch_size = 48
