@@ -3,6 +3,7 @@ from them for DeSRA on a real GAN-SR model (`write_lr_sets`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import zlib
@@ -53,11 +54,20 @@ def lr_photograph(name: str, hr: np.ndarray, scale: int, degradation: str, seed:
     if degradation == "realesrgan":
         import jax
 
-        from desra_jax.data.realesrgan_degradation import realesrgan_degrade
-
         key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode("utf-8")))
-        return np.asarray(realesrgan_degrade(key, hr[None], {"scale": scale}))[0]
+        return np.asarray(_realesrgan_degradation(scale)(key, hr[None]))[0]
     raise ValueError(f"unknown LR degradation {degradation!r}; choose one of {', '.join(LR_DEGRADATIONS)}")
+
+
+@functools.cache
+def _realesrgan_degradation(scale: int):
+    """`realesrgan_degrade` with the released settings at `scale`, jitted: one compilation per HR shape (run op by
+    op, its hundreds of small operations take four times as long on the CPU)."""
+    import jax
+
+    from desra_jax.data.realesrgan_degradation import realesrgan_degrade
+
+    return jax.jit(lambda key, hr: realesrgan_degrade(key, hr, {"scale": scale}))
 
 
 def write_lr_sets(root: str, sets: dict[str, tuple[str, ...]], scale: int, degradation: str, seed: int,
