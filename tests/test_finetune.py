@@ -172,12 +172,14 @@ def test_headline_rates_count_against_the_labels_when_every_image_has_one(tmp_pa
     unlabelled, details = compare(before, after, [{"name": "a", "gt_path": None}])
     assert details["rates_against"] == "detection before" and "gt_removal_rate" not in unlabelled
     assert unlabelled["removal_rate"] == unlabelled["detected_removal_rate"] == 1.0
+    assert unlabelled["new_artifact_fraction"] == 0.0
 
     after_other = (images, [other])  # the fine-tuned model keeps the labelled artifact: nothing of it removed
     labelled, details = compare(before, after_other, [{"name": "a", "gt_path": str(tmp_path / "label.png")}])
     assert details["rates_against"] == "labels"
     assert labelled["removal_rate"] == labelled["gt_removal_rate"] == 0.0
     assert labelled["detected_removal_rate"] == 1.0 and labelled["detected_addition_rate"] == 1.0
+    assert labelled["new_artifact_fraction"] == 100 / 1600  # the whole other square, outside the detection before
 
 
 def test_held_out_fidelity_is_measured_against_the_hr_images(tmp_path):

@@ -205,7 +205,9 @@ def compare(before, after, held_out: list[dict], crop_border: int = 0, lpips_fn=
     fine-tuning (B = the masks before); `rates_against` in the returned details says which. Both versions are
     kept under their own names (`detected_*`, and with labels `gt_*`, with the mean IoU of each detection
     against the labels). `change_outside_artifacts`: mean absolute change of the SR result where nothing was
-    detected before, on the [0, 1] scale (and `change_in_artifacts` where something was, for comparison). When
+    detected before, on the [0, 1] scale (and `change_in_artifacts` where something was, for comparison).
+    `new_artifact_fraction`: the fraction of pixels detected after fine-tuning where nothing was detected before,
+    the area behind the addition rate (which counts a region as added for one such pixel). When
     every held-out item has its HR image, `<metric>_before` / `<metric>_after` are both models' `fidelity`
     (`crop_border`, `lpips_fn`): fine-tuning should not cost fidelity (section 4.3).
     Returns (summary, details {"rates_against", "per_image"}).
@@ -218,6 +220,7 @@ def compare(before, after, held_out: list[dict], crop_border: int = 0, lpips_fn=
     summary = {
         "artifact_fraction_before": float(np.mean([m.mean() for m in masks_before])),
         "artifact_fraction_after": float(np.mean([m.mean() for m in masks_after])),
+        "new_artifact_fraction": float(np.mean([(a & ~b).mean() for a, b in zip(masks_after, masks_before)])),
         "detected_removal_rate": rates["removal_rate"],
         "detected_addition_rate": rates["addition_rate"],
         "change_outside_artifacts": float(np.mean(change)),
@@ -225,7 +228,7 @@ def compare(before, after, held_out: list[dict], crop_border: int = 0, lpips_fn=
     }
     per_image = [
         {"name": item["name"], "artifact_fraction_before": float(b.mean()), "artifact_fraction_after": float(a.mean()),
-         **{k: counts[k] for k in ("n_before", "n_removed", "n_after", "n_added")}, "change_outside_artifacts": c}
+         "new_artifact_fraction": float((a & ~b).mean()), **{k: counts[k] for k in ("n_before", "n_removed", "n_after", "n_added")}, "change_outside_artifacts": c}
         for item, b, a, counts, c in zip(held_out, masks_before, masks_after, rates["per_image"], change)
     ]
     labelled = [i for i, item in enumerate(held_out) if item["gt_path"]]
