@@ -19,7 +19,7 @@ from flax import traverse_util
 from configs import desra_finetune
 from desra_jax.data.bundled import bundled_photograph
 from desra_jax.data.degradations import bicubic_downsample
-from desra_jax.data.image_io import list_images, read_image, write_image
+from desra_jax.data.image_io import read_image, write_image
 from desra_jax.detection import detect_artifacts
 from desra_jax.models import RRDBNet
 from desra_jax.models.directory import load_model, save_model
@@ -119,29 +119,6 @@ def test_fine_tuning_removes_detected_artifacts_on_held_out_images(setting, tmp_
 
     # A rerun finds the finished job and returns its summary without work.
     assert finetune.run_finetune(config, str(workdir)) == pytest.approx(summary)
-
-
-@pytest.mark.slow
-def test_online_mode_buffers_artifact_samples_and_fine_tunes_when_full(setting, tmp_path):
-    root, config = setting
-    config = config.copy_and_resolve_references()
-    config.online = True
-    config.online_settings.update(incoming_dir=str(root / "train"), buffer_size=2, idle_polls=1, poll_seconds=0.0)
-    config.train.update(num_steps=10, eval_every=10, checkpoint_every=10)
-    workdir = tmp_path / "online"
-    finetune.run_finetune(config, str(workdir))
-
-    state = json.loads((workdir / "online" / "state.json").read_text())
-    assert state["seen"] == list_images(root / "train")  # samples are keyed by their whole relative name
-    assert state["version"] >= 1
-    first_round = workdir / "online" / "round_001"
-    assert (first_round / "model").is_dir() and len(list_images(first_round / "data" / "lr")) == 2
-    # Every accepted sample not yet used by a round is on disk in the buffer (written before the state).
-    for name in state["buffer"]:
-        assert (workdir / "online" / "buffer" / "pseudo_gt" / f"{name}.png").is_file()
-    # Restarted with nothing new, it fine-tunes nothing and loses nothing.
-    finetune.run_finetune(config, str(workdir))
-    assert json.loads((workdir / "online" / "state.json").read_text()) == state
 
 
 def test_the_job_names_missing_inputs_and_online_needs_its_config(tmp_path):

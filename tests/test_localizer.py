@@ -172,9 +172,9 @@ def _flat_variables(variables) -> dict[str, np.ndarray]:
 
 @pytest.mark.slow
 def test_tiny_localizer_job(tmp_path, monkeypatch):
-    """configs/localizer.py:tiny end to end: it learns the DeSRA masks, resumes exactly after a SIGTERM, and trains
-    on an experiments.detect folder. One test, so the runs share one compilation of the model (pytest-xdist would
-    compile it again in each worker that got one of them)."""
+    """configs/localizer.py:tiny end to end: it learns the DeSRA masks, and a finished run is not trained again
+    (tests/test_faults_jobs.py trains it on an experiments.detect folder, kills it and resumes it;
+    tests/test_train.py resumes the loop they share after a SIGTERM)."""
     from configs import localizer as localizer_config
     from experiments import localizer
 
@@ -184,8 +184,6 @@ def test_tiny_localizer_job(tmp_path, monkeypatch):
         patch.setattr(localizer, "load_data", lambda _: data)
         summary = localizer.train_localizer(config, str(tmp_path / "run"))
     _check_learned_held_out_masks(config, tmp_path / "run", summary, data[1])
-    _check_resumes_to_the_same_model(data, tmp_path / "resume", monkeypatch)
-    _check_trains_on_the_output_folder_of_experiments_detect(tmp_path / "detect")
 
 
 def _check_learned_held_out_masks(config, workdir, summary, held_out):
@@ -225,71 +223,6 @@ def _check_learned_held_out_masks(config, workdir, summary, held_out):
 
     # A finished run is not trained again.
     assert localizer.train_localizer(config, str(workdir)) == summary
-
-
-def _check_resumes_to_the_same_model(data, root, monkeypatch):
-    """SIGTERM in the middle: checkpoint, TrainingInterrupted; the rerun ends where a straight run ends."""
-    import os
-    import signal
-
-    from configs import localizer as localizer_config
-    from desra_jax.models.directory import load_model
-    from desra_jax.training.loop import TrainingInterrupted
-    from experiments import localizer
-
-    config = localizer_config.get_config("tiny")
-    config.train.update(num_steps=24, checkpoint_every=8, log_every=1, eval_every=24)
-    train_pairs, held_out = data
-    batch = MaskPatchSampler.batch
-
-    def batch_then_terminate(self, step):
-        if step == 10:  # the prefetching thread runs ahead of the loop: the signal lands a few steps earlier
-            os.kill(os.getpid(), signal.SIGTERM)
-        return batch(self, step)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(localizer, "load_data", lambda _: (train_pairs, held_out[:2]))
-        localizer.train_localizer(config, str(root / "straight"))
-        patch.setattr(MaskPatchSampler, "batch", batch_then_terminate)
-        with pytest.raises(TrainingInterrupted, match=r"SIGTERM at step \d+: checkpoint saved") as stopped:
-            localizer.train_localizer(config, str(root / "killed"))
-        assert 4 <= int(str(stopped.value).split()[3].rstrip(":")) <= 12
-        assert not (root / "killed" / "model").exists()
-        patch.setattr(MaskPatchSampler, "batch", batch)
-        localizer.train_localizer(config, str(root / "killed"))
-
-    straight = _flat_variables(load_model(root / "straight" / "model")[1])
-    resumed = _flat_variables(load_model(root / "killed" / "model")[1])
-    assert straight.keys() == resumed.keys() and any("batch_stats" in k for k in straight)
-    for name in straight:
-        np.testing.assert_allclose(resumed[name], straight[name], rtol=0, atol=1e-6, err_msg=name)
-    steps = [json.loads(line)["step"] for line in (root / "killed" / "metrics.jsonl").read_text().splitlines()]
-    assert steps[:-1] == list(range(1, 25)) and steps[-1] == 24  # one record per step, then the evaluation
-
-
-def _check_trains_on_the_output_folder_of_experiments_detect(root):
-    """GAN-SR and MSE-SR folders -> experiments.detect -> its --out_dir names the masks of the GAN-SR images."""
-    from configs import localizer as localizer_config
-    from desra_jax.data.synthetic import synthetic_pair
-    from desra_jax.tools import detect
-    from experiments import localizer
-
-    gan_dir, mse_dir, detect_dir = root / "gan", root / "mse", root / "detect"
-    for seed, (name, top, left) in enumerate((("astronaut", 0, 150), ("sub/coffee", 100, 300), ("rocket", 150, 0))):
-        gan, mse, _ = synthetic_pair(photo_crop(name.split("/")[-1], (128, 128), top, left)[0], seed=seed)
-        write_image(gan_dir / f"{name}.png", gan)
-        write_image(mse_dir / f"{name}.png", mse)
-    detected = detect.run(gan_dir, mse_dir, detect_dir, min_area=250)
-    fractions = {str(gan_dir / f"{r['name']}.png"): r["artifact_fraction"] for r in detected["images"]}
-    assert len(fractions) == 3 and all(f > 0.02 for f in fractions.values()), fractions
-
-    config = localizer_config.get_config("tiny")
-    config.data.update(image_dir=str(gan_dir), mask_dir=str(detect_dir), val_image_dir=str(gan_dir),
-                       val_mask_dir=str(detect_dir / "masks"))
-    config.train.update(num_steps=2, eval_every=2, checkpoint_every=2)
-    localizer.train_localizer(config, str(root / "run"))
-    per_image = json.loads((root / "run" / "eval_0000002.json").read_text())["per_image"]
-    assert {r["name"]: r["target_fraction"] for r in per_image} == pytest.approx(fractions, abs=1e-9)
 
 
 @pytest.mark.parametrize("overrides, message", [
