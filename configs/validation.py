@@ -113,7 +113,8 @@ def check_finetune(config, num_devices: int) -> None:
             require(config, bool(bundled[key]) and not unknown, f"data.bundled.{key}",
                     f"expected bundled photograph names ({', '.join(PHOTOGRAPH_NAMES + MORE_PHOTOGRAPH_NAMES)})"
                     + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
-        require(config, bundled.crop >= 16 * config.scale, "data.bundled.crop", f"expected at least {16 * config.scale}")
+        smallest = 16 * config.scale
+        require(config, bundled.crop >= smallest, "data.bundled.crop", f"expected at least {smallest}")
     else:
         for key in ("data.lr_dir", "data.eval_lr_dir"):
             path = value(config, key)

@@ -57,8 +57,9 @@ def data_folders(config, workdir: str) -> tuple[str, str, str]:
     bundled = config.data.bundled
     if not bundled.degradation:
         return config.data.lr_dir, config.data.eval_lr_dir, config.data.eval_hr_dir
-    folders = write_lr_sets(os.path.join(workdir, "data"), {"fine_tune": bundled.fine_tune, "held_out": bundled.held_out},
-                            config.scale, bundled.degradation, bundled.seed, bundled.crop)
+    sets = {"fine_tune": bundled.fine_tune, "held_out": bundled.held_out}
+    folders = write_lr_sets(os.path.join(workdir, "data"), sets, config.scale, bundled.degradation, bundled.seed,
+                            bundled.crop)
     return folders["fine_tune_lr"], folders["held_out_lr"], folders["held_out_hr"]
 
 
