@@ -52,6 +52,8 @@ def check_sr(config, num_devices: int) -> None:
     require(config, config.data.batch_size > 0 and config.data.batch_size % num_devices == 0, "data.batch_size",
             f"the global batch must be positive and split evenly over the {num_devices} devices")
     require(config, config.train.num_steps > 0, "train.num_steps", "must be positive")
+    require(config, 0 <= config.train.discriminator_warmup < config.train.num_steps, "train.discriminator_warmup",
+            f"must lie in [0, train.num_steps={config.train.num_steps}): the generator trains after it")
     require(config, config.eval.tile > config.eval.overlap >= 0, "eval.tile",
             f"must exceed eval.overlap={config.eval.overlap} >= 0")
     for key in ("data.train_dir", "data.val_dir", "data.tfds_data_dir"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import optax
+import pytest
 import torch
 
 from desra_jax.convert import discriminator_from_torch, rrdbnet_from_torch, vgg19_from_torch
@@ -155,3 +156,14 @@ def test_discriminator_warmup_trains_the_discriminator_alone_then_both():
     resumed = sr_train_step(mesh, losses=losses, discriminator_warmup=2)  # a new process resuming at step 3
     _, metrics = resumed(states, batch, key)
     assert "l_pix" in metrics
+
+
+@pytest.mark.parametrize("warmup", [-1, 10])
+def test_a_warmup_that_leaves_the_generator_no_step_is_refused_naming_the_key(warmup):
+    from configs import ragan
+    from configs.validation import check_sr
+
+    config = ragan.get_config("tiny")
+    config.train.update(num_steps=10, discriminator_warmup=warmup)
+    with pytest.raises(ValueError, match=r"config.train.discriminator_warmup=-?\d+: must lie in \[0, train.num_steps=10\)"):
+        check_sr(config, num_devices=1)
