@@ -228,7 +228,8 @@ def compare(before, after, held_out: list[dict], crop_border: int = 0, lpips_fn=
     }
     per_image = [
         {"name": item["name"], "artifact_fraction_before": float(b.mean()), "artifact_fraction_after": float(a.mean()),
-         "new_artifact_fraction": float((a & ~b).mean()), **{k: counts[k] for k in ("n_before", "n_removed", "n_after", "n_added")}, "change_outside_artifacts": c}
+         "new_artifact_fraction": float((a & ~b).mean()),
+         **{k: counts[k] for k in ("n_before", "n_removed", "n_after", "n_added")}, "change_outside_artifacts": c}
         for item, b, a, counts, c in zip(held_out, masks_before, masks_after, rates["per_image"], change)
     ]
     labelled = [i for i, item in enumerate(held_out) if item["gt_path"]]
