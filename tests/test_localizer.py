@@ -166,10 +166,6 @@ def test_sampler_crops_are_aligned_reproducible_and_split_over_processes():
 MIN_HELD_OUT_IOU = 0.19
 
 
-def _flat_variables(variables) -> dict[str, np.ndarray]:
-    return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(variables)}
-
-
 @pytest.mark.slow
 def test_tiny_localizer_job(tmp_path, monkeypatch):
     """configs/localizer.py:tiny end to end: it learns the DeSRA masks, and a finished run is not trained again
