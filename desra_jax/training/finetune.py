@@ -217,10 +217,11 @@ def compare(before, after, held_out: list[dict], crop_border: int = 0, lpips_fn=
     change = [float(np.abs(a - b)[~m].mean()) if (~m).any() else 0.0
               for a, b, m in zip(sr_after, sr_before, masks_before)]
     change_in = [float(np.abs(a - b)[m].mean()) for a, b, m in zip(sr_after, sr_before, masks_before) if m.any()]
+    new = [float((a & ~b).mean()) for a, b in zip(masks_after, masks_before)]
     summary = {
         "artifact_fraction_before": float(np.mean([m.mean() for m in masks_before])),
         "artifact_fraction_after": float(np.mean([m.mean() for m in masks_after])),
-        "new_artifact_fraction": float(np.mean([(a & ~b).mean() for a, b in zip(masks_after, masks_before)])),
+        "new_artifact_fraction": float(np.mean(new)),
         "detected_removal_rate": rates["removal_rate"],
         "detected_addition_rate": rates["addition_rate"],
         "change_outside_artifacts": float(np.mean(change)),
@@ -228,9 +229,9 @@ def compare(before, after, held_out: list[dict], crop_border: int = 0, lpips_fn=
     }
     per_image = [
         {"name": item["name"], "artifact_fraction_before": float(b.mean()), "artifact_fraction_after": float(a.mean()),
-         "new_artifact_fraction": float((a & ~b).mean()),
-         **{k: counts[k] for k in ("n_before", "n_removed", "n_after", "n_added")}, "change_outside_artifacts": c}
-        for item, b, a, counts, c in zip(held_out, masks_before, masks_after, rates["per_image"], change)
+         "new_artifact_fraction": n, **{k: counts[k] for k in ("n_before", "n_removed", "n_after", "n_added")},
+         "change_outside_artifacts": c}
+        for item, b, a, n, counts, c in zip(held_out, masks_before, masks_after, new, rates["per_image"], change)
     ]
     labelled = [i for i, item in enumerate(held_out) if item["gt_path"]]
     if labelled:
