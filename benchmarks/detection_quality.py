@@ -114,15 +114,15 @@ def real_table(crop: int, degradations, seed: int, min_area: int, out: str) -> N
 
     names = PHOTOGRAPH_NAMES + MORE_PHOTOGRAPH_NAMES
     for degradation in degradations:
-        results = real_results(names, crop, degradation, seed, out)
+        results = {name: tuple(jax.device_put(image[None]) for image in pair)
+                   for name, pair in real_results(names, crop, degradation, seed, out).items()}
         print(f"\nrealesrgan-x4plus vs spanx4_ch48, {crop}-px crops made LR x4 by '{degradation}' (seed {seed}), "
               f"min_area {min_area}: artifact area % / regions")
         print(f"{'detector':<36}" + "".join(f"{name[:10]:>11}" for name in names))
         for row, detect in detectors(min_area):
             cells = []
             for name in names:
-                gan, mse = (jax.device_put(image[None]) for image in results[name])
-                mask = np.asarray(detect(gan, mse))[0]
+                mask = np.asarray(detect(*results[name]))[0]
                 cells.append(f"{100 * mask.mean():.1f}/{label_regions(mask)[1]}")
             print(f"{row:<36}" + "".join(f"{cell:>11}" for cell in cells))
         gallery = os.path.join(out, degradation, "detect")
