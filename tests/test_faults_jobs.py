@@ -24,6 +24,11 @@ from tests.faults import (
     run_to_end,
 )
 
+def job_environment(tmp_path) -> dict[str, str]:
+    """The environment of a test's job runs: the tests' XLA flags on the CPU, one compilation cache for its runs."""
+    return {"XLA_FLAGS": xla_flags(), "JAX_PLATFORMS": "cpu", **compilation_cache(tmp_path / "xla_cache")}
+
+
 #: Where the runs are killed, in order, each rerun going on from what the previous one left.
 KILL_POINTS = ("checkpoint:3", "write:eval_0000006.json", "save_model:discriminator")
 
@@ -42,7 +47,7 @@ def test_gan_job_killed_at_each_save_resumes_to_the_uninterrupted_result(tmp_pat
             "--config.train.num_steps=6", "--config.train.checkpoint_every=3", "--config.train.eval_every=6",
             "--config.train.log_every=1")
 
-    env = {"XLA_FLAGS": xla_flags(), "JAX_PLATFORMS": "cpu", **compilation_cache(tmp_path / "xla_cache")}
+    env = job_environment(tmp_path)
     run_to_end(command(tmp_path / "straight"), env=env)
     for point in KILL_POINTS:
         run_killed(command(tmp_path / "killed"), point, env=env)
@@ -89,7 +94,7 @@ FINETUNE_KILL_POINTS = ("write:2_astronaut.png", "checkpoint:2", "write:index.ht
 @pytest.mark.slow
 def test_finetune_job_killed_at_each_save_resumes_to_the_uninterrupted_result(tmp_path):
     finetune_setting(tmp_path)
-    env = {"XLA_FLAGS": xla_flags(), "JAX_PLATFORMS": "cpu", **compilation_cache(tmp_path / "xla_cache")}
+    env = job_environment(tmp_path)
     run_to_end(finetune_command(tmp_path, tmp_path / "straight"), env=env)
     for point in FINETUNE_KILL_POINTS:
         run_killed(finetune_command(tmp_path, tmp_path / "killed"), point, env=env)
@@ -102,8 +107,9 @@ def test_finetune_job_killed_at_each_save_resumes_to_the_uninterrupted_result(tm
 
 
 #: Where the online loop is killed, in order: in the state write after its second incoming image (the first
-#: sample is buffered), in the second sample's buffer write (samples are named by their incoming file's name), in round 1's checkpoint and its final discriminator
-#: save, and in the state write after the round (its samples already moved into round_001/data).
+#: sample is buffered), in the second sample's buffer write (samples are named by their incoming file's name), in
+#: round 1's checkpoint and its final discriminator save, and in the state write after the round (its samples
+#: already moved into round_001/data).
 ONLINE_KILL_POINTS = ("write:state.json@2", "write:2_astronaut.png.png", "checkpoint:2", "save_model:discriminator",
                       "write:state.json")
 
@@ -118,7 +124,7 @@ def test_online_loop_killed_at_each_save_resumes_to_the_uninterrupted_result(tmp
                                 "--config.online_settings.buffer_size=2", "--config.online_settings.idle_polls=1",
                                 "--config.online_settings.poll_seconds=0")
 
-    env = {"XLA_FLAGS": xla_flags(), "JAX_PLATFORMS": "cpu", **compilation_cache(tmp_path / "xla_cache")}
+    env = job_environment(tmp_path)
     run_to_end(command("straight"), env=env)
     online = tmp_path / "straight" / "online"
     state = json.loads((online / "state.json").read_text())
@@ -165,7 +171,7 @@ def test_localizer_job_on_a_detect_folder_killed_at_each_save_resumes_to_the_uni
             "--config.train.num_steps=4", "--config.train.checkpoint_every=2", "--config.train.eval_every=4",
             "--config.train.log_every=1")
 
-    env = {"XLA_FLAGS": xla_flags(), "JAX_PLATFORMS": "cpu", **compilation_cache(tmp_path / "xla_cache")}
+    env = job_environment(tmp_path)
     run_to_end(command("straight"), env=env)
     per_image = json.loads((tmp_path / "straight" / "eval_0000004.json").read_text())["per_image"]
     assert {r["name"]: r["target_fraction"] for r in per_image} == pytest.approx(fractions, abs=1e-9)

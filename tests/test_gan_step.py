@@ -165,5 +165,6 @@ def test_a_warmup_that_leaves_the_generator_no_step_is_refused_naming_the_key(wa
 
     config = ragan.get_config("tiny")
     config.train.update(num_steps=10, discriminator_warmup=warmup)
-    with pytest.raises(ValueError, match=r"config.train.discriminator_warmup=-?\d+: must lie in \[0, train.num_steps=10\)"):
+    message = r"config.train.discriminator_warmup=-?\d+: must lie in \[0, train.num_steps=10\)"
+    with pytest.raises(ValueError, match=message):
         check_sr(config, num_devices=1)
