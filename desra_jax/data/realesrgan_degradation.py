@@ -21,11 +21,11 @@ the largest factor.
 from __future__ import annotations
 
 import math
+import types
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from desra_jax.data.interpolate import RESIZE_MODES, resize
 from desra_jax.data.jpeg import diff_jpeg
@@ -39,66 +39,69 @@ from desra_jax.data.kernels import (
 from desra_jax.data.noise import random_noise
 
 
-def realesrgan_settings() -> ml_collections.ConfigDict:
+def realesrgan_settings():
+    """Real-ESRGAN x4plus's degradation as an ``ml_collections.ConfigDict`` for the configs (the values of
+    :func:`_default_settings`)."""
+    import ml_collections  # only the configs need a ConfigDict; the library runs without ml_collections
+
+    return ml_collections.ConfigDict(_default_settings())
+
+
+def _default_settings() -> dict:
     """Real-ESRGAN x4plus's degradation: ``options/train_realesrgan_x4plus.yml`` (identical in these values to
     ``train_realesrnet_x4plus.yml``), the names as there; ``sharpen_input`` is the yml's ``gt_usm`` (both
     recipes degrade the USM-sharpened GT) and ``usm_*`` are ``USMSharp``'s defaults."""
     families = list(KERNEL_FAMILIES)
     kernel_prob = [0.45, 0.25, 0.12, 0.03, 0.12, 0.03]
-    return ml_collections.ConfigDict(
-        {
-            "scale": 4,
-            "sharpen_input": True,
-            "usm_weight": 0.5,
-            "usm_radius": 50,
-            "usm_threshold": 10.0,
-            # the first degradation
-            "kernel_list": families,
-            "kernel_prob": kernel_prob,
-            "sinc_prob": 0.1,
-            "blur_sigma": [0.2, 3.0],
-            "betag_range": [0.5, 4.0],
-            "betap_range": [1.0, 2.0],
-            "resize_prob": [0.2, 0.7, 0.1],
-            "resize_range": [0.15, 1.5],
-            "gaussian_noise_prob": 0.5,
-            "noise_range": [1.0, 30.0],
-            "poisson_scale_range": [0.05, 3.0],
-            "gray_noise_prob": 0.4,
-            "jpeg_range": [30.0, 95.0],
-            # the second degradation
-            "second_blur_prob": 0.8,
-            "kernel_list2": families,
-            "kernel_prob2": kernel_prob,
-            "sinc_prob2": 0.1,
-            "blur_sigma2": [0.2, 1.5],
-            "betag_range2": [0.5, 4.0],
-            "betap_range2": [1.0, 2.0],
-            "resize_prob2": [0.3, 0.4, 0.3],
-            "resize_range2": [0.3, 1.2],
-            "gaussian_noise_prob2": 0.5,
-            "noise_range2": [1.0, 25.0],
-            "poisson_scale_range2": [0.05, 2.5],
-            "gray_noise_prob2": 0.4,
-            "jpeg_range2": [30.0, 95.0],
-            "final_sinc_prob": 0.8,
-            # the training-pair pool (``pair_pool_init``)
-            "queue_size": 180,
-        }
-    )
+    return {
+        "scale": 4,
+        "sharpen_input": True,
+        "usm_weight": 0.5,
+        "usm_radius": 50,
+        "usm_threshold": 10.0,
+        # the first degradation
+        "kernel_list": families,
+        "kernel_prob": kernel_prob,
+        "sinc_prob": 0.1,
+        "blur_sigma": [0.2, 3.0],
+        "betag_range": [0.5, 4.0],
+        "betap_range": [1.0, 2.0],
+        "resize_prob": [0.2, 0.7, 0.1],
+        "resize_range": [0.15, 1.5],
+        "gaussian_noise_prob": 0.5,
+        "noise_range": [1.0, 30.0],
+        "poisson_scale_range": [0.05, 3.0],
+        "gray_noise_prob": 0.4,
+        "jpeg_range": [30.0, 95.0],
+        # the second degradation
+        "second_blur_prob": 0.8,
+        "kernel_list2": families,
+        "kernel_prob2": kernel_prob,
+        "sinc_prob2": 0.1,
+        "blur_sigma2": [0.2, 1.5],
+        "betag_range2": [0.5, 4.0],
+        "betap_range2": [1.0, 2.0],
+        "resize_prob2": [0.3, 0.4, 0.3],
+        "resize_range2": [0.3, 1.2],
+        "gaussian_noise_prob2": 0.5,
+        "noise_range2": [1.0, 25.0],
+        "poisson_scale_range2": [0.05, 2.5],
+        "gray_noise_prob2": 0.4,
+        "jpeg_range2": [30.0, 95.0],
+        "final_sinc_prob": 0.8,
+        # the training-pair pool (``pair_pool_init``)
+        "queue_size": 180,
+    }
 
 
-def _resolved(settings) -> ml_collections.ConfigDict:
+def _resolved(settings) -> types.SimpleNamespace:
     """The defaults overridden by ``settings`` (a ConfigDict or mapping); an unknown key fails, naming it."""
-    resolved = realesrgan_settings()
-    if settings is None:
-        return resolved
-    given = settings.to_dict() if isinstance(settings, ml_collections.ConfigDict) else dict(settings)
+    resolved = _default_settings()
+    given = {} if settings is None else settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
     unknown = sorted(set(given) - set(resolved))
     if unknown:
         raise ValueError(f"realesrgan_degrade settings: unknown keys {unknown}; known: {sorted(resolved)}")
-    resolved.update(given)
-    return resolved
+    return types.SimpleNamespace(**{**resolved, **given})
 
 
 def _canvas(length: int) -> int:
@@ -136,29 +139,29 @@ def _random_quality(key, n: int, jpeg_range) -> jnp.ndarray:
     return jax.random.uniform(key, (n,), minval=jpeg_range[0], maxval=jpeg_range[1])
 
 
-def _kernels(key, n: int, s: ml_collections.ConfigDict, suffix: str) -> jnp.ndarray:
+def _kernels(key, n: int, s: types.SimpleNamespace, suffix: str) -> jnp.ndarray:
     def draw(k):
         return random_mixed_kernel(
             k,
-            s["kernel_list" + suffix],
-            s["kernel_prob" + suffix],
-            tuple(s["blur_sigma" + suffix]),
-            tuple(s["betag_range" + suffix]),
-            tuple(s["betap_range" + suffix]),
-            s["sinc_prob" + suffix],
+            getattr(s, "kernel_list" + suffix),
+            getattr(s, "kernel_prob" + suffix),
+            tuple(getattr(s, "blur_sigma" + suffix)),
+            tuple(getattr(s, "betag_range" + suffix)),
+            tuple(getattr(s, "betap_range" + suffix)),
+            getattr(s, "sinc_prob" + suffix),
         )
 
     return jax.vmap(draw)(jax.random.split(key, n))
 
 
-def _noise(key, images, s: ml_collections.ConfigDict, suffix: str, valid) -> jnp.ndarray:
+def _noise(key, images, s: types.SimpleNamespace, suffix: str, valid) -> jnp.ndarray:
     return random_noise(
         key,
         images,
-        s["gaussian_noise_prob" + suffix],
-        tuple(s["noise_range" + suffix]),
-        tuple(s["poisson_scale_range" + suffix]),
-        s["gray_noise_prob" + suffix],
+        getattr(s, "gaussian_noise_prob" + suffix),
+        tuple(getattr(s, "noise_range" + suffix)),
+        tuple(getattr(s, "poisson_scale_range" + suffix)),
+        getattr(s, "gray_noise_prob" + suffix),
         valid,
     )
 
