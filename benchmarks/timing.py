@@ -22,3 +22,18 @@ def torch_sync(device: str) -> None:
         import torch
 
         torch.cuda.synchronize()
+
+
+def interleaved_seconds(runs: dict, repeats: int, warmup: int = 1) -> dict:
+    """Median wall time of each blocking callable in ``runs``, called in turn (A B C A B C) so that a busy machine
+    slows them alike; ``warmup`` untimed rounds first (compilation, autotuning)."""
+    for _ in range(warmup):
+        for fn in runs.values():
+            fn()
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}

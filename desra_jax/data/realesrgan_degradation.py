@@ -41,13 +41,13 @@ from desra_jax.data.noise import random_noise
 
 def realesrgan_settings():
     """Real-ESRGAN x4plus's degradation as an ``ml_collections.ConfigDict`` for the configs (the values of
-    :func:`_default_settings`)."""
+    :func:`realesrgan_defaults`)."""
     import ml_collections  # only the configs need a ConfigDict; the library runs without ml_collections
 
-    return ml_collections.ConfigDict(_default_settings())
+    return ml_collections.ConfigDict(realesrgan_defaults())
 
 
-def _default_settings() -> dict:
+def realesrgan_defaults() -> dict:
     """Real-ESRGAN x4plus's degradation: ``options/train_realesrgan_x4plus.yml`` (identical in these values to
     ``train_realesrnet_x4plus.yml``), the names as there; ``sharpen_input`` is the yml's ``gt_usm`` (both
     recipes degrade the USM-sharpened GT) and ``usm_*`` are ``USMSharp``'s defaults."""
@@ -96,7 +96,7 @@ def _default_settings() -> dict:
 
 def _resolved(settings) -> types.SimpleNamespace:
     """The defaults overridden by ``settings`` (a ConfigDict or mapping); an unknown key fails, naming it."""
-    resolved = _default_settings()
+    resolved = realesrgan_defaults()
     given = {} if settings is None else settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
     unknown = sorted(set(given) - set(resolved))
     if unknown:
