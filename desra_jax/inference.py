@@ -9,6 +9,13 @@ that is not the image border, and tiles at the image border end at the image bor
 when the network's receptive radius is at most `overlap // 2`, tiling gives the whole-image result exactly;
 beyond it (the 23-block RRDBNet's radius is larger) the difference decays with the overlap. This is
 Real-ESRGAN's `tile` / `tile_pad` scheme with the tiles spread evenly instead of a fixed stride.
+
+JAX compiles once per input shape. Images at least a tile wide and high all run as tiles of one shape; a side
+shorter than a tile runs whole, so without more a folder of small photographs of many sizes compiles once per
+size. With `bucket`, such a side is first padded (mirrored, as Real-ESRGAN's `pre_pad`) up to a multiple of
+`bucket` (at most the tile) and the output cropped back, so all sizes in one bucket share a compilation. The
+padding is beyond the bottom and right borders only: output pixels further than the network's receptive radius
+from those borders are unchanged; nearer, the network sees mirrored content instead of its zero padding.
 """
 
 from __future__ import annotations
@@ -39,6 +46,21 @@ def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int
     return [(start, start + tile, cuts[i], cuts[i + 1]) for i, start in enumerate(starts)]
 
 
+def bucket_length(length: int, tile: int, bucket: int | None) -> int:
+    """The side a side of `length` LR pixels runs at: itself when it fills a tile or without a bucket, else
+    rounded up to a multiple of `bucket`, at most `tile`."""
+    if not bucket or length >= tile:
+        return length
+    return min(tile, -(-length // bucket) * bucket)
+
+
+def pad_to_buckets(image: np.ndarray, tile: int, bucket: int | None) -> np.ndarray:
+    """(N, H, W, C) mirrored beyond its bottom and right borders to `bucket_length` of each side."""
+    height, width = (bucket_length(side, tile, bucket) for side in image.shape[1:3])
+    padding = ((0, 0), (0, height - image.shape[1]), (0, width - image.shape[2]), (0, 0))
+    return np.pad(image, padding, mode="symmetric") if height > image.shape[1] or width > image.shape[2] else image
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _apply(model: nn.Module, variables, tiles):
     return model.apply(variables, tiles)
@@ -54,6 +76,7 @@ def upscale(
     batch_size: int = 4,
     extra_variables: dict | None = None,
     devices=None,
+    bucket: int | None = None,
 ) -> np.ndarray:
     """Super-resolves (H, W, C) or (N, H, W, C) LR images in [0, 1] with `model` (an SR network whose
     `apply(variables, x)` maps (B, h, w, C) to (B, h * s, w * s, C')); returns float32 numpy of the output size.
@@ -62,17 +85,20 @@ def upscale(
     the module docstring for why there are no seams); batch_size: tiles per device call, at most the number of
     tiles (the last batch is padded with copies so all calls have one shape); extra_variables: further flax
     collections (e.g. batch_stats) besides params; devices: the devices each batch is split across (e.g.
-    ``jax.local_devices()``; None: the default device), which rounds the batch up to a multiple of their count.
-    Outputs are not clipped.
+    ``jax.local_devices()``; None: the default device), which rounds the batch up to a multiple of their count;
+    bucket: sides shorter than a tile are padded to a multiple of it (`pad_to_buckets`, see the module
+    docstring), None: they run at their size. Outputs are not clipped.
     """
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 3:
         return upscale(model, params, image[None], tile=tile, overlap=overlap, batch_size=batch_size,
-                       extra_variables=extra_variables, devices=devices)[0]
+                       extra_variables=extra_variables, devices=devices, bucket=bucket)[0]
     if image.ndim != 4:
         raise ValueError(f"image: expected (H, W, C) or (N, H, W, C), got shape {image.shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size: expected at least 1, got {batch_size}")
+    height, width = image.shape[1:3]
+    image = pad_to_buckets(image, tile, bucket)
     variables = {"params": params, **(extra_variables or {})}
     rows, cols = tile_spans(image.shape[1], tile, overlap), tile_spans(image.shape[2], tile, overlap)
     tiles = np.stack([image[n, r[0] : r[1], c[0] : c[1]] for n in range(len(image)) for r in rows for c in cols])
@@ -100,7 +126,7 @@ def upscale(
                                (c_keep - c_start) * scale : (c_stop - c_start) * scale]
                 result[n, r_keep * scale : r_stop * scale, c_keep * scale : c_stop * scale] = kept
                 index += 1
-    return result
+    return result[:, : height * scale, : width * scale]
 
 
 @dataclasses.dataclass
@@ -115,8 +141,9 @@ class Upscaler:
     batch_size: int = 4
     extra_variables: dict | None = None
     devices: tuple | None = None
+    bucket: int | None = None
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         return np.clip(upscale(self.module, self.params, lr, tile=self.tile, overlap=self.overlap,
                                batch_size=self.batch_size, extra_variables=self.extra_variables,
-                               devices=self.devices), 0.0, 1.0)
+                               devices=self.devices, bucket=self.bucket), 0.0, 1.0)

@@ -4,8 +4,9 @@ import jax
 import numpy as np
 import pytest
 
+from desra_jax import inference
 from desra_jax.inference import tile_spans, upscale
-from desra_jax.models import RRDBNet
+from desra_jax.models import RRDBNet, SRVGGNetCompact
 from tests.conftest import photo_crop
 
 
@@ -65,3 +66,28 @@ def test_upscale_names_a_bad_shape(tiny_generator):
     model, params = tiny_generator
     with pytest.raises(ValueError, match=r"\(H, W, C\)"):
         upscale(model, params, np.zeros((8, 8), np.float32))
+
+
+def test_sizes_in_one_bucket_compile_once_and_keep_their_results_away_from_the_padding():
+    """A compact x2 network of four 3x3 convolutions sees 4 LR pixels around each pixel: padding beyond the bottom
+    and right borders leaves every output pixel further than that from them as the unpadded image gives it."""
+    model = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=2, act_type="relu")
+    params = model.init(jax.random.key(1), np.zeros((1, 8, 8, 3), np.float32))["params"]
+    images = [photo_crop("astronaut", (40, 52), 10, 10)[0], photo_crop("chelsea", (45, 90), 20, 30)[0]]
+    assert {inference.bucket_length(side, 96, 48) for image in images for side in image.shape[:2]} == {48, 96}
+    before = inference._apply._cache_size()
+    for image in images:
+        height, width = image.shape[:2]
+        got = upscale(model, params, image, tile=96, overlap=8, bucket=48)
+        whole = np.asarray(model.apply({"params": params}, image[None]))[0]
+        assert got.shape == whole.shape == (2 * height, 2 * width, 3)
+        radius = 4
+        np.testing.assert_allclose(got[: 2 * (height - radius), : 2 * (width - radius)],
+                                   whole[: 2 * (height - radius), : 2 * (width - radius)], rtol=0, atol=1e-5)
+    assert inference._apply._cache_size() - before == 1  # one (1, 48, 96, 3) program for both sizes
+
+
+def test_buckets_never_pad_past_a_tile_nor_a_side_that_fills_one():
+    assert [inference.bucket_length(n, 256, 64) for n in (1, 64, 65, 200, 250, 256, 300)] == [64, 64, 128, 256, 256,
+                                                                                               256, 300]
+    assert inference.bucket_length(65, 256, None) == 65
