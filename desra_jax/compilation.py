@@ -25,6 +25,8 @@ MAX_BYTES = 4 * 1024**3
 #: Programs that compile faster than this are not worth a file.
 MIN_COMPILE_SECONDS = 0.5
 
+_log = logging.getLogger(__name__)
+
 
 def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/desra-jax/jax``, ``~/.cache/desra-jax/jax`` without XDG_CACHE_HOME."""
@@ -51,12 +53,12 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
     if folder is None:
         return None
     if importlib.util.find_spec("filelock") is None:
-        logging.warning("compilation cache off: the filelock package that makes it safe to share is not installed")
+        _log.warning("compilation cache off: the filelock package that makes it safe to share is not installed")
         return None
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        logging.warning("compilation cache off: cannot make %s (%s)", folder, error)
+        _log.warning("compilation cache off: cannot make %s (%s)", folder, error)
         return None
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
