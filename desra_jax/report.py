@@ -14,7 +14,7 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 
-from desra_jax.data.image_io import write_bytes_atomic
+from desra_jax.files import write_bytes_atomic
 
 #: Longest side of the gallery thumbnails: four columns of this fit a laptop screen.
 THUMBNAIL_SIDE = 384

@@ -6,7 +6,8 @@ r"""Converts a PyTorch checkpoint or an ncnn model into a desra-jax model direct
     python -m experiments.convert discriminator net_d.pth models/unet_d
     python -m experiments.convert vgg19 vgg19.pth models/vgg19 [--overwrite]
     python -m experiments.convert ncnn realesrgan-x4plus.param models/realesrgan_x4plus
-    python -m experiments.convert to-ncnn models/realesrgan_x4plus exported/x4plus [--storage fp16|fp32]
+    python -m experiments.convert to-ncnn models/realesrgan_x4plus exported/x4plus [--storage fp16|fp32] \
+        [--overwrite]
 
 IN is a ``.pth`` (read with torch.load, weights_only) or ``.safetensors`` file; BasicSR's ``params_ema`` /
 ``params`` wrappers are unwrapped. ``ncnn`` reads an ncnn ``.param`` and the ``.bin`` beside it (RRDBNet,
@@ -14,7 +15,9 @@ SRVGGNetCompact or SPAN, recognised from the graph), or the bare name of a model
 (``realesrgan-x4plus``, ``spanx4_ch48``, ...). OUT is written atomically; it is loaded again with
 ``desra_jax.models.directory.load_model(OUT)``. ``to-ncnn`` writes a model directory's RRDBNet (x4),
 SRVGGNetCompact or SPAN as ``OUT.param`` + ``OUT.bin``, weights in float16 (as Real-ESRGAN ships them) or
-float32, for the ncnn runtimes (input blob ``data``, output ``output``, values in [0, 1]). An unreadable or
+float32, for the ncnn runtimes (input blob ``data``, output ``output``, values in [0, 1]); the ``.bin`` appears
+before the ``.param``, so a reader never sees a ``.param`` with another model's ``.bin``, and an existing pair is
+replaced only with ``--overwrite``. An unreadable or
 mismatched IN is reported by file name with exit status 1.
 """
 
@@ -26,7 +29,7 @@ from absl import app, flags, logging
 
 from desra_jax.models.directory import count_parameters, module_config, save_model
 
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace OUT if it exists.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace OUT (to-ncnn: OUT.param and OUT.bin) if it exists.")
 _SCALE = flags.DEFINE_enum("scale", None, ["1", "2", "4"], "rrdbnet: output scale, when conv_first is ambiguous.")
 _NUM_IN_CH = flags.DEFINE_integer("num_in_ch", None, "rrdbnet: input colour channels (default: 3).")
 _STORAGE = flags.DEFINE_enum("storage", "fp16", ["fp16", "fp32"], "to-ncnn: how the weight blobs are stored.")
@@ -84,7 +87,8 @@ def to_ncnn(source: str, prefix: str) -> int:
 
     try:
         module, variables = load_model(source)
-        written = write_ncnn(module, variables["params"], f"{prefix}.param", storage=_STORAGE.value)
+        written = write_ncnn(module, variables["params"], f"{prefix}.param", storage=_STORAGE.value,
+                             overwrite=_OVERWRITE.value)
     except (OSError, ValueError) as error:  # load_model and write_ncnn name the directory or the architecture
         print(f"error: {error}", file=sys.stderr)
         return 1

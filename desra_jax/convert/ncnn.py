@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from desra_jax.convert.torch_state import ConversionError
+from desra_jax.files import write_files_atomic
 
 MAGIC = 7767517
 TAG_FP32 = 0x00000000
@@ -335,14 +336,22 @@ def _encode_blob(array: np.ndarray, load_type: int, storage: str) -> bytes:
 
 
 def write_graph(graph: NcnnGraph, param_path: str | os.PathLike, bin_path: str | os.PathLike | None = None,
-                *, storage: str = "fp16") -> tuple[str, str]:
+                *, storage: str = "fp16", overwrite: bool = False) -> tuple[str, str]:
     """Writes ``graph`` as ``.param`` + ``.bin``; weight blobs in ``storage`` ("fp16" or "fp32"), raw blobs
-    (biases, slopes, constants) float32 as ncnn requires. Returns the two paths. Each file is written to a
-    hidden temporary sibling and renamed into place, so a kill leaves no half file."""
+    (biases, slopes, constants) float32 as ncnn requires. Returns the two paths.
+
+    The pair is published through `desra_jax.files.write_files_atomic`: both files are written to synced
+    temporaries, a previous ``.param`` is removed, then the ``.bin`` is renamed into place and the ``.param``
+    last, so a reader that finds a ``.param`` finds its own ``.bin`` (a kill between the renames leaves the new
+    ``.bin`` without a ``.param``; a rerun with ``overwrite`` finishes the pair). FileExistsError naming the file
+    when either exists and not ``overwrite``."""
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     param_path = os.fspath(param_path)
     bin_path = os.fspath(bin_path) if bin_path is not None else os.path.splitext(param_path)[0] + ".bin"
+    existing = [path for path in (param_path, bin_path) if os.path.exists(path)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]}: already exists (pass overwrite=True, --overwrite, to replace it)")
     blobs = {top for layer in graph.layers for top in layer.tops}
     lines = [str(MAGIC), f"{len(graph.layers)} {len(blobs)}"]
     chunks = []
@@ -356,23 +365,8 @@ def write_graph(graph: NcnnGraph, param_path: str | os.PathLike, bin_path: str |
             if array.size != count:
                 raise ValueError(f"{param_path}: layer {layer.name} {blob} has {array.size} values, expected {count}")
             chunks.append(_encode_blob(array, load_type, storage))
-    _write_atomic(param_path, ("\n".join(lines) + "\n").encode("utf-8"))
-    _write_atomic(bin_path, b"".join(chunks))
+    write_files_atomic([(bin_path, b"".join(chunks)), (param_path, ("\n".join(lines) + "\n").encode("utf-8"))])
     return param_path, bin_path
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    directory, name = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    staging = os.path.join(directory, f".{name}.partial-{os.getpid()}")
-    try:
-        with open(staging, "wb") as f:
-            f.write(data)
-        os.replace(staging, path)
-    except BaseException:
-        if os.path.exists(staging):
-            os.remove(staging)
-        raise
 
 
 class GraphBuilder:

@@ -309,10 +309,12 @@ def graph_from_model(module: nn.Module, params: Any, source: str = "ncnn graph")
 
 
 def write_ncnn(module: nn.Module, params: Any, param_path: str | os.PathLike, *,
-               storage: str = "fp16") -> tuple[str, str]:
+               storage: str = "fp16", overwrite: bool = False) -> tuple[str, str]:
     """Writes ``module`` with ``params`` as ``param_path`` and the ``.bin`` beside it, weight blobs in
-    ``storage`` ("fp16", as Real-ESRGAN ships them, or "fp32"). Returns (param path, bin path)."""
+    ``storage`` ("fp16", as Real-ESRGAN ships them, or "fp32"); an existing pair is replaced only with
+    ``overwrite`` (`write_graph`). Returns (param path, bin path)."""
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     param_path = os.fspath(param_path)
-    return write_graph(graph_from_model(module, params, param_path), param_path, storage=storage)
+    return write_graph(graph_from_model(module, params, param_path), param_path, storage=storage,
+                       overwrite=overwrite)

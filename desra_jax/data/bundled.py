@@ -10,7 +10,8 @@ import zlib
 
 import numpy as np
 
-from desra_jax.data.image_io import write_image, write_json
+from desra_jax.data.image_io import write_image
+from desra_jax.files import write_json
 
 #: Colour photographs bundled with scikit-image (data.pairs.bundled_split chooses which train and which validate).
 PHOTOGRAPH_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")

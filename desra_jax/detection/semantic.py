@@ -24,7 +24,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from desra_jax.data.image_io import write_bytes_atomic
+from desra_jax.files import write_bytes_atomic
 
 _THIRD_PARTY = Path(__file__).resolve().parents[2] / "third_party" / "ade20k"
 

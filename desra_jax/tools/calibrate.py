@@ -10,7 +10,7 @@ from pathlib import Path
 import jax
 
 from desra_jax.data.folder_pairs import batches_by_size, stack_padded
-from desra_jax.data.image_io import output_folder
+from desra_jax.files import output_folder
 from desra_jax.detection import calibrate_class_adjustment, indicator_d, save_class_adjustment
 from desra_jax.detection.calibration import DEFAULT_NUM_BINS, DEFAULT_PERCENTILE
 from desra_jax.detection.segmenter import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT, Segmenter, load_segmenter

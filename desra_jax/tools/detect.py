@@ -12,7 +12,8 @@ import numpy as np
 
 from desra_jax import report
 from desra_jax.data.folder_pairs import batches_by_size, pair_by_name
-from desra_jax.data.image_io import output_folder, read_image, write_csv, write_image, write_json
+from desra_jax.data.image_io import read_image, write_image
+from desra_jax.files import output_folder, write_csv, write_json
 from desra_jax.data.masks import find_mask, read_mask
 from desra_jax.detection.detector import Detector
 from desra_jax.detection.segmenter import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT, load_semantics

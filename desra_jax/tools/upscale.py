@@ -26,8 +26,8 @@ import numpy as np
 from desra_jax.convert import load_sr_model
 from desra_jax.convert.registry import model_scale
 from desra_jax.data.folder_pairs import batches_by_size, images_by_name
-from desra_jax.data.image_io import (WRITABLE_DEPTHS, ImageFormat, output_folder, read_image,
-                                     read_image_and_format, write_image, write_json)
+from desra_jax.data.image_io import WRITABLE_DEPTHS, ImageFormat, read_image, read_image_and_format, write_image
+from desra_jax.files import output_folder, write_json
 from desra_jax.detection.detector import Detector
 from desra_jax.detection.segmenter import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT, load_semantics
 from desra_jax.fusion.pseudo_gt import pseudo_gt

@@ -25,7 +25,8 @@ from absl import logging
 
 from desra_jax import report
 from desra_jax.data.folder_pairs import images_by_name
-from desra_jax.data.image_io import read_image, write_bytes_atomic, write_image, write_json
+from desra_jax.data.image_io import read_image, write_image
+from desra_jax.files import write_bytes_atomic, write_json
 from desra_jax.data.masks import find_mask, read_mask
 from desra_jax.data.pairs import PatchSampler
 from desra_jax.detection.detector import Detector
