@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from desra_jax.data.folder_pairs import images_by_name
+from desra_jax.data.matching import images_by_name
 from desra_jax.data.image_io import read_image
 from desra_jax.data.masks import MASK_EXTENSIONS, find_mask, read_mask
 from desra_jax.data.pairs import BatchRows, augment

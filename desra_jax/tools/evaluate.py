@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm import tqdm
 
-from desra_jax.data.folder_pairs import pair_by_name
+from desra_jax.data.matching import pair_by_name
 from desra_jax.data.image_io import read_image
 from desra_jax.files import output_folder, write_bytes_atomic, write_csv, write_json
 from desra_jax.metrics.image_quality import psnr, ssim

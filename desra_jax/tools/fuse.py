@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from desra_jax.data.folder_pairs import pair_by_name
+from desra_jax.data.matching import pair_by_name
 from desra_jax.data.image_io import read_image, write_image
 from desra_jax.files import output_folder, write_json
 from desra_jax.fusion import fuse
