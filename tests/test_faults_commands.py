@@ -82,11 +82,11 @@ def run_command(command: str, root: Path, out: Path) -> tuple[dict, list[str], d
         summary = json.loads((out / "adjustment.json").read_text())["calibrated_on"]
         return summary, summary["problems"], {}
     if command == "evaluate":
-        evaluate.run(a, b, out, metrics=["psnr", "ssim"])
+        evaluate.run(evaluate.EvaluateOptions(a, b, out, metrics=("psnr", "ssim")))
         summary = json.loads((out / "summary.json").read_text())
         return summary, summary["problems"], {}
     if command == "fuse":
-        fuse.run(a, [b], root / "localizer", out)
+        fuse.run(fuse.FuseOptions(a, (b,), root / "localizer", out))
         summary = json.loads((out / "summary.json").read_text())
         return summary, summary["problems"], {n: out / f"{stem[n]}.png" for n in names}
     upscale.run(upscale.UpscaleOptions(a, out, str(root / "srvgg"), str(root / "srvgg"), tile=0,
@@ -163,8 +163,8 @@ def test_a_read_only_output_folder_is_refused_before_any_work(corpus, tmp_path, 
         "detect": lambda out: detect.run(detect.DetectOptions(root / "a", root / "b", out)),
         "calibrate": lambda out: calibrate.run(calibrate.CalibrateOptions(
             root / "a", root / "b", SemanticSettings(str(root / "nowhere")), out / "adjustment.json")),
-        "evaluate": lambda out: evaluate.run(root / "a", root / "b", out),
-        "fuse": lambda out: fuse.run(root / "a", [root / "b"], root / "nowhere", out),
+        "evaluate": lambda out: evaluate.run(evaluate.EvaluateOptions(root / "a", root / "b", out)),
+        "fuse": lambda out: fuse.run(fuse.FuseOptions(root / "a", (root / "b",), root / "nowhere", out)),
         "upscale": lambda out: upscale.run(upscale.UpscaleOptions(root / "a", out, str(root / "nowhere"))),
     }
     with read_only(tmp_path / "out") as out:
