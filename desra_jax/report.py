@@ -194,15 +194,9 @@ def _legend(entries: Sequence[dict]) -> str:
     return f"<ul class=legend>{items}{more}</ul>"
 
 
-def write_gallery(
-    path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    title: str,
-    summary: Sequence[tuple[str, str]],
-    rows: Sequence[dict],
-    problems: Sequence[str],
-    columns: Sequence[tuple[str, str]] = GALLERY_COLUMNS,
-) -> None:
+def write_gallery(path: str | os.PathLike, out_dir: str | os.PathLike, title: str, summary: Sequence[tuple[str, str]],
+                  rows: Sequence[dict], problems: Sequence[str],
+                  columns: Sequence[tuple[str, str]] = GALLERY_COLUMNS) -> None:
     """Writes the HTML gallery: summary numbers and problems at the top, then one row per image pair.
 
     Args:

@@ -8,6 +8,7 @@ from desra_jax.convert.segformer import load_segformer, segformer_from_state_dic
 from desra_jax.convert.deeplab import (deeplabv3_from_torchvision, deeplabv3plus_from_torch, load_backbone_into,
                                       merge_variables, resnet_backbone_from_torch)
 from desra_jax.convert.srvgg import load_srvgg, srvgg_from_torch
-from desra_jax.convert.ncnn import read_ncnn, write_graph
+from desra_jax.convert.ncnn import read_ncnn
+from desra_jax.convert.ncnn_write import write_graph
 from desra_jax.convert.ncnn_models import graph_from_model, load_ncnn, model_from_ncnn, write_ncnn
 from desra_jax.convert.registry import available_models, load_sr_model, resolve_model

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from desra_jax.convert.ncnn import (ACT_LEAKY, ACT_NONE, ACT_RELU, BINARY_ADD, BINARY_MUL, BINARY_SUB, ELTWISE_SUM,
-                                    INTERP_BICUBIC, INTERP_NEAREST, STORAGES, GraphBuilder, NcnnGraph, NcnnLayer,
-                                    read_ncnn, write_graph)
+                                    INTERP_BICUBIC, INTERP_NEAREST, STORAGES, NcnnGraph, NcnnLayer, read_ncnn)
+from desra_jax.convert.ncnn_write import GraphBuilder, write_graph
 from desra_jax.convert.torch_state import ConversionError
 from desra_jax.models.layers import LEAKY_SLOPE
 from desra_jax.models.rrdbnet import RESIDUAL_SCALE, RRDBNet

@@ -72,7 +72,8 @@ def run(options: FuseOptions) -> dict:
         records.append({"name": name, "base_artifact_fraction": float(np.mean(probs[0] >= threshold))})
     summary = {
         "settings": {"base": str(folders[0]), "others": [str(f) for f in folders[1:]],
-                     "localizer": str(options.localizer), "feather": feather, "threshold": threshold, "temperature": temperature},
+                     "localizer": str(options.localizer), "feather": feather, "threshold": threshold,
+                     "temperature": temperature},
         "fused": len(records), "problems": problems, "images": records,
     }
     write_json(out_dir / "summary.json", summary)
