@@ -27,7 +27,7 @@ def put_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
     """Assemble the global batch from this process's slice of it, sharded on the batch axis.
 
     Each process passes the rows it produced (its contiguous slice of the global batch, as
-    `pairs.PatchSampler(process_index=...)` makes them); with one process this is a plain sharded device_put.
+    `sr_pairs.PatchSampler(process_index=...)` makes them); with one process this is a plain sharded device_put.
     """
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
