@@ -1,4 +1,5 @@
-"""Weights from the formats users hold (PyTorch, Hugging Face, mmseg, ncnn) into Flax parameter trees (never downloaded)."""
+"""Weights from the formats users hold (PyTorch, Hugging Face, mmseg, ncnn) into Flax parameter trees (never
+downloaded)."""
 from desra_jax.convert.torch_state import ConversionError, read_state_dict, unwrap_state_dict
 from desra_jax.convert.rrdbnet import load_rrdbnet, rrdbnet_from_torch
 from desra_jax.convert.discriminators import discriminator_from_torch, load_discriminator
