@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -110,7 +111,8 @@ def real_results(names, crop: int, degradation: str, seed: int, out: str):
 
 def real_table(crop: int, degradations, seed: int, min_area: int, out: str) -> None:
     """Per photograph and detector: detected area % / regions of x4plus against SPAN, and the gallery."""
-    from desra_jax.tools.detect import run
+    from desra_jax.detection.settings import DetectionSettings
+    from desra_jax.tools.detect import DetectOptions, run
 
     names = PHOTOGRAPH_NAMES + MORE_PHOTOGRAPH_NAMES
     for degradation in degradations:
@@ -126,7 +128,8 @@ def real_table(crop: int, degradations, seed: int, min_area: int, out: str) -> N
                 cells.append(f"{100 * mask.mean():.1f}/{label_regions(mask)[1]}")
             print(f"{row:<36}" + "".join(f"{cell:>11}" for cell in cells))
         gallery = os.path.join(out, degradation, "detect")
-        run(os.path.join(out, degradation, "gan"), os.path.join(out, degradation, "mse"), gallery, min_area=min_area)
+        run(DetectOptions(Path(out, degradation, "gan"), Path(out, degradation, "mse"), Path(gallery),
+                          detection=DetectionSettings(min_area=min_area)))
         print(f"gallery of the released default: {os.path.join(gallery, 'index.html')}")
 
 

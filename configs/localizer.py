@@ -6,7 +6,7 @@ scikit-image. Each photograph's centre `data.synthetic_size` square becomes `dat
 MSE-SR pairs (desra_jax.data.synthetic: fine stripe textures pasted into random ellipses of the GAN-SR image); DeSRA
 detection (semantics-free, threshold 0.7, the released morphology with `data.detect_min_area`) turns each pair
 into a mask; the localizer learns (GAN-SR image -> mask). Training photographs: astronaut, rocket,
-immunohistochemistry, hubble_deep_field; held out for evaluation: chelsea, coffee (data.pairs.bundled_split).
+immunohistochemistry, hubble_deep_field; held out for evaluation: chelsea, coffee (data.sr_pairs.bundled_split).
 
 Your own data: `data.image_dir` (GAN-SR images) with `data.mask_dir` (PNG / labelme masks of the same relative
 names, or the `--out_dir` of `python -m experiments.detect --gan_dir <image_dir>`), and the same for the held-out

@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from desra_jax.training.sharding import batch_sharding, data_mesh, replicated
+from desra_jax.sharding import batch_sharding, data_mesh, replicated
 
 
 def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:

@@ -1,5 +1,6 @@
 """Visual reports for people: D maps and segmentations in colour, mask overlays, thumbnails and HTML galleries
-(detection, DeSRA fine-tuning, the localizer's sample grids). Images are float32 RGB in [0, 1], (H, W, 3).
+(detection, DeSRA fine-tuning, the localizer's sample grids), and the detection outputs they show (per-image
+masks, records and thumbnails, the summaries). Images are float32 RGB in [0, 1], (H, W, 3).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from urllib.parse import quote
 import cv2
 import numpy as np
 
-from desra_jax.data.image_io import write_bytes_atomic
+from desra_jax.data.image_io import write_image
+from desra_jax.files import write_bytes_atomic, write_csv, write_json
+from desra_jax.metrics.detection import label_regions
 
 #: Longest side of the gallery thumbnails: four columns of this fit a laptop screen.
 THUMBNAIL_SIDE = 384
@@ -94,6 +97,86 @@ def thumbnail(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
+def mask_record(mask: np.ndarray) -> dict:
+    """A detection's numbers for the summaries: size, artifact pixels and fraction, 8-connected regions."""
+    return {"height": mask.shape[0], "width": mask.shape[1], "artifact_pixels": int(mask.sum()),
+            "artifact_fraction": float(mask.mean()), "regions": label_regions(mask)[1]}
+
+
+def detection_gallery_row(name: str, segmentation: bool = False) -> dict:
+    """The gallery thumbnails of image ``name`` that `write_detection` writes, relative to the output folder."""
+    keys = ("mse", "gan", "d", "overlay") + (("segmentation",) if segmentation else ())
+    return {key: f"gallery/{name}_{key}.png" for key in keys}
+
+
+def write_detection(out_dir: Path, name: str, sources: dict, images: tuple, class_names: Sequence[str] = (),
+                    gallery: bool = True) -> tuple[dict, dict | None]:
+    """Writes one image's detection and returns its (record, gallery row): ``masks/<name>.png`` always; with
+    ``gallery`` also ``overlays/``, ``d_maps/`` (and ``segmentation/``) and the gallery's thumbnails.
+
+    ``sources``: the files the record names (e.g. {'gan': ..., 'mse': ...}); ``images``: (GAN-SR, MSE-SR
+    (H, W, 3), mask (H, W) bool, D (H, W), labels (H, W) int or None); ``class_names``: the labels' classes.
+    The record is ``name``, the sources, `mask_record` and, with labels, the classes' fractions.
+    """
+    gan, mse, mask, d, labels = images
+    record = {"name": name, **sources, **mask_record(mask)}
+    write_image(out_dir / "masks" / f"{name}.png", mask)
+    if not gallery:
+        return record, None
+    overlay, d_colour = overlay_mask(gan, mask), colorize_d(d)
+    write_image(out_dir / "overlays" / f"{name}.png", overlay)
+    write_image(out_dir / "d_maps" / f"{name}.png", d_colour)
+    thumbnails = {"mse": mse, "gan": gan, "d": d_colour, "overlay": overlay}
+    if labels is not None:
+        thumbnails["segmentation"] = colorize_labels(labels, len(class_names))
+        write_image(out_dir / "segmentation" / f"{name}.png", thumbnails["segmentation"])
+    for key, image in thumbnails.items():
+        write_image(out_dir / "gallery" / f"{name}_{key}.png", thumbnail(image))
+    row = detection_gallery_row(name, labels is not None)
+    if labels is not None:
+        row["legend"] = label_legend(labels, class_names)
+        record["classes"] = {entry["name"]: entry["fraction"] for entry in row["legend"]}
+    return record, row
+
+
+def write_detection_summaries(out_dir: Path, summary: dict, gallery_rows: dict,
+                              title: str = "DeSRA artifact detection", counted: str = "pairs") -> None:
+    """``summary.csv``, ``summary.json`` and the gallery ``index.html`` of a detection ``summary`` (``settings``
+    with threshold, min_area and semantics; ``images``, one record of `write_detection` each; ``processed``,
+    ``pairs``, ``problems``, ``metrics``), ``gallery_rows`` by name; ``counted`` names what ``pairs`` counts."""
+    columns = ["name", "height", "width", "artifact_pixels", "artifact_fraction", "regions"]
+    if summary["metrics"] is not None:
+        columns += ["iou", "precision", "recall", "n_s", "n_t", "n_g", "n_r"]
+    write_csv(out_dir / "summary.csv", summary["images"], columns)
+    write_json(out_dir / "summary.json", summary)
+    settings = summary["settings"]
+    rows = []
+    for record in summary["images"]:
+        caption = f"{record['artifact_fraction']:.2%} artifact, {record['regions']} region(s)"
+        if record.get("iou") is not None:
+            caption += f", IoU {record['iou']:.3f}"
+        rows.append({"name": record["name"], "caption": caption, **gallery_rows[record["name"]]})
+    columns = GALLERY_COLUMNS + ((SEGMENTATION_COLUMN,) if settings["semantics"] else ())
+    write_gallery(out_dir / "index.html", out_dir, title, _detection_numbers(summary, counted), rows,
+                  summary["problems"], columns)
+
+
+def _detection_numbers(summary: dict, counted: str) -> list[tuple[str, str]]:
+    """The (label, value) lines at the top of a detection gallery."""
+    settings = summary["settings"]
+    numbers = [(f"{counted} processed", f"{summary['processed']} of {summary['pairs']}"),
+               ("problems", str(len(summary["problems"]))),
+               ("threshold / min_area", f"{settings['threshold']} / {settings['min_area']}")]
+    if settings["semantics"] is not None:
+        semantics = settings["semantics"]
+        numbers += [("semantic adjustment", f"SegFormer {semantics['segformer']} on the "
+                     f"{semantics['segment'].upper()}-SR image, A_k from {semantics['class_adjustment']}")]
+    if summary["metrics"] is not None:
+        numbers += [(key, "n/a" if summary["metrics"][key] is None else f"{summary['metrics'][key]:.4f}")
+                    for key in ("mean_iou", "precision", "recall")]
+    return numbers
+
+
 def _figure(out_dir: Path, page_dir: Path, relative: str, caption: str) -> str:
     # percent-encoded: a '#' or '?' in a file name would otherwise cut the link short
     source = html.escape(quote(Path(os.path.relpath(out_dir / relative, page_dir)).as_posix()), quote=True)
@@ -111,15 +194,9 @@ def _legend(entries: Sequence[dict]) -> str:
     return f"<ul class=legend>{items}{more}</ul>"
 
 
-def write_gallery(
-    path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    title: str,
-    summary: Sequence[tuple[str, str]],
-    rows: Sequence[dict],
-    problems: Sequence[str],
-    columns: Sequence[tuple[str, str]] = GALLERY_COLUMNS,
-) -> None:
+def write_gallery(path: str | os.PathLike, out_dir: str | os.PathLike, title: str, summary: Sequence[tuple[str, str]],
+                  rows: Sequence[dict], problems: Sequence[str],
+                  columns: Sequence[tuple[str, str]] = GALLERY_COLUMNS) -> None:
     """Writes the HTML gallery: summary numbers and problems at the top, then one row per image pair.
 
     Args:

@@ -19,12 +19,15 @@ that is a folder or lies in a folder that cannot be written: checked before any 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from absl import app, flags, logging
 
 from desra_jax.detection.calibration import DEFAULT_NUM_BINS, DEFAULT_PERCENTILE
-from desra_jax.detection.segmentation import RESIZE_MODES
-from desra_jax.detection.segmenter import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT
+from desra_jax.detection.semantic_model import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT, RESIZE_MODES, SEGMENT_CHOICES
+from desra_jax.detection.settings import SemanticSettings
 from desra_jax.tools import calibrate
+from desra_jax.tools.command import run_command
 
 flags.DEFINE_string("gan_dir", None, "Folder of GAN-SR results.", required=True)
 flags.DEFINE_string("mse_dir", None, "Folder of MSE-SR results, same relative names.", required=True)
@@ -32,8 +35,8 @@ flags.DEFINE_string("segformer", None, "SegFormer: a Hugging Face directory (con
                     "checkpoint (desra_jax.convert.load_segformer).", required=True)
 flags.DEFINE_string("out", None, "The JSON table to write (experiments.detect --class_adjustment reads it).",
                     required=True)
-flags.DEFINE_enum("segment", DEFAULT_SEGMENT, ["gan", "mse"], "Which image of a pair SegFormer segments: 'gan' "
-                  "(default, as experiments.detect) or 'mse' (the paper's calibration, appendix A.2).")
+flags.DEFINE_enum("segment", DEFAULT_SEGMENT, list(SEGMENT_CHOICES), "Which image of a pair SegFormer segments: "
+                  "'gan' (default, as experiments.detect) or 'mse' (the paper's calibration, appendix A.2).")
 flags.DEFINE_integer("segformer_size", DEFAULT_SEGFORMER_SIZE, "SegFormer's input size (as experiments.detect); "
                      "0: whole images.")
 flags.DEFINE_integer("batch_size", 4, "Pairs of equal size processed together on the device.")
@@ -47,20 +50,18 @@ flags.DEFINE_enum("segformer_resize", "auto", ["auto", *RESIZE_MODES], "How SegF
 FLAGS = flags.FLAGS
 
 
+def options() -> calibrate.CalibrateOptions:
+    """The flags as the tool's options."""
+    semantics = SemanticSettings(FLAGS.segformer, None, FLAGS.segment, FLAGS.segformer_size or None,
+                                 FLAGS.segformer_resize)
+    return calibrate.CalibrateOptions(Path(FLAGS.gan_dir), Path(FLAGS.mse_dir), semantics, Path(FLAGS.out),
+                                      FLAGS.batch_size, FLAGS.alpha, FLAGS.num_bins, FLAGS.percentile)
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.batch_size < 1:
-        raise app.UsageError(f"--batch_size must be at least 1, got {FLAGS.batch_size}")
-    try:
-        summary = calibrate.run(FLAGS.gan_dir, FLAGS.mse_dir, FLAGS.segformer, FLAGS.out, FLAGS.segment,
-                                FLAGS.batch_size, FLAGS.alpha, FLAGS.num_bins, FLAGS.percentile,
-                                FLAGS.segformer_size or None, FLAGS.segformer_resize)
-    except ValueError as error:  # an unreadable SegFormer, or bad --num_bins / --percentile
-        logging.error("%s", error)
+    summary = run_command(argv, lambda: calibrate.run(options()), batch_size=FLAGS.batch_size)
+    if summary is None:  # an unreadable SegFormer, or bad --num_bins / --percentile
         return 1
-    for problem in summary["problems"]:
-        logging.warning("%s", problem)
     if not summary["used"]:
         logging.error("no readable pair in %s and %s; nothing written", FLAGS.gan_dir, FLAGS.mse_dir)
         return 1

@@ -6,7 +6,8 @@ r"""Converts a PyTorch checkpoint or an ncnn model into a desra-jax model direct
     python -m experiments.convert discriminator net_d.pth models/unet_d
     python -m experiments.convert vgg19 vgg19.pth models/vgg19 [--overwrite]
     python -m experiments.convert ncnn realesrgan-x4plus.param models/realesrgan_x4plus
-    python -m experiments.convert to-ncnn models/realesrgan_x4plus exported/x4plus [--storage fp16|fp32]
+    python -m experiments.convert to-ncnn models/realesrgan_x4plus exported/x4plus [--storage fp16|fp32] \
+        [--overwrite]
 
 IN is a ``.pth`` (read with torch.load, weights_only) or ``.safetensors`` file; BasicSR's ``params_ema`` /
 ``params`` wrappers are unwrapped. ``ncnn`` reads an ncnn ``.param`` and the ``.bin`` beside it (RRDBNet,
@@ -14,108 +15,83 @@ SRVGGNetCompact or SPAN, recognised from the graph), or the bare name of a model
 (``realesrgan-x4plus``, ``spanx4_ch48``, ...). OUT is written atomically; it is loaded again with
 ``desra_jax.models.directory.load_model(OUT)``. ``to-ncnn`` writes a model directory's RRDBNet (x4),
 SRVGGNetCompact or SPAN as ``OUT.param`` + ``OUT.bin``, weights in float16 (as Real-ESRGAN ships them) or
-float32, for the ncnn runtimes (input blob ``data``, output ``output``, values in [0, 1]). An unreadable or
+float32, for the ncnn runtimes (input blob ``data``, output ``output``, values in [0, 1]); the ``.bin`` appears
+before the ``.param``, so a reader never sees a ``.param`` with another model's ``.bin``, and an existing pair is
+replaced only with ``--overwrite``. An unreadable or
 mismatched IN is reported by file name with exit status 1.
 """
 
 from __future__ import annotations
 
-import sys
-
-from absl import app, flags, logging
+from absl import app, flags
 
 from desra_jax.models.directory import count_parameters, module_config, save_model
+from desra_jax.tools.command import run_command
 
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace OUT if it exists.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace OUT (to-ncnn: OUT.param and OUT.bin) if it exists.")
 _SCALE = flags.DEFINE_enum("scale", None, ["1", "2", "4"], "rrdbnet: output scale, when conv_first is ambiguous.")
 _NUM_IN_CH = flags.DEFINE_integer("num_in_ch", None, "rrdbnet: input colour channels (default: 3).")
 _STORAGE = flags.DEFINE_enum("storage", "fp16", ["fp16", "fp32"], "to-ncnn: how the weight blobs are stored.")
 
 
-def _load_rrdbnet(path: str):
-    from desra_jax.convert import load_rrdbnet
+def _read(kind: str, source: str):
+    """``(module, variables)`` of ``source`` read as ``kind``, ``variables["params"]`` among them."""
+    from desra_jax import convert
 
-    scale = None if _SCALE.value is None else int(_SCALE.value)
-    model, params = load_rrdbnet(path, num_in_ch=_NUM_IN_CH.value, scale=scale)
-    return model, {"params": params}
-
-
-def _load_discriminator(path: str):
-    from desra_jax.convert import load_discriminator
-
-    return load_discriminator(path)
-
-
-def _load_vgg19(path: str):
-    from desra_jax.convert import load_vgg19
-
-    model, params = load_vgg19(path)
-    return model, {"params": params}
-
-
-def _load_srvgg(path: str):
-    from desra_jax.convert import load_srvgg
-
-    model, params = load_srvgg(path)
-    return model, {"params": params}
+    if kind == "discriminator":
+        return convert.load_discriminator(source)
+    if kind == "rrdbnet":
+        scale = None if _SCALE.value is None else int(_SCALE.value)
+        module, params = convert.load_rrdbnet(source, num_in_ch=_NUM_IN_CH.value, scale=scale)
+    elif kind == "ncnn":
+        path = convert.resolve_model(source)
+        if not path.endswith(".param"):
+            raise ValueError(f"{path}: expected an ncnn .param file (its .bin beside it)")
+        module, params = convert.load_ncnn(path)
+        print(f"read {path}")
+    else:
+        module, params = {"srvgg": convert.load_srvgg, "vgg19": convert.load_vgg19}[kind](source)
+    return module, {"params": params}
 
 
-def _load_ncnn(spec: str):
-    from desra_jax.convert import load_ncnn, resolve_model
-
-    path = resolve_model(spec)
-    if not path.endswith(".param"):
-        raise ValueError(f"{path}: expected an ncnn .param file (its .bin beside it)")
-    model, params = load_ncnn(path)
-    print(f"read {path}")
-    return model, {"params": params}
+SUBCOMMANDS = ("rrdbnet", "srvgg", "discriminator", "vgg19", "ncnn", "to-ncnn")
 
 
-#: Subcommand -> reader returning ``(module, variables)`` with ``variables["params"]``.
-LOADERS = {"rrdbnet": _load_rrdbnet, "srvgg": _load_srvgg, "discriminator": _load_discriminator,
-           "vgg19": _load_vgg19, "ncnn": _load_ncnn}
-SUBCOMMANDS = (*LOADERS, "to-ncnn")
-
-
-def to_ncnn(source: str, prefix: str) -> int:
-    """Writes the model directory ``source`` as ``prefix.param`` + ``prefix.bin``."""
+def to_ncnn(source: str, prefix: str) -> list[str]:
+    """Writes the model directory ``source`` as ``prefix.param`` + ``prefix.bin``; returns the lines to print."""
     from desra_jax.convert import write_ncnn
     from desra_jax.models.directory import load_model
 
-    try:
-        module, variables = load_model(source)
-        written = write_ncnn(module, variables["params"], f"{prefix}.param", storage=_STORAGE.value)
-    except (OSError, ValueError) as error:  # load_model and write_ncnn name the directory or the architecture
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {' and '.join(written)} ({type(module).__name__}, {_STORAGE.value} weights, from {source})")
-    return 0
+    module, variables = load_model(source)
+    written = write_ncnn(module, variables["params"], f"{prefix}.param", storage=_STORAGE.value,
+                         overwrite=_OVERWRITE.value)
+    return [f"wrote {' and '.join(written)} ({type(module).__name__}, {_STORAGE.value} weights, from {source})"]
+
+
+def to_directory(kind: str, source: str, target: str) -> list[str]:
+    """Converts ``source``, read as ``kind``, into the model directory ``target``; returns the lines to print."""
+    module, variables = _read(kind, source)
+    extra = {name: tree for name, tree in variables.items() if name != "params"}
+    written = save_model(target, module, variables["params"], extra, overwrite=_OVERWRITE.value)
+    config = ", ".join(
+        f"{name}={value['dtype'] if isinstance(value, dict) else value}"  # dtypes are stored as {"dtype": name}
+        for name, value in module_config(module)["config"].items()
+    )
+    return [f"wrote {written}", f"  architecture: {type(module).__name__}({config})",
+            f"  parameters: {count_parameters(variables['params']):,} (from {source})"] + (
+        [f"  other collections: {', '.join(sorted(extra))}"] if extra else [])
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 4 or argv[1] not in SUBCOMMANDS:
         raise app.UsageError(f"usage: python -m experiments.convert {{{','.join(SUBCOMMANDS)}}} IN OUT [flags]")
     kind, source, target = argv[1:]
-    if not flags.FLAGS["verbosity"].present:  # orbax logs every step of a save at INFO
-        logging.set_verbosity(logging.WARNING)
-    if kind == "to-ncnn":
-        return to_ncnn(source, target)
-    try:
-        module, variables = LOADERS[kind](source)
-        extra = {name: tree for name, tree in variables.items() if name != "params"}
-        written = save_model(target, module, variables["params"], extra, overwrite=_OVERWRITE.value)
-    except (OSError, ValueError, ImportError) as error:  # read_state_dict and the converters name the file
-        print(f"error: {error}", file=sys.stderr)
+    # the converters and load_model name the file, the key or the architecture that does not fit
+    lines = run_command(argv, lambda: to_ncnn(source, target) if kind == "to-ncnn" else
+                        to_directory(kind, source, target), (OSError, ValueError, ImportError), arguments=True)
+    if lines is None:
         return 1
-    config = ", ".join(
-        f"{name}={value['dtype'] if isinstance(value, dict) else value}"  # dtypes are stored as {"dtype": name}
-        for name, value in module_config(module)["config"].items()
-    )
-    print(f"wrote {written}")
-    print(f"  architecture: {type(module).__name__}({config})")
-    print(f"  parameters: {count_parameters(variables['params']):,} (from {source})")
-    if extra:
-        print(f"  other collections: {', '.join(sorted(extra))}")
+    print("\n".join(lines))
     return 0
 
 

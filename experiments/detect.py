@@ -34,13 +34,14 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from desra_jax.detection.indicator import INDICATORS
+from desra_jax.data.ade20k import ADE20K_ADJUSTMENT_TSV
+from desra_jax.detection.indicator import INDICATOR_ALIASES, INDICATORS
+from desra_jax.detection.semantic_model import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT, RESIZE_MODES, SEGMENT_CHOICES
+from desra_jax.detection.settings import DetectionSettings
 from desra_jax.detection.sliding import WINDOW_METHODS
-from desra_jax.detection.segmentation import RESIZE_MODES
-from desra_jax.detection.segmenter import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT
-from desra_jax.detection.semantic import ADE20K_ADJUSTMENT_TSV
 from desra_jax.metrics.detection import CONVENTIONS
 from desra_jax.tools import detect
+from desra_jax.tools.command import run_command
 
 flags.DEFINE_string("gan_dir", None, "Folder of GAN-SR results.", required=True)
 flags.DEFINE_string("mse_dir", None, "Folder of MSE-SR results, same relative names.", required=True)
@@ -55,18 +56,19 @@ flags.DEFINE_string("segformer", None, "SegFormer for the semantic adjustment: a
 flags.DEFINE_string("class_adjustment", None, "With --segformer: the per-class A_k table, the authors' "
                     "'name--bin' text file, their table as TSV or a JSON from experiments.calibrate "
                     f"(default: the published ADE20K table, {ADE20K_ADJUSTMENT_TSV.name}).")
-flags.DEFINE_enum("segment", DEFAULT_SEGMENT, ["gan", "mse"],
+flags.DEFINE_enum("segment", DEFAULT_SEGMENT, list(SEGMENT_CHOICES),
                   "Which image of a pair SegFormer segments: 'gan' (default) as the authors' released detection "
                   "script does; 'mse' as the paper's text says (appendix A.2).")
 flags.DEFINE_integer("segformer_size", DEFAULT_SEGFORMER_SIZE, "SegFormer's input size (512 for the "
                      "*-512-512 models, 640 for the authors' MiT-B5 640x640); larger images are segmented in "
                      "sliding windows at their own resolution (desra_jax.detection.segment); 0: whole images.")
 flags.DEFINE_enum("segformer_resize", "auto", ["auto", *RESIZE_MODES], "How SegFormer sees an image: 'square' "
-                  "(stretched to --segformer_size, sliding windows over larger ones), 'keep_ratio' (the authors' mmseg "
-                  "pipeline: fit into 2048x640 keeping the aspect ratio, whole image); 'auto': keep_ratio for an mmseg "
-                  "checkpoint, square for a Hugging Face one.")
-flags.DEFINE_enum("indicator", "relative", list(INDICATORS), "The indicator: 'relative' (eq. 7 as released), "
-                  "'printed' (eq. 7 as printed, without C in the numerator), 'absolute', 'unnormalized' (Table 4).")
+                  "(stretched to --segformer_size, sliding windows over larger ones), 'keep_ratio' (the authors' "
+                  "mmseg pipeline: fit into 2048x640 keeping the aspect ratio, whole image); 'auto': keep_ratio for "
+                  "an mmseg checkpoint, square for a Hugging Face one.")
+flags.DEFINE_enum("indicator", "released", [*INDICATORS, *INDICATOR_ALIASES], "The indicator: 'released' (eq. 7 "
+                  "as released; also 'relative'), 'printed' (eq. 7 as printed, without C in the numerator), "
+                  "'absolute', 'unnormalized' (Table 4).")
 flags.DEFINE_enum("window_method", None, list(WINDOW_METHODS), "How local windows are summed (default: the "
                   "faster on this backend).")
 flags.DEFINE_enum("metric_convention", "released", list(CONVENTIONS), "Detection metrics with --gt_dir: 'released' "
@@ -75,22 +77,19 @@ flags.DEFINE_enum("metric_convention", "released", list(CONVENTIONS), "Detection
 FLAGS = flags.FLAGS
 
 
+def options() -> detect.DetectOptions:
+    """The flags as the tool's options (ValueError for settings that do not go together)."""
+    return detect.DetectOptions(Path(FLAGS.gan_dir), Path(FLAGS.mse_dir), Path(FLAGS.out_dir),
+                                Path(FLAGS.gt_dir) if FLAGS.gt_dir else None,
+                                DetectionSettings.from_values(FLAGS.flag_values_dict()), FLAGS.batch_size,
+                                FLAGS.alpha, FLAGS.metric_convention)
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.batch_size < 1:
-        raise app.UsageError(f"--batch_size must be at least 1, got {FLAGS.batch_size}")
-    try:
-        summary = detect.run(FLAGS.gan_dir, FLAGS.mse_dir, FLAGS.out_dir, FLAGS.gt_dir, FLAGS.threshold,
-                             FLAGS.min_area, FLAGS.batch_size, FLAGS.alpha, FLAGS.segformer, FLAGS.class_adjustment,
-                             FLAGS.segment, FLAGS.segformer_size or None, FLAGS.segformer_resize, FLAGS.indicator,
-                             FLAGS.window_method, FLAGS.metric_convention)
-    except ValueError as error:  # an unusable output folder, SegFormer or adjustment table: nothing can run
-        logging.error("%s", error)
+    summary = run_command(argv, lambda: detect.run(options()), batch_size=FLAGS.batch_size)
+    if summary is None:  # an unusable output folder, SegFormer or adjustment table: nothing can run
         return 1
     out_dir = Path(FLAGS.out_dir)
-    for problem in summary["problems"]:
-        logging.warning("%s", problem)
     logging.info("processed %d of %d pairs, %d problem(s); gallery: %s, summary: %s", summary["processed"],
                  summary["pairs"], len(summary["problems"]), out_dir / "index.html", out_dir / "summary.json")
     return 0 if summary["processed"] else 1

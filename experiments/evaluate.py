@@ -47,6 +47,7 @@ from pathlib import Path
 from absl import app, flags, logging
 
 from desra_jax.tools import evaluate
+from desra_jax.tools.command import run_command
 from desra_jax.tools.evaluate import METRICS, NO_WEIGHTS
 
 flags.DEFINE_string("pred", None, "Folder of derained images.", required=True)
@@ -63,18 +64,14 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if "lpips" in FLAGS.metrics and not (FLAGS.lpips_weights and FLAGS.lpips_backbone):
         logging.warning("LPIPS needs --lpips_weights and --lpips_backbone; its column will read %r", NO_WEIGHTS)
-    try:
-        summary = evaluate.run(FLAGS.pred, FLAGS.gt, FLAGS.out, FLAGS.metrics, FLAGS.color, FLAGS.crop_border,
-                               FLAGS.dataset, FLAGS.lpips_weights, FLAGS.lpips_backbone, FLAGS.lpips_net)
-    except (OSError, ValueError) as error:  # unknown metrics, unreadable LPIPS weights, an unusable output folder
-        logging.error("%s", error)
+    options = evaluate.EvaluateOptions(Path(FLAGS.pred), Path(FLAGS.gt), Path(FLAGS.out), tuple(FLAGS.metrics),
+                                       FLAGS.color, FLAGS.crop_border, FLAGS.dataset, FLAGS.lpips_weights,
+                                       FLAGS.lpips_backbone, FLAGS.lpips_net)
+    summary = run_command(argv, lambda: evaluate.run(options), (OSError, ValueError))
+    if summary is None:  # unknown metrics, unreadable LPIPS weights, an unusable output folder
         return 1
-    for problem in summary["problems"]:
-        logging.warning("%s", problem)
     out_dir = Path(FLAGS.out)
     print((out_dir / "summary.md").read_text(), end="")
     logging.info("scored %d of %d pairs, %d problem(s); per image: %s", summary["processed"], summary["pairs"],

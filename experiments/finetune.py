@@ -23,8 +23,7 @@ from configs import arguments
 from desra_jax.convert.registry import load_discriminator, load_generator
 from desra_jax.data.bundled import write_lr_sets
 from desra_jax.data.image_io import read_image
-from desra_jax.detection.detector import Detector
-from desra_jax.detection.segmenter import load_semantics
+from desra_jax.detection.settings import DetectionSettings, Detector
 from desra_jax.inference import Upscaler
 from desra_jax.tools.evaluate import lpips_function
 from desra_jax.models.discriminators import make_discriminator
@@ -78,9 +77,7 @@ def run_finetune(config, workdir: str, mesh=None) -> dict:
     logging.info("GAN-SR model %s (%s), MSE-SR partner %s (%s)", config.init_from, type(gan.module).__name__,
                  config.mse_model, type(mse.module).__name__)
     detection = config.detection
-    segmenter, adjustment, _ = load_semantics(detection.segformer, detection.class_adjustment, detection.segment,
-                                              detection.segformer_size or None, detection.segformer_resize)
-    detect = Detector(detection.threshold, detection.min_area, segmenter, adjustment, detection.indicator)
+    detect = Detector.from_settings(DetectionSettings.from_values(detection))
     lr_dir, eval_lr_dir, eval_hr_dir = data_folders(config, workdir)
     problems: list[str] = []  # the input files skipped, by name: logged, and kept in the evaluation files
     held_out = finetune.HeldOut.prepare(finetune.read_named_images(eval_lr_dir, problems),

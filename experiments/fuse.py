@@ -18,9 +18,12 @@ and skipped; the exit status is 0 when at least one image was fused.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from absl import app, flags, logging
 
 from desra_jax.tools import fuse
+from desra_jax.tools.command import run_command
 
 flags.DEFINE_string("base", None, "Folder of the outputs to repair.", required=True)
 flags.DEFINE_list("others", [], "Folders of the other models' outputs (also as trailing arguments).")
@@ -33,14 +36,11 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    try:
-        summary = fuse.run(FLAGS.base, FLAGS.others + argv[1:], FLAGS.localizer, FLAGS.out, FLAGS.feather,
-                      FLAGS.threshold, FLAGS.temperature)
-    except (FileNotFoundError, ValueError) as error:  # no localizer, or no other folder: nothing can run
-        logging.error("%s", error)
+    options = fuse.FuseOptions(Path(FLAGS.base), tuple(map(Path, FLAGS.others + argv[1:])), Path(FLAGS.localizer),
+                               Path(FLAGS.out), FLAGS.feather, FLAGS.threshold, FLAGS.temperature)
+    summary = run_command(argv, lambda: fuse.run(options), (FileNotFoundError, ValueError), arguments=True)
+    if summary is None:  # no localizer, or no other folder: nothing can run
         return 1
-    for problem in summary["problems"]:
-        logging.warning("%s", problem)
     logging.info("fused %d image(s), %d problem(s); written to %s", summary["fused"], len(summary["problems"]),
                  FLAGS.out)
     return 0 if summary["fused"] else 1

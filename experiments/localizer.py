@@ -18,7 +18,7 @@ import functools
 import jax
 import numpy as np
 
-from desra_jax.data import pairs
+from desra_jax.data import sr_pairs
 from desra_jax.data.mask_pairs import MaskPair, MaskPatchSampler, load_mask_pairs
 from desra_jax.data.synthetic import synthetic_mask_pairs
 from desra_jax.detection import detect_artifacts
@@ -30,11 +30,11 @@ from desra_jax.training.steps import localizer_train_step
 
 def load_data(config) -> tuple[list[MaskPair], list[MaskPair]]:
     """(train, held-out) lists of (name, image, mask): the configured folders, or DeSRA pseudo-labels on the
-    bundled photographs (held out: chelsea and coffee, data.pairs.bundled_split)."""
+    bundled photographs (held out: chelsea and coffee, data.sr_pairs.bundled_split)."""
     data = config.data
     if data.image_dir:
         return load_mask_pairs(data.image_dir, data.mask_dir), load_mask_pairs(data.val_image_dir, data.val_mask_dir)
-    train_photos, val_photos = pairs.bundled_split()
+    train_photos, val_photos = sr_pairs.bundled_split()
 
     def label(gans, mses):
         return detect_artifacts(gans, mses, threshold=data.detect_threshold, min_area=data.detect_min_area)[0]

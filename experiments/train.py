@@ -17,7 +17,7 @@ from absl import logging
 
 from configs import arguments
 from desra_jax.convert.registry import load_generator
-from desra_jax.data import pairs, tfds_source
+from desra_jax.data import sr_pairs, tfds_source
 from desra_jax.data.degradations import pair_pool_init
 from desra_jax.models import RRDBNet
 from desra_jax.models.discriminators import make_discriminator
@@ -33,11 +33,11 @@ def load_images(config):
         # Validation makes its LR from the HR, as for folders, so that scores compare across sources.
         val, _ = tfds_source.load_split(config.data.tfds_name, "validation", config.data.tfds_data_dir, with_lr=False)
         return train, val, train_lr
-    train, val = pairs.bundled_split()
+    train, val = sr_pairs.bundled_split()
     if config.data.train_dir:
-        train = pairs.load_folder(config.data.train_dir)
+        train = sr_pairs.load_folder(config.data.train_dir)
     if config.data.val_dir:
-        val = pairs.load_folder(config.data.val_dir)
+        val = sr_pairs.load_folder(config.data.val_dir)
     return train, val, None
 
 
@@ -64,7 +64,7 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
 
     train_images, val_images, train_lr = load_images(config)
     degrading = bool(len(config.degradation))
-    sampler = pairs.PatchSampler(
+    sampler = sr_pairs.PatchSampler(
         train_images, hr_patch=config.data.hr_patch, scale=config.scale, batch_size=config.data.batch_size,
         seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(), lr_images=train_lr,
         with_lr=not degrading,

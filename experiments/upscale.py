@@ -43,11 +43,15 @@ written) or nothing could run (a bad model, option or output folder).
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from pathlib import Path
 
-from desra_jax.detection.segmenter import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT
-from desra_jax.detection.semantic import ADE20K_ADJUSTMENT_TSV
+from absl import app, flags
+
+from desra_jax.data.ade20k import ADE20K_ADJUSTMENT_TSV
+from desra_jax.detection.semantic_model import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT, SEGMENT_CHOICES
+from desra_jax.detection.settings import DetectionSettings
 from desra_jax.tools import upscale
+from desra_jax.tools.command import run_command
 
 flags.DEFINE_string("input", None, "Input image or folder (read recursively).", required=True)
 flags.DEFINE_string("output", None, "Output folder.", required=True)
@@ -67,11 +71,10 @@ flags.DEFINE_float("threshold", 0.7, "With --mse_model: artifact where clip(D / 
 flags.DEFINE_integer("min_area", 4000, "With --mse_model: keep 8-connected regions of more than this many pixels.")
 flags.DEFINE_float("feather", 0.0, "With --mse_model: Gaussian sigma (pixels) of the blend outside the mask.")
 flags.DEFINE_bool("report", False, "With --mse_model: also write the detection gallery and summaries.")
-flags.DEFINE_string("segformer", None, "With --mse_model: SegFormer for the semantic adjustment (see "
-                    "experiments.detect).")
+flags.DEFINE_string("segformer", None, "With --mse_model: SegFormer for the semantic adjustment (as detect).")
 flags.DEFINE_string("class_adjustment", None, "With --segformer: the per-class A_k table "
                     f"(default: the published ADE20K table, {ADE20K_ADJUSTMENT_TSV.name}).")
-flags.DEFINE_enum("segment", DEFAULT_SEGMENT, ["gan", "mse"], "With --segformer: which image is segmented.")
+flags.DEFINE_enum("segment", DEFAULT_SEGMENT, list(SEGMENT_CHOICES), "With --segformer: which image is segmented.")
 flags.DEFINE_integer("segformer_size", DEFAULT_SEGFORMER_SIZE, "With --segformer: its input size; 0: whole images.")
 flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize(); each process takes its "
                   "share of the files.")
@@ -81,25 +84,22 @@ flags.DEFINE_integer("process_id", None, "With --distributed: this process's ind
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if FLAGS.batch_size < 1:
-        raise app.UsageError(f"--batch_size must be at least 1, got {FLAGS.batch_size}")
-    import jax
+def options(process_index: int, process_count: int) -> upscale.UpscaleOptions:
+    """The flags as the tool's options (ValueError for an option that is not among its choices)."""
+    return upscale.UpscaleOptions(
+        Path(FLAGS.input), Path(FLAGS.output), FLAGS.model, FLAGS.mse_model, FLAGS.outscale, FLAGS.suffix, FLAGS.ext,
+        FLAGS.tile, FLAGS.tile_pad, FLAGS.dtype, FLAGS.alpha, FLAGS.batch_size,
+        DetectionSettings.from_values(FLAGS.flag_values_dict()), FLAGS.feather, FLAGS.report, process_index,
+        process_count)
 
+
+def main(argv):
+    import jax
     if FLAGS.distributed:
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    try:
-        summary = upscale.run(
-            FLAGS.input, FLAGS.output, FLAGS.model, FLAGS.mse_model, outscale=FLAGS.outscale, suffix=FLAGS.suffix,
-            ext=FLAGS.ext, tile=FLAGS.tile, tile_pad=FLAGS.tile_pad, dtype=FLAGS.dtype, alpha=FLAGS.alpha,
-            batch_size=FLAGS.batch_size, threshold=FLAGS.threshold, min_area=FLAGS.min_area,
-            segformer=FLAGS.segformer, class_adjustment=FLAGS.class_adjustment, segment_source=FLAGS.segment,
-            segformer_size=FLAGS.segformer_size or None, feather=FLAGS.feather, report=FLAGS.report,
-            process_index=jax.process_index(), process_count=jax.process_count())
-    except (ValueError, OSError) as error:  # a bad model spec, option or output folder: nothing can run
-        logging.error("%s", error)
+    summary = run_command(argv, lambda: upscale.run(options(jax.process_index(), jax.process_count())),
+                          (ValueError, OSError), FLAGS.batch_size)
+    if summary is None:  # a bad model spec, option or output folder: nothing can run
         return 1
     print(f"model: {summary['model']} (x{summary['scale']:g})")
     if summary["mse_model"]:
@@ -108,8 +108,6 @@ def main(argv):
         print(f"skipped {len(summary['skipped'])} finished file(s): their results exist in {FLAGS.output}")
     for name, fraction in summary.get("replaced", {}).items():
         print(f"  {name}: {fraction:.2%} replaced by MSE-SR")
-    for problem in summary["problems"]:
-        logging.warning("%s", problem)
     print(f"wrote {len(summary['written'])} of {summary['images']} image(s) to {FLAGS.output}"
           + (f"; {len(summary['problems'])} problem(s), listed above" if summary["problems"] else ""))
     if FLAGS.report and summary["mse_model"] and jax.process_index() == 0:

@@ -1,5 +1,5 @@
 """Fault injection for the end-to-end tests: run a command in a subprocess, SIGKILL it at a named kill point
-(``desra_jax.kill_points``), run it again, and require the result of an uninterrupted run.
+(``desra_jax.files``), run it again, and require the result of an uninterrupted run.
 
     straight = run_to_end(command(out_a))
     run_killed(command(out_b), "save_model:model")        # dies there, as under kill -9
@@ -26,7 +26,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from desra_jax.kill_points import KILL_AT, parse_kill_at
+from desra_jax.files import KILL_AT, parse_kill_at
 from desra_jax.models.directory import CONFIG_FILE, load_model, module_config
 
 REPO = Path(__file__).resolve().parent.parent

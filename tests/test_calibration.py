@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from desra_jax.detection import calibration, semantic
+from desra_jax.data.ade20k import ade20k_class_names
+from desra_jax.detection import adjustment, calibration
 from desra_jax.detection import (
     ClassAdjustment,
     accumulate,
@@ -23,7 +24,7 @@ from desra_jax.detection import (
     save_class_adjustment,
 )
 
-NAMES = semantic.ade20k_class_names()
+NAMES = ade20k_class_names()
 WALL, BUILDING, SKY, TREE, ROAD = (NAMES.index(n) for n in ("wall", "building", "sky", "tree", "road"))
 IGNORE = 255
 SHAPE = (4, 48, 64)  # (N, H, W): 12288 pixels
@@ -163,7 +164,7 @@ def test_json_round_trip(calibrated, tmp_path):
 
 def test_authors_text_format_parses_the_bundled_table():
     published, names = load_class_adjustment()
-    authors, authors_names = load_class_adjustment(semantic.ADE20K_ADJUSTMENT_AUTHORS_TXT)
+    authors, authors_names = load_class_adjustment(adjustment.ADE20K_ADJUSTMENT_AUTHORS_TXT)
     assert authors_names == names
     np.testing.assert_array_equal(authors, published)
     assert (authors[SKY], authors[TREE], authors[BUILDING]) == (1.0, 0.75, 0.80)  # the paper's examples

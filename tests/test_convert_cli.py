@@ -102,3 +102,48 @@ def test_to_ncnn_of_a_folder_that_is_no_model_exits_1_naming_it(tmp_path):
     assert result.returncode == 1
     assert str(tmp_path / "empty") in result.stderr and "Traceback" not in result.stderr
     assert not list(tmp_path.glob("x.*"))
+
+
+def _tiny_srvgg_directory(path, seed: int):
+    """A small SRVGGNetCompact (x4) with random weights, saved as a model directory at ``path``."""
+    import jax
+
+    from desra_jax.models import SRVGGNetCompact
+    from desra_jax.models.directory import save_model
+
+    module = SRVGGNetCompact(num_feat=4, num_conv=1, upscale=4)
+    params = module.init(jax.random.key(seed), np.zeros((1, 8, 8, 3), np.float32))["params"]
+    save_model(path, module, params)
+
+
+def test_to_ncnn_refuses_an_existing_pair_without_overwrite(tmp_path):
+    _tiny_srvgg_directory(tmp_path / "model", 0)
+    assert convert("to-ncnn", tmp_path / "model", tmp_path / "x").returncode == 0
+    before = {name: (tmp_path / name).read_bytes() for name in ("x.param", "x.bin")}
+    _tiny_srvgg_directory(tmp_path / "other", 1)
+    refused = convert("to-ncnn", tmp_path / "other", tmp_path / "x")
+    assert refused.returncode == 1 and str(tmp_path / "x.param") in refused.stderr
+    assert "--overwrite" in refused.stderr and "Traceback" not in refused.stderr
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert convert("to-ncnn", tmp_path / "other", tmp_path / "x", "--overwrite").returncode == 0
+    assert (tmp_path / "x.bin").read_bytes() != before["x.bin"]
+
+
+def test_to_ncnn_killed_between_the_two_renames_never_leaves_a_mixed_pair(tmp_path):
+    """Overwriting model A's pair with model B's, killed after B's .bin is renamed into place and before its
+    .param is: no .param is left beside B's .bin (A's .param would describe other weights), and the rerun
+    writes B's pair byte for byte as a run that was not interrupted."""
+    from tests.faults import python_module, run_killed, run_to_end
+
+    _tiny_srvgg_directory(tmp_path / "a", 0)
+    _tiny_srvgg_directory(tmp_path / "b", 1)
+    run_to_end(python_module("experiments.convert", "to-ncnn", tmp_path / "b", tmp_path / "straight"))
+    run_to_end(python_module("experiments.convert", "to-ncnn", tmp_path / "a", tmp_path / "x"))
+    overwrite = python_module("experiments.convert", "to-ncnn", tmp_path / "b", tmp_path / "x", "--overwrite")
+    run_killed(overwrite, "write:x.param")
+    assert not (tmp_path / "x.param").exists()
+    assert (tmp_path / "x.bin").read_bytes() == (tmp_path / "straight.bin").read_bytes()
+    run_to_end(overwrite)
+    for suffix in (".param", ".bin"):
+        assert (tmp_path / f"x{suffix}").read_bytes() == (tmp_path / f"straight{suffix}").read_bytes()
+    assert not [entry for entry in os.listdir(tmp_path) if entry.endswith(".tmp")]

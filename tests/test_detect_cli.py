@@ -20,7 +20,9 @@ import pytest
 
 from desra_jax.data.image_io import read_image, write_image
 from desra_jax.data.masks import read_mask
-from desra_jax.detection import detect_artifacts, load_class_adjustment, semantic
+from desra_jax.data.ade20k import ade20k_class_names
+from desra_jax.detection import adjustment, detect_artifacts, load_class_adjustment
+from desra_jax.detection.settings import DetectionSettings, SemanticSettings
 from desra_jax.metrics.detection import evaluate_detection
 from tests.conftest import photo_crop
 
@@ -170,13 +172,13 @@ def test_gallery_renders_in_headless_chromium(cli_run, tmp_path):
 
 
 def test_pairing_by_relative_name_without_extension(tmp_path):
-    from desra_jax.tools.detect import pair_files
+    from desra_jax.data.result_pairs import pair_results
 
     for name in ("gan/x.png", "gan/sub/y.png", "gan/dup.png", "gan/dup.jpg", "mse/x.jpg", "mse/sub/y.png",
                  "mse/dup.png", "gt/sub/y.json"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
-    pairs, problems = pair_files(tmp_path / "gan", tmp_path / "mse", tmp_path / "gt")
+    pairs, problems = pair_results(tmp_path / "gan", tmp_path / "mse", tmp_path / "gt")
     assert [(p.name, p.gan.name, p.mse.name, p.gt and p.gt.name) for p in pairs] == [
         ("dup", "dup.jpg", "dup.png", None), ("sub/y", "y.png", "y.png", "y.json"), ("x", "x.png", "x.jpg", None)]
     assert len(problems) == 1 and re.search(r"gan/dup\.png: same name as .*gan/dup\.jpg", problems[0])
@@ -212,8 +214,6 @@ def tiny_segformer(directory):
     import torch
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-    from desra_jax.detection.semantic import ade20k_class_names
-
     torch.manual_seed(0)
     names = ade20k_class_names()
     config = SegformerConfig(num_encoder_blocks=1, depths=[1], sr_ratios=[2], hidden_sizes=[8], patch_sizes=[7],
@@ -241,8 +241,9 @@ def semantic_run(tmp_path_factory):
                                 "--segformer_size=0", f"--out={root / 'adjustment.json'}"],
                                cwd=REPO, capture_output=True, text=True, timeout=300)
     assert calibrate.returncode == 0, calibrate.stderr
-    summary = detect.run(root / "gan", root / "mse", root / "out", min_area=MIN_AREA, batch_size=2,
-                         segformer=segformer, class_adjustment=root / "adjustment.json", segformer_size=None)
+    semantics = SemanticSettings(str(segformer), str(root / "adjustment.json"), segformer_size=None)
+    summary = detect.run(detect.DetectOptions(root / "gan", root / "mse", root / "out", batch_size=2,
+                                              detection=DetectionSettings(min_area=MIN_AREA, semantics=semantics)))
     return root, calibrate, summary
 
 
@@ -274,7 +275,7 @@ def test_calibrate_cli_writes_the_calibration_of_the_segmented_pairs(semantic_ru
     root, calibrate, _ = semantic_run
     assert re.search(r"calibrated on 3 of 3 pairs .* table: .*adjustment\.json", calibrate.stderr)
     _, _, labels, ds = direct
-    expected = calibrate_class_adjustment([(ds, labels)], semantic.ade20k_class_names())
+    expected = calibrate_class_adjustment([(ds, labels)], ade20k_class_names())
     table = json.loads((root / "adjustment.json").read_text())
     classes = table["classes"]
     assert len(classes) == 150 and table["percentile"] == 85 and table["resolution"] == 1 / 4000
@@ -327,17 +328,16 @@ def test_detect_cli_with_segformer_matches_the_library(semantic_run, direct):
 def test_detect_cli_semantic_flags_and_an_unreadable_segformer(tmp_path):
     command = [sys.executable, "-m", "experiments.detect", f"--gan_dir={tmp_path}", f"--mse_dir={tmp_path}",
                f"--out_dir={tmp_path / 'out'}", f"--segformer={tmp_path / 'no_model'}", "--segment=mse",
-               "--segformer_size=640", f"--class_adjustment={semantic.ADE20K_ADJUSTMENT_AUTHORS_TXT}"]
+               "--segformer_size=640", f"--class_adjustment={adjustment.ADE20K_ADJUSTMENT_AUTHORS_TXT}"]
     completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 1 and "Traceback" not in completed.stderr
     assert re.search(r"no_model: no such SegFormer checkpoint", completed.stderr), completed.stderr
 
 
 def test_class_adjustment_without_segformer_is_an_error_naming_the_file(tmp_path):
-    from desra_jax.tools import detect
 
     with pytest.raises(ValueError, match=r"table\.json: a class adjustment table needs --segformer"):
-        detect.run(tmp_path, tmp_path, tmp_path / "out", class_adjustment=tmp_path / "table.json")
+        DetectionSettings.from_values({"class_adjustment": str(tmp_path / "table.json")})
 
 
 def test_label_colours_and_legend():
@@ -362,8 +362,9 @@ def test_a_table_with_other_class_names_is_applied_by_index_with_a_warning(seman
     table = json.loads((root / "adjustment.json").read_text())
     table["classes"][2]["name"] = "heaven"
     (tmp_path / "renamed.json").write_text(json.dumps(table))
-    detect.run(root / "gan", root / "mse", tmp_path / "out", min_area=MIN_AREA, batch_size=2,
-               segformer=root / "segformer", class_adjustment=tmp_path / "renamed.json", segformer_size=None)
+    semantics = SemanticSettings(str(root / "segformer"), str(tmp_path / "renamed.json"), segformer_size=None)
+    detect.run(detect.DetectOptions(root / "gan", root / "mse", tmp_path / "out", batch_size=2,
+                                    detection=DetectionSettings(min_area=MIN_AREA, semantics=semantics)))
     assert re.search(r"renamed\.json: 1 class name\(s\) differ .* 2: 'heaven' vs 'sky'", caplog.text)
     for name in SEMANTIC:
         np.testing.assert_array_equal(read_mask(tmp_path / "out" / "masks" / f"{name}.png", shape=(64, 80)),

@@ -7,7 +7,7 @@ import pytest
 
 from desra_jax import detection
 from desra_jax.data.bundled import bundled_photograph
-from desra_jax.detection.semantic import ADE20K_ADJUSTMENT_TSV
+from desra_jax.data.ade20k import ADE20K_ADJUSTMENT_TSV
 from tests.conftest import photo_crop
 from references import desra_numpy as ref
 from desra_jax.data.synthetic import synthetic_batch

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from desra_jax.data.image_io import read_image, write_image
-from desra_jax.tools.evaluate import NO_WEIGHTS, load_pair, pair_files, pairing_key, run
+from desra_jax.data.reference_pairs import load_reference_pair, pair_references, pairing_key
+from desra_jax.tools.evaluate import NO_WEIGHTS, EvaluateOptions, run
 from tests.conftest import photo_crop
 from references.lpips_torch import random_lpips, save_released_layout
 
@@ -46,7 +47,7 @@ def test_pairs_of_the_released_layouts(tmp_path):
     for i in (1, 2, 4):
         write_dummy(pred / f"rain-00{i}.png")
 
-    pairs, problems = pair_files(pred, rain100l)
+    pairs, problems = pair_references(pred, rain100l)
 
     assert [(p.name, p.pred.name, p.gt.name) for p in pairs] == [
         ("001", "rain-001.png", "norain-001.png"), ("002", "rain-002.png", "norain-002.png")]
@@ -57,7 +58,7 @@ def test_pairs_of_the_released_layouts(tmp_path):
     write_dummy(spa / "rain" / "735.png")
     write_dummy(spa / "gt" / "735gt.png")
     write_dummy(spa_pred / "735.png")
-    pairs, problems = pair_files(spa_pred, spa)
+    pairs, problems = pair_references(spa_pred, spa)
     assert [(p.name, p.gt.name) for p in pairs] == [("735", "735gt.png")] and problems == []
 
 
@@ -66,8 +67,8 @@ def test_rain800_side_by_side_ground_truth_gives_its_left_half(tmp_path):
     write_image(tmp_path / "test_syn" / "1.png", np.concatenate([clean, rainy], axis=1))
     write_image(tmp_path / "pred" / "1.png", rainy)
 
-    (pair,), problems = pair_files(tmp_path / "pred", tmp_path / "test_syn")
-    pred, gt = load_pair(pair)
+    (pair,), problems = pair_references(tmp_path / "pred", tmp_path / "test_syn")
+    pred, gt = load_reference_pair(pair)
 
     assert problems == [] and gt.shape == (SIZE, SIZE, 3)
     np.testing.assert_allclose(gt, read_image(tmp_path / "test_syn" / "1.png")[:, :SIZE])
@@ -96,7 +97,7 @@ def y_psnr(x, y):
 def test_scores_without_lpips_weights(scored_folders):
     root = scored_folders
 
-    summary = run(root / "pred", root / "gt", root / "out", dataset="Rain100L")
+    summary = run(EvaluateOptions(root / "pred", root / "gt", root / "out", dataset="Rain100L"))
 
     assert summary["processed"] == 2 and len(summary["problems"]) == 1
     assert "rain-003.png: size (48, 50) differs" in summary["problems"][0]
@@ -118,8 +119,8 @@ def test_lpips_column_matches_torch_reference(scored_folders):
     reference = random_lpips("alex")
     lin_path, backbone_path = save_released_layout(reference, root, "alex")
 
-    summary = run(root / "pred", root / "gt", root / "out_lpips", metrics=["lpips"], color="rgb",
-                  lpips_weights=lin_path, lpips_backbone=backbone_path)
+    summary = run(EvaluateOptions(root / "pred", root / "gt", root / "out_lpips", metrics=("lpips",), color="rgb",
+                                  lpips_weights=lin_path, lpips_backbone=backbone_path))
 
     for image in summary["images"]:
         pred, gt = (torch.from_numpy(read_image(image[k]).transpose(2, 0, 1))[None] * 2 - 1 for k in ("pred", "gt"))

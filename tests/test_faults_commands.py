@@ -22,6 +22,7 @@ import pytest
 
 from desra_jax.models import DeepLabV3Plus, SRVGGNetCompact
 from desra_jax.models.directory import save_model
+from desra_jax.detection.settings import DetectionSettings, SemanticSettings
 from desra_jax.tools import calibrate, detect, evaluate, fuse, upscale
 from tests.bad_inputs import CASES, GOOD, PAIR_CASES, write_corpus
 from tests.conftest import xla_flags
@@ -72,22 +73,24 @@ def run_command(command: str, root: Path, out: Path) -> tuple[dict, list[str], d
     names = [*GOOD, *CASES, *PAIR_CASES]
     stem = {name: Path(CASES[name].file).stem if name in CASES else Path(name).stem for name in names}
     if command == "detect":
-        detect.run(a, b, out, min_area=4)
+        detect.run(detect.DetectOptions(a, b, out, detection=DetectionSettings(min_area=4)))
         summary = json.loads((out / "summary.json").read_text())
         return summary, summary["problems"], {n: out / "masks" / f"{stem[n]}.png" for n in names}
     if command == "calibrate":
-        calibrate.run(a, b, root / "segformer", out / "adjustment.json", segformer_size=None)
+        semantics = SemanticSettings(str(root / "segformer"), segformer_size=None)
+        calibrate.run(calibrate.CalibrateOptions(a, b, semantics, out / "adjustment.json"))
         summary = json.loads((out / "adjustment.json").read_text())["calibrated_on"]
         return summary, summary["problems"], {}
     if command == "evaluate":
-        evaluate.run(a, b, out, metrics=["psnr", "ssim"])
+        evaluate.run(evaluate.EvaluateOptions(a, b, out, metrics=("psnr", "ssim")))
         summary = json.loads((out / "summary.json").read_text())
         return summary, summary["problems"], {}
     if command == "fuse":
-        fuse.run(a, [b], root / "localizer", out)
+        fuse.run(fuse.FuseOptions(a, (b,), root / "localizer", out))
         summary = json.loads((out / "summary.json").read_text())
         return summary, summary["problems"], {n: out / f"{stem[n]}.png" for n in names}
-    upscale.run(a, out, str(root / "srvgg"), str(root / "srvgg"), tile=0, min_area=4, report=True)
+    upscale.run(upscale.UpscaleOptions(a, out, str(root / "srvgg"), str(root / "srvgg"), tile=0,
+                                       detection=DetectionSettings(min_area=4), report=True))
     summary = json.loads((out / "summary.json").read_text())
     files = {name: CASES[name].file if name in CASES else name for name in names}
     return summary, summary["problems"], {n: out / upscale.output_name(stem[n], Path(files[n]).suffix)
@@ -157,11 +160,12 @@ def output_args(command: str, root: Path, out: Path) -> list[str]:
 def test_a_read_only_output_folder_is_refused_before_any_work(corpus, tmp_path, command):
     root, _ = corpus
     runs = {
-        "detect": lambda out: detect.run(root / "a", root / "b", out),
-        "calibrate": lambda out: calibrate.run(root / "a", root / "b", root / "nowhere", out / "adjustment.json"),
-        "evaluate": lambda out: evaluate.run(root / "a", root / "b", out),
-        "fuse": lambda out: fuse.run(root / "a", [root / "b"], root / "nowhere", out),
-        "upscale": lambda out: upscale.run(root / "a", out, str(root / "nowhere")),
+        "detect": lambda out: detect.run(detect.DetectOptions(root / "a", root / "b", out)),
+        "calibrate": lambda out: calibrate.run(calibrate.CalibrateOptions(
+            root / "a", root / "b", SemanticSettings(str(root / "nowhere")), out / "adjustment.json")),
+        "evaluate": lambda out: evaluate.run(evaluate.EvaluateOptions(root / "a", root / "b", out)),
+        "fuse": lambda out: fuse.run(fuse.FuseOptions(root / "a", (root / "b",), root / "nowhere", out)),
+        "upscale": lambda out: upscale.run(upscale.UpscaleOptions(root / "a", out, str(root / "nowhere"))),
     }
     with read_only(tmp_path / "out") as out:
         with pytest.raises(ValueError, match=f"^{out}: the output folder is not writable$"):
@@ -186,7 +190,7 @@ def test_an_unusable_output_is_one_line_and_status_1(corpus, tmp_path, command):
 def test_the_finetune_job_names_each_lr_file_it_skips(tmp_path):
     """The fine-tune job's first step over the corpus's side a as its LR folder (the held-out set: side b): every
     case is detected or named once in the job's problems, which ``pseudo_gt/index.json`` keeps for a rerun."""
-    from desra_jax.detection.detector import Detector
+    from desra_jax.detection.settings import Detector
     from desra_jax.inference import Upscaler
     from desra_jax.training import finetune
     from tests.test_finetune import constructed_generators
@@ -194,7 +198,7 @@ def test_the_finetune_job_names_each_lr_file_it_skips(tmp_path):
     written = write_corpus(tmp_path / "corpus")
     model, mse_params, gan_params = constructed_generators()
     gan, mse = Upscaler(model, gan_params, 64, 8), Upscaler(model, mse_params, 64, 8)
-    detect = Detector(0.7, 4, None, None)
+    detect = Detector(DetectionSettings(0.7, 4))
     train_problems: list[str] = []
     lr_images = finetune.read_named_images(str(tmp_path / "corpus" / "a"), train_problems)
     records = finetune.make_pseudo_gt_set(lr_images, gan, mse, detect, 100, 0.0, str(tmp_path / "run"),

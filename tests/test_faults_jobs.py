@@ -152,6 +152,7 @@ def test_localizer_job_on_a_detect_folder_killed_at_each_save_resumes_to_the_uni
     """configs/localizer.py:tiny on the --out_dir of experiments.detect (GAN-SR and MSE-SR folders -> detect ->
     the masks of the GAN-SR images by their relative names), killed and resumed."""
     from desra_jax.data.synthetic import synthetic_pair
+    from desra_jax.detection.settings import DetectionSettings
     from desra_jax.tools import detect
 
     gan_dir, mse_dir, detect_dir = tmp_path / "gan", tmp_path / "mse", tmp_path / "detect"
@@ -159,7 +160,8 @@ def test_localizer_job_on_a_detect_folder_killed_at_each_save_resumes_to_the_uni
         gan, mse, _ = synthetic_pair(photo_crop(name.split("/")[-1], (128, 128), top, left)[0], seed=seed)
         write_image(gan_dir / f"{name}.png", gan)
         write_image(mse_dir / f"{name}.png", mse)
-    detected = detect.run(gan_dir, mse_dir, detect_dir, min_area=250)
+    options = detect.DetectOptions(gan_dir, mse_dir, detect_dir, detection=DetectionSettings(min_area=250))
+    detected = detect.run(options)
     fractions = {str(gan_dir / f"{r['name']}.png"): r["artifact_fraction"] for r in detected["images"]}
     assert len(fractions) == 3 and all(f > 0.02 for f in fractions.values()), fractions
 

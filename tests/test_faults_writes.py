@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from desra_jax.data import image_io
-from desra_jax.data.image_io import write_bytes_atomic, write_image, writer_tag
-from desra_jax.kill_points import parse_kill_at
+from desra_jax import files
+from desra_jax.data.image_io import write_image
+from desra_jax.files import parse_kill_at, write_bytes_atomic, writer_tag
 from desra_jax.models import directory
 from desra_jax.models.directory import load_model, remove_stale_partials, save_model
 from desra_jax.training.metric_writer import read_metrics
@@ -115,7 +115,7 @@ def dead_writer() -> str:
 
 
 def test_the_first_write_into_a_folder_removes_killed_writers_temporaries_only(tmp_path, monkeypatch):
-    monkeypatch.setattr(image_io, "_swept", set())
+    monkeypatch.setattr(files, "_swept", set())
     names = {
         "dead": f".a.png.{dead_writer()}-0badc0de.tmp",
         "live": f".b.png.{writer_tag()}-0badc0de.tmp",  # this process: a write still under way
@@ -167,7 +167,7 @@ def test_kill_at_values():
 
 WRITE_FIVE = """
 import sys
-from desra_jax.data.image_io import write_bytes_atomic
+from desra_jax.files import write_bytes_atomic
 for step in range(1, 6):
     write_bytes_atomic(f"{sys.argv[1]}/eval_{step:07d}.json", b"{}")
 """

@@ -14,7 +14,7 @@ from desra_jax.fusion import confidence_weights, fuse
 from desra_jax.metrics import psnr
 from desra_jax.models import DeepLabV3Plus
 from desra_jax.models.directory import save_model
-from desra_jax.tools.fuse import run
+from desra_jax.tools.fuse import FuseOptions, run
 from tests.conftest import photo_crop
 
 SIZE = 64
@@ -147,8 +147,8 @@ def test_fused_images_are_fuse_of_the_localizer_probabilities(cli_folders):
     # random weights give arbitrary probabilities: a threshold at their median repairs half of the bases
     threshold = float(np.median([p[0] for p in probs.values()]))
 
-    summary = run(root / "base", [root / "other1", root / "other2"], root / "localizer", root / "out",
-                  feather=2.0, threshold=threshold, temperature=0.5)
+    summary = run(FuseOptions(root / "base", (root / "other1", root / "other2"), root / "localizer", root / "out",
+                              feather=2.0, threshold=threshold, temperature=0.5))
 
     assert summary["fused"] == 2 and len(summary["problems"]) == 2
     missing_base, missing_other = sorted(summary["problems"], key=lambda problem: "no other file" in problem)

@@ -7,7 +7,7 @@ import pytest
 
 from desra_jax.data.bundled import PHOTOGRAPH_NAMES
 from desra_jax.data.degradations import bicubic_downsample
-from desra_jax.data.pairs import PatchSampler, augment, bundled_split, load_folder, random_crop_pair
+from desra_jax.data.sr_pairs import PatchSampler, augment, bundled_split, load_folder, random_crop_pair
 from tests.conftest import photo_crop
 
 HR_PATCH, SCALE = 16, 4

@@ -19,7 +19,7 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 
 from desra_jax.convert import ConversionError, load_segformer, segformer_from_state_dict  # noqa: E402
 from desra_jax.detection import segment  # noqa: E402
-from desra_jax.detection.segmentation import (  # noqa: E402
+from desra_jax.detection.semantic_model import (  # noqa: E402
     default_resize,
     keep_ratio_size,
     segment_logits,

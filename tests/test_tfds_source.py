@@ -161,8 +161,8 @@ def test_a_two_step_run_trains_on_the_builder_pairs(data_dir, tmp_path, monkeypa
         samplers.append(real_sampler(*args, **kwargs))
         return samplers[-1]
 
-    real_sampler = train.pairs.PatchSampler
-    monkeypatch.setattr(train.pairs, "PatchSampler", recording_sampler)
+    real_sampler = train.sr_pairs.PatchSampler
+    monkeypatch.setattr(train.sr_pairs, "PatchSampler", recording_sampler)
     config = tfds_config(data_dir)
     config.data.batch_size = 2
     config.train.update(num_steps=2, log_every=1, eval_every=2, checkpoint_every=2)

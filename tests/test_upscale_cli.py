@@ -15,7 +15,7 @@ import pytest
 
 from desra_jax.convert import load_sr_model
 from desra_jax.data.image_io import write_image
-from desra_jax.detection.detector import Detector
+from desra_jax.detection.settings import DetectionSettings, Detector
 from desra_jax.models import SRVGGNetCompact
 from desra_jax.tools import upscale
 from desra_jax.models.directory import save_model
@@ -168,7 +168,7 @@ def test_desra_output_is_gan_sr_outside_the_mask_and_mse_sr_inside(desra_run):
     assert 0.01 < mask.mean() < 0.9, mask.mean()
     gan, mse = apply("realesr-animevideov3-x4", read_lr(root / "in" / "x.png")), apply(SPAN, read_lr(root / "in" / "x.png"))
     # the command's mask is the detector's on the models' results (a pixel may flip at the threshold)
-    assert (Detector(0.9, 30)(gan, mse) == mask).mean() > 0.999
+    assert (Detector(DetectionSettings(0.9, 30))(gan, mse) == mask).mean() > 0.999
     fused = levels(root / "out" / "x_out.png").astype(int)
     assert np.abs(fused[mask] - to_bgr_levels(mse, 255, np.uint8)[mask]).max() <= 1
     assert np.abs(fused[~mask] - to_bgr_levels(gan, 255, np.uint8)[~mask]).max() <= 1
@@ -181,7 +181,7 @@ def test_desra_output_is_gan_sr_outside_the_mask_and_mse_sr_inside(desra_run):
 def test_models_of_different_scales_and_unknown_names_are_refused(tmp_path, desra_run):
     root = desra_run[0]
     with pytest.raises(ValueError, match=r"realesr-animevideov3-x2\.param: the MSE-SR model scales by 2, the GAN"):
-        upscale.run(root / "in", tmp_path / "o", SPAN, "realesr-animevideov3-x2")
+        upscale.run(upscale.UpscaleOptions(root / "in", tmp_path / "o", SPAN, "realesr-animevideov3-x2"))
     unknown = upscale_cli("--input", root / "in", "--output", tmp_path / "o", "--model", "realesrgan-x9")
     assert unknown.returncode == 1
     assert "realesrgan-x9: no such model" in unknown.stderr and "realesrgan-x4plus, " in unknown.stderr

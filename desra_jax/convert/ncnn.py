@@ -13,7 +13,7 @@ As Tencent/ncnn reads it (``src/net.cpp``, ``src/paramdict.cpp``, ``src/modelbin
   (``mb.load(n, 1)``: biases, PReLU slopes, MemoryData, int8 scales) is ``n`` float32 with no tag.
 
 :func:`read_ncnn` gives an :class:`NcnnGraph` of :class:`NcnnLayer` for the layer types the SR packages use
-(:data:`LAYER_BLOBS`); :func:`write_graph` writes one back; :class:`GraphBuilder` builds one layer by layer.
+(:data:`LAYER_BLOBS`); ``desra_jax.convert.ncnn_write`` writes one back and builds one layer by layer.
 ``desra_jax.convert.ncnn_models`` turns graphs into Flax modules and back.
 """
 
@@ -37,7 +37,7 @@ TAG_FP32_SCALED = 0x0002C056
 #: Storage of weight blobs that :func:`write_graph` offers.
 STORAGES = ("fp16", "fp32")
 #: The first key of the old array spelling (``-23300 - k`` is array ``k``).
-_ARRAY_KEY = -23300
+ARRAY_KEY = -23300
 # Convolution's fused activations (``9=``), src/layer/fused_activation.h.
 ACT_NONE, ACT_RELU, ACT_LEAKY = 0, 1, 2
 # BinaryOp op types, src/layer/binaryop.h; Eltwise SUM, src/layer/eltwise.h; Interp types, src/layer/interp.cpp.
@@ -107,8 +107,8 @@ def _parse_params(tokens: list[str], where: str) -> dict[int, Any]:
             key = None
         if not sep or key is None or not value:
             raise ConversionError(f"{where}: expected key=value, got {token!r}")
-        if key <= _ARRAY_KEY:
-            key = _ARRAY_KEY - key
+        if key <= ARRAY_KEY:
+            key = ARRAY_KEY - key
             length, *items = value.split(",")
             if _parse_value(length, where) != len(items):
                 raise ConversionError(f"{where}: array {token!r} declares {length} elements, holds {len(items)}")
@@ -224,20 +224,20 @@ class _BinReader:
         tag_bytes = self._take(4, f"{what} (storage tag)")
         (tag,) = struct.unpack("<I", tag_bytes)
         if tag == TAG_FP16:
-            raw = self._take(_align4(2 * count), what)
+            raw = self._take(align4(2 * count), what)
             return np.frombuffer(raw[: 2 * count], "<f2").astype(np.float32)
         if tag == TAG_INT8:
-            return np.frombuffer(self._take(_align4(count), what)[:count], np.int8).copy()
+            return np.frombuffer(self._take(align4(count), what)[:count], np.int8).copy()
         if tag == TAG_FP32_SCALED or tag == TAG_FP32:
             return np.frombuffer(self._take(4 * count, what), "<f4").copy()
         if sum(tag_bytes):
             table = np.frombuffer(self._take(256 * 4, f"{what} (quantisation table)"), "<f4")
-            indices = np.frombuffer(self._take(_align4(count), what)[:count], np.uint8)
+            indices = np.frombuffer(self._take(align4(count), what)[:count], np.uint8)
             return table[indices].astype(np.float32)
         raise AssertionError("unreachable: a zero tag is float32")
 
 
-def _align4(size: int) -> int:
+def align4(size: int) -> int:
     return (size + 3) // 4 * 4
 
 
@@ -300,124 +300,3 @@ def read_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike | None 
 
 
 # ------------------------------------------------------------------------------------------------- writing
-
-
-def _format_value(value: Any) -> str:
-    """A value as ncnn reads it back. Floats always carry an exponent (ncnn takes a value without '.' or 'e' for
-    an int) and the 9 significant digits that round-trip a float32; ``-1.23456789e-38`` is the longest, at the
-    15 characters ncnn scans a value into (``%15[^,\n ]``)."""
-    if isinstance(value, (bool, int, np.integer, np.bool_)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        return f"{float(np.float32(value)):.8e}"
-    return str(value)
-
-
-def _format_params(params: dict[int, Any]) -> str:
-    tokens = []
-    for key, value in params.items():
-        if isinstance(value, tuple):
-            tokens.append(f"{_ARRAY_KEY - key}={len(value)}," + ",".join(_format_value(v) for v in value))
-        else:
-            tokens.append(f"{key}={_format_value(value)}")
-    return " ".join(tokens)
-
-
-def _encode_blob(array: np.ndarray, load_type: int, storage: str) -> bytes:
-    """One blob as ncnn's ModelBin reads it: raw float32, or tagged float32 / float16 (padded to 4 bytes)."""
-    flat = np.ascontiguousarray(array, np.float32).ravel()
-    if load_type == 1:
-        return flat.astype("<f4").tobytes()
-    if storage == "fp32":
-        return struct.pack("<I", TAG_FP32) + flat.astype("<f4").tobytes()
-    data = flat.astype("<f2").tobytes()
-    return struct.pack("<I", TAG_FP16) + data + b"\0" * (_align4(len(data)) - len(data))
-
-
-def write_graph(graph: NcnnGraph, param_path: str | os.PathLike, bin_path: str | os.PathLike | None = None,
-                *, storage: str = "fp16") -> tuple[str, str]:
-    """Writes ``graph`` as ``.param`` + ``.bin``; weight blobs in ``storage`` ("fp16" or "fp32"), raw blobs
-    (biases, slopes, constants) float32 as ncnn requires. Returns the two paths. Each file is written to a
-    hidden temporary sibling and renamed into place, so a kill leaves no half file."""
-    if storage not in STORAGES:
-        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
-    param_path = os.fspath(param_path)
-    bin_path = os.fspath(bin_path) if bin_path is not None else os.path.splitext(param_path)[0] + ".bin"
-    blobs = {top for layer in graph.layers for top in layer.tops}
-    lines = [str(MAGIC), f"{len(graph.layers)} {len(blobs)}"]
-    chunks = []
-    for layer in graph.layers:
-        names = " ".join((*layer.bottoms, *layer.tops))
-        line = f"{layer.type:<24} {layer.name:<24} {len(layer.bottoms)} {len(layer.tops)} {names}"
-        params = _format_params(layer.params)
-        lines.append(f"{line} {params}" if params else line)
-        for blob, count, load_type in LAYER_BLOBS[layer.type](layer):
-            array = layer.weights[blob]
-            if array.size != count:
-                raise ValueError(f"{param_path}: layer {layer.name} {blob} has {array.size} values, expected {count}")
-            chunks.append(_encode_blob(array, load_type, storage))
-    _write_atomic(param_path, ("\n".join(lines) + "\n").encode("utf-8"))
-    _write_atomic(bin_path, b"".join(chunks))
-    return param_path, bin_path
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    directory, name = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    staging = os.path.join(directory, f".{name}.partial-{os.getpid()}")
-    try:
-        with open(staging, "wb") as f:
-            f.write(data)
-        os.replace(staging, path)
-    except BaseException:
-        if os.path.exists(staging):
-            os.remove(staging)
-        raise
-
-
-class GraphBuilder:
-    """Appends layers in call order; :meth:`graph` inserts the Split layers ncnn needs for every blob that
-    more than one layer reads (ncnn lets each blob have one consumer)."""
-
-    def __init__(self):
-        self.layers: list[NcnnLayer] = []
-
-    def add(self, layer_type: str, bottoms: tuple[str, ...], params: dict | None = None,
-            weights: dict | None = None, top: str | None = None) -> str:
-        index = len(self.layers)
-        top = top or f"{layer_type.lower()}_{index}"
-        self.layers.append(NcnnLayer(layer_type, f"{layer_type}_{index}", tuple(bottoms), (top,),
-                                     dict(params or {}), dict(weights or {})))
-        return top
-
-    def conv(self, x: str, conv_params: dict, activation: float | None = None, top: str | None = None) -> str:
-        """A Convolution from a flax ``nn.Conv`` param dict (HWIO kernel); ``activation`` fuses a LeakyReLU
-        with that slope (0 for ReLU)."""
-        kernel = np.asarray(conv_params["kernel"], np.float32)
-        kh, kw, num_input, num_output = kernel.shape
-        params = {0: num_output, 1: kw, 11: kh, 4: kw // 2, 14: kh // 2, 5: 1, 6: kernel.size}
-        if kh == kw:
-            del params[11], params[14]
-        if activation is not None:
-            params.update({9: ACT_LEAKY, 10: (float(activation),)} if activation else {9: ACT_RELU})
-        weights = {"weight": kernel.transpose(3, 2, 0, 1), "bias": np.asarray(conv_params["bias"], np.float32)}
-        return self.add("Convolution", (x,), params, weights, top)
-
-    def graph(self, source: str) -> NcnnGraph:
-        consumers = Counter(bottom for layer in self.layers for bottom in layer.bottoms)
-        taken = Counter()
-        out = []
-        for layer in self.layers:
-            bottoms = []
-            for bottom in layer.bottoms:
-                if consumers[bottom] > 1:
-                    bottoms.append(f"{bottom}_splitncnn_{taken[bottom]}")
-                    taken[bottom] += 1
-                else:
-                    bottoms.append(bottom)
-            out.append(dataclasses.replace(layer, bottoms=tuple(bottoms)))
-            for top in layer.tops:
-                if consumers[top] > 1:
-                    splits = tuple(f"{top}_splitncnn_{i}" for i in range(consumers[top]))
-                    out.append(NcnnLayer("Split", f"splitncnn_{len(out)}", (top,), splits))
-        return NcnnGraph(out, source)

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from desra_jax.convert.ncnn import (ACT_LEAKY, ACT_NONE, ACT_RELU, BINARY_ADD, BINARY_MUL, BINARY_SUB, ELTWISE_SUM,
-                                    INTERP_BICUBIC, INTERP_NEAREST, STORAGES, GraphBuilder, NcnnGraph, NcnnLayer,
-                                    read_ncnn, write_graph)
+                                    INTERP_BICUBIC, INTERP_NEAREST, STORAGES, NcnnGraph, NcnnLayer, read_ncnn)
+from desra_jax.convert.ncnn_write import GraphBuilder, write_graph
 from desra_jax.convert.torch_state import ConversionError
 from desra_jax.models.layers import LEAKY_SLOPE
 from desra_jax.models.rrdbnet import RESIDUAL_SCALE, RRDBNet
@@ -309,10 +309,12 @@ def graph_from_model(module: nn.Module, params: Any, source: str = "ncnn graph")
 
 
 def write_ncnn(module: nn.Module, params: Any, param_path: str | os.PathLike, *,
-               storage: str = "fp16") -> tuple[str, str]:
+               storage: str = "fp16", overwrite: bool = False) -> tuple[str, str]:
     """Writes ``module`` with ``params`` as ``param_path`` and the ``.bin`` beside it, weight blobs in
-    ``storage`` ("fp16", as Real-ESRGAN ships them, or "fp32"). Returns (param path, bin path)."""
+    ``storage`` ("fp16", as Real-ESRGAN ships them, or "fp32"); an existing pair is replaced only with
+    ``overwrite`` (`write_graph`). Returns (param path, bin path)."""
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     param_path = os.fspath(param_path)
-    return write_graph(graph_from_model(module, params, param_path), param_path, storage=storage)
+    return write_graph(graph_from_model(module, params, param_path), param_path, storage=storage,
+                       overwrite=overwrite)

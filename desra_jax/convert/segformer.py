@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from desra_jax.convert.torch_state import ConversionError, StateDictReader, read_state_dict, unwrap_state_dict
-from desra_jax.detection.semantic import NUM_ADE20K_CLASSES, ade20k_class_names
+from desra_jax.data.ade20k import NUM_ADE20K_CLASSES, ade20k_class_names
 from desra_jax.models.segformer import Segformer
 
 #: Segformer fields read from a Hugging Face ``config.json`` (the rest of that file is ignored, layer_norm_eps

@@ -10,9 +10,10 @@ import zlib
 
 import numpy as np
 
-from desra_jax.data.image_io import write_image, write_json
+from desra_jax.data.image_io import write_image
+from desra_jax.files import write_json
 
-#: Colour photographs bundled with scikit-image (data.pairs.bundled_split chooses which train and which validate).
+#: Colour photographs bundled with scikit-image (data.sr_pairs.bundled_split chooses which train and which validate).
 PHOTOGRAPH_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
 #: More photographs in scikit-image's data folder: the left view of its stereo pair, and three gray texture
 #: photographs (read as RGB with equal channels). Textures are where GAN-SR models make their artifacts.

@@ -1,30 +1,22 @@
 """The project's one image reader and writer: files <-> float32 RGB arrays in [0, 1], (H, W, 3) (gray, RGBA and
-16-bit files too); and the one atomic writer every output goes through (images, JSON, CSV).
+16-bit files too), and the listing of a folder's images.
 
 cv2 reads and writes BGR; the conversion to RGB happens here, once, so nothing else in the project sees BGR.
 Files are decoded from bytes (``np.fromfile`` + ``cv2.imdecode``) so that paths with non-ASCII characters work
-on every platform, and written through a synced temporary file and ``os.replace`` so that a reader never sees a
-half-written file, even when the writer is killed or the power fails.
+on every platform, and written through the durable-file layer (`desra_jax.files.write_bytes_atomic`), so that a
+reader never sees a half-written image.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
-import errno
-import hashlib
-import io
-import json
 import os
-import re
-import socket
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from desra_jax.kill_points import kill_point
+from desra_jax.files import write_bytes_atomic
 
 #: File name extensions (lower case) that ``list_images`` picks up.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -115,158 +107,6 @@ def decode_image_and_format(encoded: bytes | np.ndarray, name: str,
     return rgb.astype(np.float32) / np.float32(scale), found
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Writes ``data`` to ``path`` atomically: a temporary sibling, synced to disk, then ``os.replace``.
-
-    Creates the parent folders (``make_folders``). Either the complete new file or the previous one is visible,
-    never a part: after a kill (``kill -9``) at any moment, and after a power loss too, because the file is fsynced
-    before the rename and its folder after it (without those, a journaling filesystem may replay the rename of a
-    file whose data never reached the disk: an empty or zero-filled file under the final name). The file's mode
-    follows the umask (and a default ACL) like any other program's new file, e.g. 0644 under umask 022.
-
-    The temporary sibling ``.<name>.<pid>-<host>-<random>.tmp`` names its writer; the first write into a folder
-    in each process removes those left by writers on this machine that are no longer running (killed), and keeps
-    the rest (a live writer's, or another machine's on a shared filesystem). Kill point ``write:<name>``
-    (``desra_jax.kill_points``): the temporary file is complete, not yet renamed.
-
-    Raises:
-      OSError naming ``path`` when the file cannot be written (a full disk, a read-only folder, ...); the
-      temporary file is removed and a previous file at ``path`` is left as it was.
-    """
-    path = Path(path)
-    make_folders(path.parent)
-    _sweep_once(path.parent)
-    handle, temporary = _create_temporary(path)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        kill_point(f"write:{path.name}")
-        os.replace(temporary, path)
-    except BaseException as error:
-        os.unlink(temporary)
-        if isinstance(error, OSError) and error.filename is None:
-            raise OSError(error.errno, error.strerror, str(path)) from error
-        raise
-    sync_directory(path.parent)
-
-
-def make_folders(folder: str | os.PathLike) -> None:
-    """Creates ``folder`` and its missing parents, syncing each folder that one was created in, so that a folder
-    made for a file survives a power loss with the file. NotADirectoryError naming the path where a file is."""
-    folder, missing = Path(folder), []
-    while not folder.is_dir():
-        missing.append(folder)
-        folder = folder.parent
-    for new in reversed(missing):
-        try:
-            new.mkdir()
-        except FileExistsError:
-            if not new.is_dir():  # a file, not a folder made by another writer meanwhile
-                raise NotADirectoryError(errno.ENOTDIR, "not a folder (a file is there)", str(new)) from None
-        sync_directory(new.parent)
-
-
-def sync_directory(folder: str | os.PathLike) -> None:
-    """fsyncs a folder, so that the files renamed into it or removed from it stay so after a power loss.
-
-    A no-op on Windows (a folder cannot be opened there) and on filesystems that cannot sync a folder (EINVAL).
-    """
-    if os.name == "nt":
-        return
-    handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(handle)
-    except OSError as error:
-        if error.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(handle)
-
-
-#: This machine, as the first 8 hex digits of the SHA-1 of its host name (a name of any characters, made short).
-_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
-_TEMPORARY = re.compile(r"^\..+\.(?P<writer>\d+-[0-9a-f]{8})-[0-9a-f]{8}\.tmp$")
-_swept: set[str] = set()
-
-
-def writer_tag() -> str:
-    """``<pid>-<host>`` of this process, recorded in the names of its temporary files and staged models."""
-    return f"{os.getpid()}-{_HOST}"
-
-
-def writer_is_gone(tag: str) -> bool:
-    """True when the ``<pid>-<host>`` writer ``tag`` ran on this machine and no process with its pid runs now.
-
-    A writer on another machine (a shared filesystem) cannot be checked and counts as running. A pid that was
-    reused by an unrelated process also counts as running: a leftover is kept rather than a live file removed.
-    """
-    pid, _, host = tag.partition("-")
-    if host != _HOST:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # another user's process
-        return False
-    return False
-
-
-def _create_temporary(path: Path) -> tuple[int, str]:
-    """Opens a new hidden sibling of ``path`` for writing; mode 0666 less the umask, applied by the kernel
-    (``tempfile.mkstemp`` would make it 0600, and ``os.replace`` keeps the mode)."""
-    while True:
-        temporary = str(path.parent / f".{path.name}.{writer_tag()}-{os.urandom(4).hex()}.tmp")
-        try:
-            return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
-        except FileExistsError:
-            continue
-
-
-def _sweep_once(folder: Path) -> None:
-    """Removes the temporary files of killed writers from ``folder``, once per process and folder."""
-    key = os.path.abspath(folder)
-    if key in _swept:
-        return
-    _swept.add(key)
-    for entry in os.scandir(folder):
-        match = _TEMPORARY.match(entry.name)
-        if match and writer_is_gone(match["writer"]):
-            with contextlib.suppress(FileNotFoundError):  # another process swept it first
-                os.unlink(entry.path)
-
-
-def output_folder(path: str | os.PathLike) -> Path:
-    """Creates the folder ``path`` for a command's outputs, before any work: ValueError naming it when it is a
-    file or cannot be written."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{path}: exists and is not a folder; give an output folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"{path}: cannot create the output folder ({error.strerror})") from error
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"{path}: the output folder is not writable")
-    return path
-
-
-def write_json(path: str | os.PathLike, value) -> None:
-    """Writes ``value`` as indented JSON to ``path``, atomically (``write_bytes_atomic``)."""
-    write_bytes_atomic(path, json.dumps(value, indent=2).encode("utf-8"))
-
-
-def write_csv(path: str | os.PathLike, records: list[dict], columns: list[str]) -> None:
-    """Writes the ``columns`` of ``records`` (one row each, other keys ignored) as CSV to ``path``, atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    write_bytes_atomic(path, buffer.getvalue().encode("utf-8"))
-
-
 #: File name extensions (lower case) ``write_image`` writes, with the bit depths each can hold.
 WRITABLE_DEPTHS = {".png": (8, 16), ".jpg": (8,), ".jpeg": (8,), ".tif": (8, 16), ".tiff": (8, 16)}
 
@@ -317,7 +157,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, bit_depth: int = 8) 
     """Writes a gray, RGB or RGBA float image in [0, 1] (or a bool mask) with ``bit_depth`` bits per sample, as
     the file type its suffix names (PNG, JPEG, TIFF: ``encode_image``).
 
-    The file appears atomically and its parent folders are created (see ``write_bytes_atomic``).
+    The file appears atomically and its parent folders are created (`desra_jax.files.write_bytes_atomic`).
     """
     write_bytes_atomic(path, encode_image(image, Path(path).suffix, bit_depth, name=str(path)))
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from desra_jax.data.folder_pairs import images_by_name
+from desra_jax.data.matching import images_by_name
 from desra_jax.data.image_io import read_image
 from desra_jax.data.masks import MASK_EXTENSIONS, find_mask, read_mask
-from desra_jax.data.pairs import BatchRows, augment
+from desra_jax.data.sr_pairs import BatchRows, augment
 
 #: (name, image float32 (H, W, 3) in [0, 1], mask bool (H, W)); the name appears in errors.
 MaskPair = tuple[str, np.ndarray, np.ndarray]
@@ -82,9 +82,9 @@ def _checked_pair(name: str, image: np.ndarray, mask: np.ndarray, patch: int) ->
 class MaskPatchSampler:
     """Batches of random (image, mask) training crops, each batch a pure function of (seed, step).
 
-    Like ``pairs.PatchSampler``: each sample picks a pair uniformly, a uniformly placed ``patch`` square in it and
-    one of the 8 flips / rotations of the square (``pairs.augment``, the same for image and mask), drawn as
-    ``pairs.BatchRows`` says; so a resumed run sees the same batches and each process makes its own rows.
+    Like ``sr_pairs.PatchSampler``: each sample picks a pair uniformly, a uniformly placed ``patch`` square in it and
+    one of the 8 flips / rotations of the square (``sr_pairs.augment``, the same for image and mask), drawn as
+    ``sr_pairs.BatchRows`` says; so a resumed run sees the same batches and each process makes its own rows.
     """
 
     def __init__(self, pairs: list[MaskPair], patch: int, batch_size: int, seed: int, process_index: int = 0,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from desra_jax.data.image_io import decode_image
-from desra_jax.data.pairs import NamedImage
+from desra_jax.data.sr_pairs import NamedImage
 
 #: The image features of tfds's div2k builder (and of any builder this module reads).
 HR_FEATURE, LR_FEATURE = "hr", "lr"

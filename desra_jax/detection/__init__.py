@@ -16,13 +16,13 @@ from desra_jax.detection.morphology import (
     remove_small_regions,
 )
 from desra_jax.detection.pipeline import LDL_THRESHOLDS, artifact_mask, detect_artifacts, ldl_detect, refine_mask
-from desra_jax.detection.semantic import load_class_adjustment, semantic_weights
+from desra_jax.detection.adjustment import load_class_adjustment, semantic_weights
 from desra_jax.detection.calibration import (
     accumulate,
     calibrate_class_adjustment,
     class_adjustment_from_histograms,
     init_histograms,
 )
-from desra_jax.detection.semantic import ClassAdjustment, save_class_adjustment
-from desra_jax.detection.segmentation import default_resize, keep_ratio_size, segment
+from desra_jax.detection.adjustment import ClassAdjustment, save_class_adjustment
+from desra_jax.detection.semantic_model import default_resize, keep_ratio_size, segment
 from desra_jax.detection.sliding import WINDOW_METHODS, WINDOW_OPERATIONS, window_method

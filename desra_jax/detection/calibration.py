@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from desra_jax.detection.semantic import ADJUSTMENT_BINS, ClassAdjustment, ade20k_class_names
+from desra_jax.data.ade20k import ade20k_class_names
+from desra_jax.detection.adjustment import ADJUSTMENT_BINS, ClassAdjustment
 
 #: Histogram bins of D on [0, 1]: a multiple of 20 (exact authors' bins), resolution 2.5e-4.
 DEFAULT_NUM_BINS = 4000

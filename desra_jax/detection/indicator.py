@@ -23,7 +23,10 @@ VAR_EPS = 1e-8 / 255.0**2
 
 #: Indicators of Table 4: the released D, absolute std difference (no relative difference), no normalisation,
 #: and D of eq. 7 as printed (no C in the numerator).
-INDICATORS = ("relative", "absolute", "unnormalized", "printed")
+INDICATORS = ("released", "absolute", "unnormalized", "printed")
+
+#: Other names accepted from flags and configs: 'relative' (the relative difference of eq. 7) reads as 'released'.
+INDICATOR_ALIASES = {"relative": "released"}
 
 #: Forms of eq. 7 (`indicator_d`): as the authors' script computes it (C in the numerator too) or as printed.
 D_FORMS = ("released", "printed")

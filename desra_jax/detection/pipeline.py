@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from desra_jax.detection import indicator as ind
 from desra_jax.detection.morphology import dilate, erode, fill_holes, remove_small_regions
-from desra_jax.detection.semantic import semantic_weights
+from desra_jax.detection.adjustment import semantic_weights
 
 #: LDL* thresholds of DeSRA's Tables 1-2.
 LDL_THRESHOLDS = (0.01, 0.005, 0.001)
@@ -43,9 +43,8 @@ def refine_mask(mask: jnp.ndarray, min_area: int = 4000, erode_iterations: int =
 
 def _indicator_and_raw_mask(gan, mse, weights, *, indicator, threshold, window, kind, c, border, method):
     """(raw artifact mask, indicator map), both (N, H', W'), for one of ind.INDICATORS."""
-    if indicator in ("relative", "printed"):
-        form = "released" if indicator == "relative" else "printed"
-        d = ind.indicator_d(gan, mse, window, kind, c, border, method, form)
+    if indicator in ind.D_FORMS:
+        d = ind.indicator_d(gan, mse, window, kind, c, border, method, indicator)
         return artifact_mask(d, weights, threshold), d
     if indicator == "absolute":
         d = ind.indicator_absolute(gan, mse, window, kind, border, method)
@@ -64,7 +63,7 @@ def _indicator_and_raw_mask(gan, mse, weights, *, indicator, threshold, window, 
                      "erode_iterations", "dilate_iterations", "morphology_size", "window_method"),
 )
 def detect_artifacts(gan, mse, *, labels=None, class_adjustment=None, threshold: float = 0.7, min_area: int = 4000,
-                     indicator: str = "relative", window: int = 11, kind: str = "gaussian", c: float = 0.03**2,
+                     indicator: str = "released", window: int = 11, kind: str = "gaussian", c: float = 0.03**2,
                      border: str = "reflect", channels: str = "rgb", erode_iterations: int = 1,
                      dilate_iterations: int = 3, morphology_size: int = 5, window_method: str | None = None):
     """DeSRA artifact detection (appendix A.2): (mask, indicator map).
@@ -77,7 +76,7 @@ def detect_artifacts(gan, mse, *, labels=None, class_adjustment=None, threshold:
       class_adjustment: (K,) A_k per class (`semantic.load_class_adjustment`), required with labels.
       threshold: 0.7 (Table 5).
       min_area: regions of at most this many pixels are dropped (4000 in the released script).
-      indicator: 'relative' = D of eq. 7 as released; Table 4 ablations: 'absolute' (no relative difference,
+      indicator: 'released' = D of eq. 7 as released; Table 4 ablations: 'absolute' (no relative difference,
         `indicator_absolute`), 'unnormalized' (no normalisation, `indicator_unnormalized`, flagged where
         d' > threshold); 'printed' = D of eq. 7 as printed, without C in the numerator (`indicator_d`'s
         form='printed'), thresholded as D.

@@ -30,8 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from desra_jax.data.image_io import sync_directory, writer_is_gone, writer_tag
-from desra_jax.kill_points import kill_point
+from desra_jax.files import kill_point, sync_directory, writer_is_gone, writer_tag
 
 CONFIG_FILE = "model.json"
 VARIABLES_DIR = "variables"
@@ -111,7 +110,7 @@ def save_model(
 
     The variables are fetched to host memory and written by the calling process alone, so on a multi-host run
     one process (process 0) calls it with replicated arrays while the others go on. What killed saves of
-    ``directory`` left is cleared first (:func:`remove_stale_partials`). Kill points (``desra_jax.kill_points``):
+    ``directory`` left is cleared first (:func:`remove_stale_partials`). Kill points (``desra_jax.files``):
     ``save_model:<name>`` (staged and synced, not yet moved in) and ``save_model:<name>:moved_aside``.
     """
     directory = os.path.abspath(os.fspath(directory))

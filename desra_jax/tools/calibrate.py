@@ -3,18 +3,20 @@ of ``python -m experiments.calibrate`` (its docstring describes the method and t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterator
 from pathlib import Path
 
 import jax
 
-from desra_jax.data.folder_pairs import batches_by_size, stack_padded
-from desra_jax.data.image_io import output_folder
+from desra_jax.data.matching import batches_by_size, stack_padded
+from desra_jax.data.result_pairs import load_result_pair, pair_results
+from desra_jax.files import output_folder
 from desra_jax.detection import calibrate_class_adjustment, indicator_d, save_class_adjustment
 from desra_jax.detection.calibration import DEFAULT_NUM_BINS, DEFAULT_PERCENTILE
-from desra_jax.detection.segmenter import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT, Segmenter, load_segmenter
-from desra_jax.tools.detect import load_pair, pair_files
+from desra_jax.detection.semantic_model import Segmenter
+from desra_jax.detection.settings import SemanticSettings
 
 
 #: Label of the rows that pad a short batch: outside every class, so `accumulate` does not count them.
@@ -41,28 +43,44 @@ def d_and_label_batches(batches, segmenter: Segmenter, batch_size: int, used: li
         yield d, labels  # both stay on the device for the histograms
 
 
-def run(gan_dir, mse_dir, segformer, out, segment_source=DEFAULT_SEGMENT, batch_size=4, alpha="error",
-        num_bins=DEFAULT_NUM_BINS, percentile=DEFAULT_PERCENTILE, segformer_size=DEFAULT_SEGFORMER_SIZE,
-        segformer_resize="auto") -> dict:
+@dataclasses.dataclass(frozen=True)
+class CalibrateOptions:
+    """What ``experiments.calibrate`` does: calibrate A_k (eq. 15: at least ``percentile`` % of a class's pixels
+    have D >= A_k, from histograms of ``num_bins`` bins) on the pairs of ``gan_dir`` and ``mse_dir``
+    (`pair_results`) segmented as ``semantics`` says (its ``class_adjustment`` is not read), ``batch_size`` pairs
+    of one size at a time, alpha channels as ``alpha`` says; write the table to ``out``."""
+
+    gan_dir: Path
+    mse_dir: Path
+    semantics: SemanticSettings
+    out: Path
+    batch_size: int = 4
+    alpha: str = "error"
+    num_bins: int = DEFAULT_NUM_BINS
+    percentile: float = DEFAULT_PERCENTILE
+
+
+def run(options: CalibrateOptions) -> dict:
     """Calibrates on every usable pair and writes the table to ``out`` (when at least one pair was used), with
     the pairs used and the problems by file name under ``calibrated_on``.
 
     Returns {'pairs', 'used', 'problems', 'seen_classes', 'out'}. An unreadable SegFormer, or an ``out`` whose
     folder cannot be written (checked before any work), raises ValueError naming the file.
     """
-    out = Path(out)
+    out = Path(options.out)
     if out.is_dir():
         raise ValueError(f"{out}: is a folder; give the file name of the table to write")
     output_folder(out.parent)
-    segmenter = load_segmenter(segformer, segment_source, segformer_size, segformer_resize)
-    pairs, problems = pair_files(Path(gan_dir), Path(mse_dir))
+    segmenter = options.semantics.segmenter()
+    pairs, problems = pair_results(Path(options.gan_dir), Path(options.mse_dir))
     used: list[str] = []
-    load = functools.partial(load_pair, alpha=alpha)
-    batches = batches_by_size(pairs, batch_size, load, problems, desc="calibrate")
-    adjustment = calibrate_class_adjustment(d_and_label_batches(batches, segmenter, batch_size, used, problems),
-                                            segmenter.names, num_bins, percentile)
+    load = functools.partial(load_result_pair, alpha=options.alpha)
+    batches = batches_by_size(pairs, options.batch_size, load, problems, desc="calibrate")
+    adjustment = calibrate_class_adjustment(
+        d_and_label_batches(batches, segmenter, options.batch_size, used, problems), segmenter.names,
+        options.num_bins, options.percentile)
     if used:
-        save_class_adjustment(out, adjustment, {"gan_dir": str(gan_dir), "mse_dir": str(mse_dir),
+        save_class_adjustment(out, adjustment, {"gan_dir": str(options.gan_dir), "mse_dir": str(options.mse_dir),
                                                 "pairs": len(pairs), "used": sorted(used), "problems": problems})
     return {"pairs": len(pairs), "used": len(used), "problems": problems,
             "seen_classes": int(adjustment.seen.sum()), "out": str(out)}

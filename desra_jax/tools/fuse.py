@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from desra_jax.data.folder_pairs import pair_by_name
-from desra_jax.data.image_io import output_folder, read_image, write_image, write_json
+from desra_jax.data.matching import pair_by_name
+from desra_jax.data.image_io import read_image, write_image
+from desra_jax.files import output_folder, write_json
 from desra_jax.fusion import fuse
 from desra_jax.models.directory import load_model
 
@@ -29,14 +31,31 @@ def load_outputs(paths: list[Path]) -> np.ndarray:
     return np.stack(images)
 
 
-def run(base_dir, other_dirs, localizer, out_dir, feather=3.0, threshold=0.5, temperature=1.0) -> dict:
+@dataclasses.dataclass(frozen=True)
+class FuseOptions:
+    """What ``experiments.fuse`` does: repair the images of ``base_dir`` where the ``localizer`` (a model
+    directory) finds artifacts (probability >= ``threshold``) with the images of the same name in ``other_dirs``,
+    weighted with ``temperature``, the seam softened by ``feather`` (`desra_jax.fusion.fuse`); write into
+    ``out_dir``."""
+
+    base_dir: Path
+    other_dirs: tuple[Path, ...]
+    localizer: Path
+    out_dir: Path
+    feather: float = 3.0
+    threshold: float = 0.5
+    temperature: float = 1.0
+
+
+def run(options: FuseOptions) -> dict:
     """Fuses every name that all folders share; writes the images and summary.json; returns the summary."""
-    folders = [Path(base_dir), *map(Path, other_dirs)]
+    folders = [Path(options.base_dir), *map(Path, options.other_dirs)]
     if len(folders) < 2:
         raise ValueError("fuse: give at least one folder of other models' outputs (--others)")
-    out_dir = output_folder(out_dir)
-    module, variables = load_model(localizer)
+    out_dir = output_folder(options.out_dir)
+    module, variables = load_model(options.localizer)
     probabilities = localizer_probabilities(module)
+    feather, threshold, temperature = options.feather, options.threshold, options.temperature
     problems: list[str] = []
     roles = [("base", folders[0])] + [("other", folder) for folder in folders[1:]]
     records = []
@@ -52,8 +71,9 @@ def run(base_dir, other_dirs, localizer, out_dir, feather=3.0, threshold=0.5, te
         write_image(out_dir / f"{name}.png", np.asarray(fused[0]))
         records.append({"name": name, "base_artifact_fraction": float(np.mean(probs[0] >= threshold))})
     summary = {
-        "settings": {"base": str(folders[0]), "others": [str(f) for f in folders[1:]], "localizer": str(localizer),
-                     "feather": feather, "threshold": threshold, "temperature": temperature},
+        "settings": {"base": str(folders[0]), "others": [str(f) for f in folders[1:]],
+                     "localizer": str(options.localizer), "feather": feather, "threshold": threshold,
+                     "temperature": temperature},
         "fused": len(records), "problems": problems, "images": records,
     }
     write_json(out_dir / "summary.json", summary)

@@ -25,15 +25,13 @@ import numpy as np
 
 from desra_jax.convert import load_sr_model
 from desra_jax.convert.registry import model_scale
-from desra_jax.data.folder_pairs import batches_by_size, images_by_name
-from desra_jax.data.image_io import (WRITABLE_DEPTHS, ImageFormat, output_folder, read_image,
-                                     read_image_and_format, write_image, write_json)
-from desra_jax.detection.detector import Detector
-from desra_jax.detection.segmenter import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT, load_semantics
+from desra_jax.data.matching import batches_by_size, images_by_name
+from desra_jax.data.image_io import WRITABLE_DEPTHS, ImageFormat, read_image, read_image_and_format, write_image
+from desra_jax.files import output_folder, write_json
+from desra_jax.detection.settings import DetectionSettings, Detector
 from desra_jax.fusion.pseudo_gt import pseudo_gt
 from desra_jax.inference import Upscaler
-from desra_jax.report import label_legend
-from desra_jax.tools.detect import gallery_row, mask_record, write_outputs, write_summaries
+from desra_jax.report import detection_gallery_row, mask_record, write_detection, write_detection_summaries
 
 ALPHA_POLICIES = ("realesrgan", "bicubic", "drop", "error")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -138,67 +136,90 @@ def write_result(job: Job, image: np.ndarray, found: ImageFormat) -> Path:
     return path
 
 
-def run(input_path, output, model, mse_model=None, *, outscale=None, suffix="out", ext="auto", tile=256,
-        tile_pad=16, dtype="float32", alpha="realesrgan", batch_size=4, threshold=0.7, min_area=4000,
-        segformer=None, class_adjustment=None, segment_source=DEFAULT_SEGMENT,
-        segformer_size=DEFAULT_SEGFORMER_SIZE, feather=0.0, report=False, process_index=0,
-        process_count=1) -> dict:
-    """Upscales every image of ``input_path`` (a file or a folder) into ``output``; returns the summary.
+@dataclasses.dataclass(frozen=True)
+class UpscaleOptions:
+    """What ``experiments.upscale`` does (its docstring describes each option): upscale ``input`` (a file or a
+    folder) into ``output`` with ``model``; with ``mse_model``, detect ``model``'s artifacts against it with
+    ``detection`` and replace them (eq. 10, ``feather`` as in `pseudo_gt`), with ``report`` also writing the
+    detection gallery and summaries. This process takes every ``process_count``-th file from the
+    ``process_index``-th. ValueError naming the option when one is not among its choices."""
 
-    model / mse_model: model specs (`desra_jax.convert.load_sr_model`); with ``mse_model`` the artifacts of
-    ``model``'s results are detected against the MSE-SR results (`Detector` with ``threshold``, ``min_area`` and
-    the optional SegFormer options of `load_semantics`) and replaced by them (eq. 10, ``feather`` as in
-    `pseudo_gt`); the masks go to ``output/masks/<name>.png`` and, with ``report``, the detection gallery and
-    summaries to ``output`` too. process_index / process_count: this process takes every process_count-th file
-    of the sorted list, from the process_index-th. Files whose result exists are skipped. Raises ValueError
-    (FileNotFoundError for a model spec) when nothing can run: a bad option, model, output folder, or models of
-    different scales.
-    """
-    if alpha not in ALPHA_POLICIES:
-        raise ValueError(f"alpha must be one of {ALPHA_POLICIES}, got {alpha!r}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
-    if ext not in ("auto", "png", "jpg"):
-        raise ValueError(f"ext must be auto, png or jpg, got {ext!r}")
-    if tile and tile <= 2 * tile_pad:
-        raise ValueError(f"tile ({tile}) must exceed twice tile_pad ({tile_pad}): adjacent tiles overlap by 2 * tile_pad")
-    output = output_folder(output)
-    gan, gan_path, scale = load_upscaler(model, dtype, tile, tile_pad, batch_size)
-    summary = {"model": gan_path, "scale": scale, "mse_model": None, "written": [], "skipped": [], "problems": []}
+    input: Path
+    output: Path
+    model: str
+    mse_model: str | None = None
+    outscale: float | None = None
+    suffix: str = "out"
+    ext: str = "auto"
+    tile: int = 256
+    tile_pad: int = 16
+    dtype: str = "float32"
+    alpha: str = "realesrgan"
+    batch_size: int = 4
+    detection: DetectionSettings = DetectionSettings()
+    feather: float = 0.0
+    report: bool = False
+    process_index: int = 0
+    process_count: int = 1
+
+    def __post_init__(self):
+        if self.alpha not in ALPHA_POLICIES:
+            raise ValueError(f"alpha must be one of {ALPHA_POLICIES}, got {self.alpha!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        if self.ext not in ("auto", "png", "jpg"):
+            raise ValueError(f"ext must be auto, png or jpg, got {self.ext!r}")
+        if self.tile and self.tile <= 2 * self.tile_pad:
+            raise ValueError(f"tile ({self.tile}) must exceed twice tile_pad ({self.tile_pad}): adjacent tiles "
+                             "overlap by 2 * tile_pad")
+
+
+def run(options: UpscaleOptions) -> dict:
+    """Upscales every image of ``options.input`` into ``options.output``; returns the summary. Files whose result
+    exists are skipped. Raises ValueError (FileNotFoundError for a model spec) when nothing can run: a bad model,
+    output folder, or models of different scales."""
+    output = output_folder(options.output)
+    gan, mse, detector, summary = _load_models(options)
     problems = summary["problems"]
-    mse = detector = semantics = None
-    if mse_model is not None:
-        mse, summary["mse_model"], mse_scale = load_upscaler(mse_model, dtype, tile, tile_pad, batch_size)
-        if mse_scale != scale:
-            raise ValueError(f"{summary['mse_model']}: the MSE-SR model scales by {mse_scale:g}, the GAN-SR model "
-                             f"{gan_path} by {scale:g}; DeSRA compares results of one size")
-        segmenter, adjustment, semantics = load_semantics(segformer, class_adjustment, segment_source,
-                                                          segformer_size)
-        detector = Detector(threshold, min_area, segmenter, adjustment)
-    all_jobs = list_jobs(input_path, output, suffix, ext, problems)
-    jobs = all_jobs[process_index::process_count]
+    all_jobs = list_jobs(options.input, output, options.suffix, options.ext, problems)
+    jobs = all_jobs[options.process_index::options.process_count]
     summary["images"] = len(jobs)
     summary["skipped"] = [str(job.source) for job in jobs if job.finished()]
     todo = [job for job in jobs if not job.finished()]
     records, gallery_rows = {}, {}
-    for batch in batches_by_size(todo, batch_size, functools.partial(load_job, alpha=alpha), problems, "upscale"):
+    load = functools.partial(load_job, alpha=options.alpha)
+    for batch in batches_by_size(todo, options.batch_size, load, problems, "upscale"):
         try:
-            results = _upscale_batch(batch, gan, mse, detector, alpha, scale, feather)
+            results = _upscale_batch(batch, gan, mse, detector, options.alpha, summary["scale"], options.feather)
         except ValueError as error:  # a check of detection itself, e.g. images smaller than its windows
             problems += [f"{item[0].source}: {error}; skipped" for item in batch]
             continue
         for (job, rgb, _, found), (image, out_alpha, detected) in zip(batch, results):
             if detected is not None:
-                records[job.name], gallery_rows[job.name] = _write_detection(output, job, report, detector,
-                                                                             *detected)
-            final = finish(image, out_alpha, found, rgb.shape[:2], outscale, scale)
+                records[job.name], gallery_rows[job.name] = write_detection(
+                    output, job.name, {"input": str(job.source)}, detected, detector.class_names, options.report)
+            final = finish(image, out_alpha, found, rgb.shape[:2], options.outscale, summary["scale"])
             summary["written"].append(str(write_result(job, final, found)))  # last: a result means a whole job
     if mse is not None:
         summary["replaced"] = {name: record["artifact_fraction"] for name, record in sorted(records.items())}
-        if report:
-            _write_report(output, summary, all_jobs, records, gallery_rows, semantics, threshold, min_area,
-                          process_index, process_count)
+        if options.report:
+            _write_report(options, summary, all_jobs, records, gallery_rows, detector)
     return summary
+
+
+def _load_models(options: UpscaleOptions) -> tuple[Upscaler, Upscaler | None, Detector | None, dict]:
+    """(GAN-SR upscaler, MSE-SR upscaler or None, detector or None, the summary begun: models and scale)."""
+    load = functools.partial(load_upscaler, dtype=options.dtype, tile=options.tile, tile_pad=options.tile_pad,
+                             batch_size=options.batch_size)
+    gan, gan_path, scale = load(options.model)
+    summary = {"model": gan_path, "scale": scale, "mse_model": None, "written": [], "skipped": [], "problems": []}
+    if options.mse_model is None:
+        return gan, None, None, summary
+    mse, summary["mse_model"], mse_scale = load(options.mse_model)
+    if mse_scale != scale:
+        raise ValueError(f"{summary['mse_model']}: the MSE-SR model scales by {mse_scale:g}, the GAN-SR model "
+                         f"{gan_path} by {scale:g}; DeSRA compares results of one size")
+    return gan, mse, Detector.from_settings(options.detection), summary
 
 
 def _upscale_batch(batch, gan: Upscaler, mse: Upscaler | None, detector: Detector | None, alpha: str,
@@ -221,35 +242,22 @@ def _upscale_batch(batch, gan: Upscaler, mse: Upscaler | None, detector: Detecto
             for i, item in enumerate(batch)]
 
 
-def _write_detection(output: Path, job: Job, report: bool, detector: Detector, gan, mse, mask, d, labels):
-    """The mask (and with ``report`` the gallery's per-image files) of one job; returns its (record, gallery row)."""
-    record = {"name": job.name, "input": str(job.source), **mask_record(mask)}
-    if not report:
-        write_image(output / "masks" / f"{job.name}.png", mask)
-        return record, None
-    names = detector.segmenter.names if detector.segmenter is not None else ()
-    row = write_outputs(output, job.name, gan, mse, mask, d, labels, len(names))
-    if labels is not None:
-        row["legend"] = label_legend(labels, names)
-        record["classes"] = {entry["name"]: entry["fraction"] for entry in row["legend"]}
-    return record, row
-
-
-def _write_report(output: Path, summary: dict, jobs: list[Job], records: dict, gallery_rows: dict, semantics,
-                  threshold: float, min_area: int, process_index: int, process_count: int) -> None:
+def _write_report(options: UpscaleOptions, summary: dict, jobs: list[Job], records: dict, gallery_rows: dict,
+                  detector: Detector) -> None:
     """The detection summaries and gallery of all ``jobs`` (every process's); images detected in an earlier run
     or by another process are read back from their masks. With several processes each writes its problems
     (``.problems-<index>.json``) and process 0, after all have finished, the report."""
-    if process_count > 1:
-        write_json(output / f".problems-{process_index}.json", summary["problems"])
+    output, count = Path(options.output), options.process_count
+    if count > 1:
+        write_json(output / f".problems-{options.process_index}.json", summary["problems"])
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("upscale: all results written")
-        if process_index:
+        if options.process_index:
             return
     problems = summary["problems"]
-    if process_count > 1:  # the listing's problems, seen by every process, once
-        problems = list(dict.fromkeys(p for i in range(process_count)
+    if count > 1:  # the listing's problems, seen by every process, once
+        problems = list(dict.fromkeys(p for i in range(count)
                                       for p in json.loads((output / f".problems-{i}.json").read_text())))
     images = []
     for job in jobs:
@@ -259,13 +267,12 @@ def _write_report(output: Path, summary: dict, jobs: list[Job], records: dict, g
                 continue
             records[job.name] = {"name": job.name, "input": str(job.source),
                                  **mask_record(read_image(mask_path)[:, :, 0] > 0.5)}
-            gallery_rows[job.name] = gallery_row(job.name, semantics is not None)
+            gallery_rows[job.name] = detection_gallery_row(job.name, detector.segmenter is not None)
         images.append(records[job.name])
-    report_summary = {
-        "settings": {"model": summary["model"], "mse_model": summary["mse_model"], "threshold": threshold,
-                     "min_area": min_area, "semantics": semantics},
-        "pairs": len(jobs), "processed": len(images), "problems": problems, "metrics": None, "images": images,
-    }
-    write_summaries(output, report_summary, gallery_rows, "DeSRA at inference: artifacts replaced by MSE-SR",
-                    counted="images")
-
+    settings = {"model": summary["model"], "mse_model": summary["mse_model"],
+                "threshold": options.detection.threshold, "min_area": options.detection.min_area,
+                "semantics": detector.semantics_record()}
+    report_summary = {"settings": settings, "pairs": len(jobs), "processed": len(images), "problems": problems,
+                      "metrics": None, "images": images}
+    write_detection_summaries(output, report_summary, gallery_rows,
+                              "DeSRA at inference: artifacts replaced by MSE-SR", counted="images")

@@ -24,11 +24,12 @@ import numpy as np
 from absl import logging
 
 from desra_jax import report
-from desra_jax.data.folder_pairs import images_by_name
-from desra_jax.data.image_io import read_image, write_bytes_atomic, write_image, write_json
+from desra_jax.data.matching import images_by_name
+from desra_jax.data.image_io import read_image, write_image
+from desra_jax.files import write_bytes_atomic, write_json
 from desra_jax.data.masks import find_mask, read_mask
-from desra_jax.data.pairs import PatchSampler
-from desra_jax.detection.detector import Detector
+from desra_jax.data.sr_pairs import PatchSampler
+from desra_jax.detection.settings import Detector
 from desra_jax.fusion import pseudo_gt
 from desra_jax.inference import Upscaler
 from desra_jax.metrics.detection import mean_iou, removal_addition_rates

@@ -25,8 +25,8 @@ from absl import logging
 from tqdm import tqdm
 
 from desra_jax.training.feeding import prefetch_to_device
-from desra_jax.data.image_io import write_image, write_json
-from desra_jax.kill_points import kill_point
+from desra_jax.data.image_io import write_image
+from desra_jax.files import kill_point, write_json
 from desra_jax.models.directory import save_model
 from desra_jax.training.evaluation import Evaluation
 from desra_jax.training.metric_writer import MetricWriter

@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from desra_jax.data.image_io import write_bytes_atomic
-from desra_jax.kill_points import kill_point
+from desra_jax.files import kill_point, write_bytes_atomic
 
 
 class MetricWriter:

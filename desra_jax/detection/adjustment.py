@@ -24,18 +24,11 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from desra_jax.data.image_io import write_bytes_atomic
-
-_THIRD_PARTY = Path(__file__).resolve().parents[2] / "third_party" / "ade20k"
-
-#: The authors' table, shipped with its source and licence in third_party/ade20k/.
-ADE20K_ADJUSTMENT_TSV = _THIRD_PARTY / "desra_ade20k_adjustment.tsv"
+from desra_jax.data.ade20k import ADE20K_ADJUSTMENT_TSV, ade20k_class_names
+from desra_jax.files import write_bytes_atomic
 
 #: The same table in the authors' own text format, as their repository ships it.
-ADE20K_ADJUSTMENT_AUTHORS_TXT = _THIRD_PARTY / "SSIM_MSE_GAN_threshold.txt"
-
-#: Number of ADE20K classes the SegFormer of the paper predicts (K of eq. 8).
-NUM_ADE20K_CLASSES = 150
+ADE20K_ADJUSTMENT_AUTHORS_TXT = ADE20K_ADJUSTMENT_TSV.parent / "SSIM_MSE_GAN_threshold.txt"
 
 #: Equal bins of [0, 1] in which the authors publish A_k: A_k = 1 - bin / ADJUSTMENT_BINS.
 ADJUSTMENT_BINS = 20
@@ -78,11 +71,6 @@ class ClassAdjustment:
 def adjustment_from_bins(bins) -> np.ndarray:
     """The released rule A_k = 1 - b_k / 20 for bin indices (K,) in 0..19; (K,) float32 in [0.05, 1]."""
     return (1.0 - np.asarray(bins) / ADJUSTMENT_BINS).astype(np.float32)
-
-
-def ade20k_class_names() -> tuple[str, ...]:
-    """The 150 ADE20K class names in label order (0 = wall), from the bundled table."""
-    return load_class_adjustment()[1]
 
 
 def load_class_adjustment(path: str | Path = ADE20K_ADJUSTMENT_TSV, *, exact: bool = False

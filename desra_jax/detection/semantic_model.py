@@ -1,4 +1,6 @@
-"""Semantic segmentation with SegFormer for DeSRA's class adjustment (eq. 8/9): images -> ADE20K labels.
+"""The semantic model of DeSRA's class adjustment (eq. 8/9): SegFormer segmenting images into ADE20K labels
+(`segment`), and `Segmenter`, a converted SegFormer read from a checkpoint that segments one image of each
+GAN-SR / MSE-SR pair (`load_segmenter`).
 
 Two preprocessings (``resize=``), each followed by ImageNet mean/std normalisation and an argmax of the logits
 resized to the image:
@@ -28,12 +30,16 @@ resized to the image:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from desra_jax.convert import load_segformer
 from desra_jax.models.layers import imagenet_normalize, resize_bilinear
 from desra_jax.models.segformer import Segformer
 
@@ -144,3 +150,47 @@ def _segment_logits(params, images: jax.Array, model: Segformer, size: int | Non
         total = total.at[:, top:top + window_h, left:left + window_w].add(logits[index * n:(index + 1) * n])
         count[top:top + window_h, left:left + window_w] += 1
     return total / count
+
+
+#: Which image of a pair SegFormer may segment, and by default: the GAN-SR one, as the authors' released script does.
+SEGMENT_CHOICES = ("gan", "mse")
+DEFAULT_SEGMENT = "gan"
+
+#: SegFormer's input size by default: that of the published ``nvidia/segformer-*-finetuned-ade-512-512`` models.
+DEFAULT_SEGFORMER_SIZE = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class Segmenter:
+    """A converted SegFormer (`desra_jax.convert.load_segformer`) and which image of a pair it segments
+    (``segment``: 'gan' or 'mse'), at input ``size`` with ``resize`` (`segment`)."""
+
+    model: Any
+    params: Any
+    names: tuple[str, ...]
+    segment: str = DEFAULT_SEGMENT
+    size: int | None = DEFAULT_SEGFORMER_SIZE
+    resize: str = "square"
+
+    def __call__(self, gans: np.ndarray, mses: np.ndarray) -> jax.Array:
+        """(N, H, W) int32 class labels (on the device) of the ``segment`` images, (N, H, W, 3) each."""
+        images = gans if self.segment == "gan" else mses
+        return segment(images, self.model, self.params, size=self.size, resize=self.resize)
+
+
+def load_segmenter(path: str | Path, segment: str = DEFAULT_SEGMENT, size: int | None = DEFAULT_SEGFORMER_SIZE,
+                   resize: str = "auto") -> Segmenter:
+    """Reads a SegFormer that segments the ``segment`` image of a pair ('gan' or 'mse'), resized as ``resize``
+    says (`segment`: 'square' at input ``size``, or mmseg's 'keep_ratio'; 'auto': the checkpoint's own pipeline,
+    `default_resize`); ValueError naming ``path`` when it cannot be read."""
+    if resize not in ("auto", *RESIZE_MODES):
+        raise ValueError(f"segformer_resize: expected 'auto' or one of {RESIZE_MODES}, got {resize!r}")
+    if segment not in SEGMENT_CHOICES:
+        raise ValueError(f"segment: expected one of {SEGMENT_CHOICES}, got {segment!r}")
+    try:
+        model, params, id2label = load_segformer(path)
+    except (OSError, KeyError) as error:
+        raise ValueError(f"{path}: cannot read the SegFormer ({error})") from error
+    id2label = {int(key): str(value).strip() for key, value in id2label.items()}
+    resize = default_resize(model) if resize == "auto" else resize
+    return Segmenter(model, params, tuple(id2label[i] for i in range(len(id2label))), segment, size, resize)
