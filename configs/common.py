@@ -1,7 +1,11 @@
 """The settings every experiment shares, as published (ESRGAN sec. 4.1, BasicSR's configs), and the `tiny`
 variant that runs any experiment end to end on 2 CPU cores in a few minutes."""
 
+import dataclasses
+
 import ml_collections
+
+from desra_jax.data.degradations import realesrgan_settings
 
 VARIANTS = ("", "tiny")
 
@@ -70,7 +74,7 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.loss.fft_weight = 0.0
 
     # Real-ESRGAN's second-order degradation of the HR patches, on the device inside the step (configs/realesrnet.py,
-    # realesrgan.py: desra_jax.data.realesrgan_settings()); empty: LR by bicubic downsampling on the host.
+    # realesrgan.py: `realesrgan_degradation()`); empty: LR by bicubic downsampling on the host.
     config.degradation = ml_collections.ConfigDict()
 
     config.eval = ml_collections.ConfigDict()
@@ -107,9 +111,17 @@ def _tiny(config: ml_collections.ConfigDict) -> None:
     config.eval.update(tile=64, overlap=16)
     # EMA 0.99: at 0.999 a few hundred steps leave the averaged weights close to their initialisation.
     config.train.ema_decay = 0.99
-    if config.phase == "pixel":  # enough to beat bicubic on the validation photographs (+0.2 to +0.37 dB PSNR-Y over seeds 0-4)
+    if config.phase == "pixel":  # enough to beat bicubic on the validation photographs
         config.train.update(num_steps=800, learning_rate=2e-3, milestones=(600,))
     else:
         config.train.update(num_steps=40, milestones=(30,))
     # Validation (whole images, tiled) halfway and at the end: each one costs about 40 steps of the tiny pixel phase.
     config.train.update(log_every=10, eval_every=400, checkpoint_every=100)
+
+
+def realesrgan_degradation() -> ml_collections.ConfigDict:
+    """The `degradation` block of Real-ESRGAN's released settings (`desra_jax.data.RealESRGANSettings`), its keys
+    overridable from the command line; `configs.arguments.degradation` turns it back into the settings."""
+    return ml_collections.ConfigDict(
+        {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(realesrgan_settings()).items()}
+    )
