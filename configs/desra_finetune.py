@@ -48,16 +48,7 @@ def get_config(arg: str | None = None):
     config.data.hr_patch = 256
     config.data.batch_size = 48
 
-    config.detection = ml_collections.ConfigDict()
-    config.detection.threshold = 0.7
-    config.detection.min_area = 4000
-    config.detection.segformer = ""  # a SegFormer (Hugging Face directory or mmseg .pth); "" = no semantics
-    config.detection.class_adjustment = ""  # "" = the authors' published ADE20K table
-    config.detection.segment = "gan"  # which SR result is segmented (the released script: GAN-SR)
-    config.detection.segformer_size = 512
-    config.detection.segformer_resize = "auto"  # the checkpoint's own pipeline: keep_ratio for the authors' mmseg one
-    config.detection.indicator = "relative"  # eq. 7 as released
-    config.detection.feather = 0.0  # Gaussian sigma (HR pixels) of the pseudo-GT blend edge; 0 = eq. 10 as printed
+    config.detection = detection_block()
 
     config.train.num_steps = 1000
     config.train.learning_rate = 1e-4
@@ -78,28 +69,60 @@ def get_config(arg: str | None = None):
     config.loss.gan_weight = 0.1
 
     config.online = False
-    config.online_settings = ml_collections.ConfigDict()
-    config.online_settings.incoming_dir = ""  # where new LR images arrive
-    config.online_settings.buffer_size = 50  # artifact samples per fine-tuning round
-    config.online_settings.poll_seconds = 10.0
-    config.online_settings.idle_polls = -1  # stop after this many polls without a new image; -1 = never
+    config.online_settings = online_block()
     common.apply_variant(config, arg, own=("cpu",))
     if config.variant == "tiny":
-        config.detection.min_area = 64
-        config.data.update(hr_patch=32, batch_size=8, num_images=4)
-        # At lr 1e-4 and EMA 0.99 a tiny model hardly moves in 100 steps; a fresh tiny discriminator's signal is
-        # noise at this scale, so its weight is small.
-        config.train.update(num_steps=100, learning_rate=2e-3, ema_decay=0.9, eval_every=100, checkpoint_every=50,
-                            log_every=10)
-        config.loss.gan_weight = 0.01
-        config.online_settings.update(buffer_size=2, poll_seconds=0.1)
+        _tiny(config)
     if config.variant == "cpu":
-        config.init_from, config.mse_model = "realesrgan-x4plus", "spanx4_ch48"
-        config.data.bundled.degradation = "realesrgan"
-        config.detection.min_area = 1000
-        config.data.update(hr_patch=64, batch_size=4)
-        config.loss.perceptual_weight = 0.0
-        config.train.update(num_steps=50, discriminator_warmup=10, ema_decay=0.9, eval_every=50, checkpoint_every=25,
-                            log_every=5)
-        config.eval.update(tile=128, overlap=16)
+        _cpu(config)
     return config
+
+
+def detection_block() -> ml_collections.ConfigDict:
+    """DeSRA's detection as released: threshold 0.7 on clip(D / A, 0, 1), regions over 4000 pixels, the semantic
+    adjustment with a SegFormer when one is given."""
+    detection = ml_collections.ConfigDict()
+    detection.threshold = 0.7
+    detection.min_area = 4000
+    detection.segformer = ""  # a SegFormer (Hugging Face directory or mmseg .pth); "" = no semantics
+    detection.class_adjustment = ""  # "" = the authors' published ADE20K table
+    detection.segment = "gan"  # which SR result is segmented (the released script: GAN-SR)
+    detection.segformer_size = 512
+    detection.segformer_resize = "auto"  # the checkpoint's own pipeline: keep_ratio for the authors' mmseg one
+    detection.indicator = "relative"  # eq. 7 as released
+    detection.feather = 0.0  # Gaussian sigma (HR pixels) of the pseudo-GT blend edge; 0 = eq. 10 as printed
+    return detection
+
+
+def online_block() -> ml_collections.ConfigDict:
+    """The continual loop's settings (`config.online=True`)."""
+    online = ml_collections.ConfigDict()
+    online.incoming_dir = ""  # where new LR images arrive
+    online.buffer_size = 50  # artifact samples per fine-tuning round
+    online.poll_seconds = 10.0
+    online.idle_polls = -1  # stop after this many polls without a new image; -1 = never
+    return online
+
+
+def _tiny(config: ml_collections.ConfigDict) -> None:
+    """Sized for the tests on 2 CPU cores."""
+    config.detection.min_area = 64
+    config.data.update(hr_patch=32, batch_size=8, num_images=4)
+    # At lr 1e-4 and EMA 0.99 a tiny model hardly moves in 100 steps; a fresh tiny discriminator's signal is
+    # noise at this scale, so its weight is small.
+    config.train.update(num_steps=100, learning_rate=2e-3, ema_decay=0.9, eval_every=100, checkpoint_every=50,
+                        log_every=10)
+    config.loss.gan_weight = 0.01
+    config.online_settings.update(buffer_size=2, poll_seconds=0.1)
+
+
+def _cpu(config: ml_collections.ConfigDict) -> None:
+    """Real-ESRGAN x4plus on the bundled photographs on 2 CPU cores (module docstring)."""
+    config.init_from, config.mse_model = "realesrgan-x4plus", "spanx4_ch48"
+    config.data.bundled.degradation = "realesrgan"
+    config.detection.min_area = 1000
+    config.data.update(hr_patch=64, batch_size=4)
+    config.loss.perceptual_weight = 0.0
+    config.train.update(num_steps=50, discriminator_warmup=10, ema_decay=0.9, eval_every=50, checkpoint_every=25,
+                        log_every=5)
+    config.eval.update(tile=128, overlap=16)
