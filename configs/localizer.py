@@ -14,8 +14,9 @@ names, or the `--out_dir` of `python -m experiments.detect --gan_dir <image_dir>
 
 The paper gives no training settings. Model: DeepLabV3+ (Chen et al. 2018) with a ResNet-50 backbone, output
 stride 16, ASPP rates 6/12/18, a 48-channel low-level projection and a 256-channel decoder, as in the DeepLabV3+
-paper. Optimisation: Adam on BCE + Dice, both weighted 1 (the usual pair for a small foreground); lr 1e-4, batch 16, 256-pixel crops and
-20k steps halving the rate at 12k and 16k are our choices (a common Adam setting for DeepLabV3+ fine-tuning).
+paper. Optimisation: Adam on BCE + Dice, both weighted 1 (the usual pair for a small foreground); lr 1e-4, batch
+16, 256-pixel crops and 20k steps halving the rate at 12k and 16k are our choices (a common Adam setting for
+DeepLabV3+ fine-tuning).
 """
 
 import ml_collections

@@ -10,14 +10,13 @@ The perceptual term needs ImageNet VGG19 weights (`loss.vgg19`); the tiny varian
 """
 
 from configs import common, realesrnet
-from desra_jax.data.degradations import realesrgan_settings
 from desra_jax.losses import REAL_ESRGAN_LAYER_WEIGHTS
 
 
 def get_config(arg: str | None = None):
     config = common.base_config("realesrgan")
     config.phase = "gan"
-    config.degradation = realesrgan_settings()
+    config.degradation = common.realesrgan_degradation()
     config.discriminator.kind = "unet"
     config.data.update(hr_patch=256, batch_size=48)
     config.train.update(num_steps=400_000, learning_rate=1e-4, milestones=(400_000,), ema_decay=0.999)

@@ -12,13 +12,12 @@ degradation; the result is the PSNR-oriented model of that network.
 """
 
 from configs import common
-from desra_jax.data.degradations import realesrgan_settings
 
 
 def get_config(arg: str | None = None):
     config = common.base_config("realesrnet")
     config.phase = "pixel"
-    config.degradation = realesrgan_settings()
+    config.degradation = common.realesrgan_degradation()
     config.data.update(hr_patch=256, batch_size=48)
     config.train.update(num_steps=1_000_000, learning_rate=2e-4, milestones=(1_000_000,), ema_decay=0.999)
     config.loss.pixel_kind = "l1"

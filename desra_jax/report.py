@@ -251,3 +251,27 @@ span.swatch {{ display: inline-block; width: 0.9em; height: 0.9em; margin-right:
 </body></html>
 """
     write_bytes_atomic(path, page.encode("utf-8"))
+
+
+#: Columns of the DeSRA fine-tuning report, in order.
+FINETUNE_COLUMNS = (("before", "GAN-SR before (detected artifacts)"), ("after", "fine-tuned (detected artifacts)"),
+                    ("mse", "MSE-SR"))
+
+
+def write_finetune_report(out_dir: str, names: Sequence[str], before, after, mse_results: Sequence[np.ndarray],
+                          summary: dict, rates_against: str) -> None:
+    """`out_dir/index.html` of a DeSRA fine-tuning: the summary (naming what the removal and addition rates count
+    against), and per held-out image `names`, before | after (detected masks overlaid) | MSE-SR. before, after:
+    (SR results (H, W, 3), masks (H, W)) of the original and the fine-tuned model."""
+    rows = []
+    for name, gan_before, mask_before, gan_after, mask_after, mse_sr in zip(names, *before, *after, mse_results):
+        cells = {"before": overlay_mask(gan_before, mask_before), "after": overlay_mask(gan_after, mask_after),
+                 "mse": mse_sr}
+        row = {"name": name, "caption": f"{name}: {100 * mask_before.mean():.2f} % -> {100 * mask_after.mean():.2f} %"}
+        for key, image in cells.items():
+            write_image(os.path.join(out_dir, "images", f"{name}_{key}.png"), thumbnail(image))
+            row[key] = f"images/{name}_{key}.png"
+        rows.append(row)
+    write_gallery(os.path.join(out_dir, "index.html"), out_dir, "DeSRA fine-tuning",
+                  [("removal / addition rates against", rates_against)] + [(k, f"{v:.4f}") for k, v in summary.items()],
+                  rows, [], FINETUNE_COLUMNS)

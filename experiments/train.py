@@ -1,28 +1,20 @@
 """`train_and_evaluate(config, workdir)`: the GAN-SR training job behind `python -m experiments.main` (configs/mse,
-ragan, ragp, ragp_fft).
+ragan, ragp, ragp_fft, realesrnet, realesrgan).
 
-Turns the config into the library's arguments: data (`desra_jax.data`), models, train states, the jitted step
-sharded over every device (`desra_jax.training.steps`), the validation (`desra_jax.training.evaluation`), and runs
-`desra_jax.training.loop.train_loop`, whose docstring gives the workdir layout. A GAN config without `init_from`
-runs its `pretrain` phase (the MSE-SR model) in `<workdir>/pretrain` first and starts from its result.
+Loads the config's images and runs `desra_jax.training.sr_job.train_sr` (its docstring describes the phase and,
+through `loop.train_loop`, the workdir layout) with the settings `configs.arguments` makes of the config. A GAN
+config without `init_from` runs its `pretrain` phase (the MSE-SR model) in `<workdir>/pretrain` first and starts
+from its result.
 """
 
 from __future__ import annotations
 
 import os
 
-import jax
-import numpy as np
-from absl import logging
-
 from configs import arguments
-from desra_jax.convert.registry import load_generator
 from desra_jax.data import sr_pairs, tfds_source
-from desra_jax.data.degradations import pair_pool_init
-from desra_jax.models import RRDBNet
-from desra_jax.models.discriminators import make_discriminator
-from desra_jax.training import evaluation, loop, sharding
-from desra_jax.training.state import sr_states
+from desra_jax.training import loop, sharding
+from desra_jax.training.sr_job import train_sr
 
 
 def load_images(config):
@@ -60,49 +52,4 @@ def run_phase(config, workdir: str, init_from: str = "", mesh=None) -> dict:
     outputs = ("model",) if config.phase == "pixel" else ("model", "discriminator")
     if (summary := loop.finished_summary(workdir, config.train.num_steps, outputs)) is not None:
         return summary
-    init_key, disc_key, step_key = jax.random.split(jax.random.key(config.seed), 3)
-
-    train_images, val_images, train_lr = load_images(config)
-    degrading = bool(len(config.degradation))
-    sampler = sr_pairs.PatchSampler(
-        train_images, hr_patch=config.data.hr_patch, scale=config.scale, batch_size=config.data.batch_size,
-        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(), lr_images=train_lr,
-        with_lr=not degrading,
-    )
-    val_pairs = evaluation.validation_pairs(val_images, config.scale)
-
-    if init_from:
-        generator, g_params = load_generator(init_from, **arguments.generator_settings(config))
-    else:
-        generator = RRDBNet(**arguments.generator_settings(config))
-        lr_patch = config.data.hr_patch // config.scale
-        g_params = generator.init(init_key, np.zeros((1, lr_patch, lr_patch, 3), np.float32))["params"]
-    discriminator, d_variables = None, None
-    if config.phase == "gan":
-        discriminator = make_discriminator(config.discriminator.kind, config.discriminator.num_feat,
-                                           config.data.hr_patch)
-        hr = np.zeros((1, config.data.hr_patch, config.data.hr_patch, 3), np.float32)
-        d_variables = discriminator.init(disc_key, hr, train=False)
-    states = sr_states(generator, g_params, arguments.optimizer(config), discriminator, d_variables)
-    if degrading and config.degradation.queue_size:
-        lr_patch = config.data.hr_patch // config.scale
-        states["pool"] = pair_pool_init(config.degradation.queue_size, (lr_patch, lr_patch, 3),
-                                        (config.data.hr_patch, config.data.hr_patch, 3))
-    states = jax.device_put(states, sharding.replicated(mesh))
-
-    def evaluate(states, step):
-        del step
-        return evaluation.evaluate_sr(generator, states["generator"].ema_params, val_pairs, config.scale,
-                                      tile=config.eval.tile, overlap=config.eval.overlap,
-                                      num_samples=config.eval.num_samples)
-
-    states, summary = loop.train_loop(workdir, states, sampler.batch, arguments.train_step(config, mesh), evaluate,
-                                      step_key, mesh, arguments.schedule(config), name=config.name,
-                                      prefetch=config.data.prefetch)
-    models = {"model": (generator, states["generator"].ema_params, {})}
-    if discriminator is not None:
-        d_state = states["discriminator"]
-        models["discriminator"] = (discriminator, d_state.params, d_state.model_state)
-    loop.save_final_models(workdir, models)
-    logging.info("%s: finished %s at step %d; model in %s/model", workdir, config.name, config.train.num_steps, workdir)
-    return summary
+    return train_sr(arguments.sr_training(config, mesh), *load_images(config), workdir, init_from, mesh)

@@ -39,10 +39,11 @@ class TorchGanStep:
 
     `losses`: a `GanLosses`, as for `gan_step` (pixel L1, VGG19 conv5_4 L1, FFT, RaGAN and the gradient penalty
     are implemented);
-    `make_optimizer(parameters)` builds each network's optimizer (BasicSR: Adam, betas (0.9, 0.99)).
+    `make_optimizer(parameters)` builds each network's optimizer (BasicSR: Adam, betas (0.9, 0.99)); the EMA of the
+    generator moves by `ema_decay`.
     """
 
-    def __init__(self, generator, discriminator, vgg19, device: str, losses, make_optimizer):
+    def __init__(self, generator, discriminator, vgg19, device: str, losses, make_optimizer, ema_decay: float = 0.999):
         self.generator, self.discriminator = generator.to(device).train(), discriminator.to(device).train()
         # VGG19Features(('conv5_4',)): the convs up to conv5_4, before its ReLU, on ImageNet-standardised input.
         self.vgg = vgg19.features[: VGG19_NAMES.index("conv5_4") + 1].to(device).eval().requires_grad_(False)
@@ -52,7 +53,7 @@ class TorchGanStep:
                            gan_kind="rasgan")
         if any(getattr(losses, name) != value for name, value in implemented.items()):
             raise ValueError(f"TorchGanStep implements {implemented}, got {losses}")
-        self.losses = losses
+        self.losses, self.ema_decay = losses, ema_decay
         self.g_optimizer = make_optimizer(self.generator.parameters())
         self.d_optimizer = make_optimizer(self.discriminator.parameters())
         self.ema = [p.detach().clone() for p in self.generator.parameters()]
@@ -79,7 +80,7 @@ class TorchGanStep:
         metrics["l_g_total"].backward()
         self.g_optimizer.step()
         with torch.no_grad():
-            torch._foreach_lerp_(self.ema, list(self.generator.parameters()), 1.0 - self.losses.ema_decay)
+            torch._foreach_lerp_(self.ema, list(self.generator.parameters()), 1.0 - self.ema_decay)
 
         # Discriminator update on real HR and the fixed SR output, plus the gradient penalty.
         self.discriminator.requires_grad_(True)

@@ -192,7 +192,7 @@ def test_the_finetune_job_names_each_lr_file_it_skips(tmp_path):
     case is detected or named once in the job's problems, which ``pseudo_gt/index.json`` keeps for a rerun."""
     from desra_jax.detection.settings import Detector
     from desra_jax.inference import Upscaler
-    from desra_jax.training import finetune
+    from desra_jax.training import desra_sets
     from tests.test_finetune import constructed_generators
 
     written = write_corpus(tmp_path / "corpus")
@@ -200,9 +200,9 @@ def test_the_finetune_job_names_each_lr_file_it_skips(tmp_path):
     gan, mse = Upscaler(model, gan_params, 64, 8), Upscaler(model, mse_params, 64, 8)
     detect = Detector(DetectionSettings(0.7, 4))
     train_problems: list[str] = []
-    lr_images = finetune.read_named_images(str(tmp_path / "corpus" / "a"), train_problems)
-    records = finetune.make_pseudo_gt_set(lr_images, gan, mse, detect, 100, 0.0, str(tmp_path / "run"),
-                                          train_problems)
+    models = desra_sets.DeSRAModels(gan, mse, detect)
+    lr_images = desra_sets.read_named_images(str(tmp_path / "corpus" / "a"), train_problems)
+    records = desra_sets.make_pseudo_gt_set(lr_images, models, 100, 0.0, str(tmp_path / "run"), train_problems)
     refused = REFUSED["finetune"]
     for name in [*GOOD, *CASES]:
         stem = Path(written[name][0]).stem
@@ -215,8 +215,8 @@ def test_the_finetune_job_names_each_lr_file_it_skips(tmp_path):
 
     # Side b holds only readable partners; the 1x1 one is too small to be evaluated.
     held_problems: list[str] = []
-    held_out = finetune.HeldOut.prepare(finetune.read_named_images(str(tmp_path / "corpus" / "b"), held_problems),
-                                        None, gan, mse, detect, held_problems)
+    held_out = desra_sets.HeldOut.prepare(desra_sets.read_named_images(str(tmp_path / "corpus" / "b"), held_problems),
+                                          None, models, held_problems)
     assert len(held_problems) == 1 and held_problems[0].startswith(f"one_pixel: {TOO_SMALL_FOR_D}")
     assert sorted(item["name"] for item in held_out.items) == sorted(
         Path(b).stem for _, b in written.values() if b and Path(b).stem != "one_pixel")

@@ -45,7 +45,8 @@ def constructed_generators():
         for c in range(3):
             flat[f"{name}/kernel"][:, :, c, c] = centre
     mse = traverse_util.unflatten_dict({k: v.copy() for k, v in flat.items()}, sep="/")
-    # conv_hr also emits z = x - BRIGHT and -z; after the LeakyReLU, relu(z) = (lrelu(z) + LEAK lrelu(-z)) / (1 - LEAK^2)
+    # conv_hr also emits z = x - BRIGHT and -z; after the LeakyReLU,
+    # relu(z) = (lrelu(z) + LEAK lrelu(-z)) / (1 - LEAK^2)
     for c in range(3):
         flat["conv_hr/kernel"][1, 1, c, 3 + c], flat["conv_hr/bias"][3 + c] = 1, -BRIGHT
         flat["conv_hr/kernel"][1, 1, c, 6 + c], flat["conv_hr/bias"][6 + c] = -1, BRIGHT
@@ -73,7 +74,8 @@ def setting(tmp_path_factory):
                 mask, _ = detect_artifacts(*results, min_area=config.detection.min_area)
                 write_image(root / "labels" / f"{i}_{name}.png", np.asarray(mask[0]))
     config.update(init_from=str(root / "gan"), mse_model=str(root / "mse"))
-    config.data.update(lr_dir=str(root / "train"), eval_lr_dir=str(root / "held_out"), eval_mask_dir=str(root / "labels"))
+    config.data.update(lr_dir=str(root / "train"), eval_lr_dir=str(root / "held_out"),
+                       eval_mask_dir=str(root / "labels"))
     return root, config
 
 
@@ -136,7 +138,8 @@ def test_the_job_names_missing_inputs_and_online_needs_its_config(tmp_path):
 
 
 def test_headline_rates_count_against_the_labels_when_every_image_has_one(tmp_path):
-    from desra_jax.training.finetune import compare
+    from desra_jax.data.masks import read_mask
+    from desra_jax.metrics.comparison import compare
 
     square = np.zeros((40, 40), bool)
     square[5:15, 5:15] = True
@@ -146,13 +149,13 @@ def test_headline_rates_count_against_the_labels_when_every_image_has_one(tmp_pa
     images = [np.zeros((40, 40, 3), np.float32)]
     before, after = (images, [square]), (images, [np.zeros_like(square)])
 
-    unlabelled, details = compare(before, after, [{"name": "a", "gt_path": None}])
+    unlabelled, details = compare(before, after, ["a"], [None])
     assert details["rates_against"] == "detection before" and "gt_removal_rate" not in unlabelled
     assert unlabelled["removal_rate"] == unlabelled["detected_removal_rate"] == 1.0
     assert unlabelled["new_artifact_fraction"] == 0.0
 
     after_other = (images, [other])  # the fine-tuned model keeps the labelled artifact: nothing of it removed
-    labelled, details = compare(before, after_other, [{"name": "a", "gt_path": str(tmp_path / "label.png")}])
+    labelled, details = compare(before, after_other, ["a"], [read_mask(tmp_path / "label.png", shape=square.shape)])
     assert details["rates_against"] == "labels"
     assert labelled["removal_rate"] == labelled["gt_removal_rate"] == 0.0
     assert labelled["detected_removal_rate"] == 1.0 and labelled["detected_addition_rate"] == 1.0
@@ -162,15 +165,15 @@ def test_headline_rates_count_against_the_labels_when_every_image_has_one(tmp_pa
 def test_held_out_fidelity_is_measured_against_the_hr_images(tmp_path):
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    from desra_jax.training.finetune import compare, held_out_hr
+    from desra_jax.metrics.comparison import compare
+    from desra_jax.training.desra_sets import held_out_hr
 
     hr = photo_crop("coffee", (40, 48), 100, 200)[0]
     rng = np.random.default_rng(0)
     before = np.clip(hr + rng.normal(0, 0.1, hr.shape), 0, 1).astype(np.float32)
     after = np.clip(hr + rng.normal(0, 0.03, hr.shape), 0, 1).astype(np.float32)
     masks = [np.zeros((40, 48), bool)]
-    summary, _ = compare(([before], masks), ([after], masks), [{"name": "a", "gt_path": None, "hr": hr}],
-                         crop_border=4)
+    summary, _ = compare(([before], masks), ([after], masks), ["a"], hrs=[hr], crop_border=4)
     inner = (slice(4, -4), slice(4, -4))
     for when, result in (("before", before), ("after", after)):
         # BasicSR's PSNR and SSIM on the [0, 255] scale, as skimage computes them with a Gaussian 11x11 window
@@ -180,7 +183,7 @@ def test_held_out_fidelity_is_measured_against_the_hr_images(tmp_path):
             y, x, data_range=255, channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False),
             abs=2e-3)
     assert summary["psnr_after"] > summary["psnr_before"] + 5 and "lpips_before" not in summary
-    unscored, _ = compare(([before], masks), ([after], masks), [{"name": "a", "gt_path": None, "hr": None}])
+    unscored, _ = compare(([before], masks), ([after], masks), ["a"], hrs=[None])
     assert "psnr_before" not in unscored
 
     write_image(tmp_path / "hr" / "a.png", hr)

@@ -1,6 +1,7 @@
 """Real-ESRGAN's degradation in JAX against its PyTorch twin (references/degradations_torch.py), cv2,
 scipy and the noise models' formulas, on crops of the bundled photographs."""
 
+import dataclasses
 import math
 import os
 
@@ -13,6 +14,7 @@ from scipy import special, stats
 
 from desra_jax.data import interpolate, jpeg, kernels, noise
 from desra_jax.data.degradations import (
+    RealESRGANSettings,
     bicubic_downsample,
     pair_pool_init,
     pair_pool_update,
@@ -230,10 +232,10 @@ def test_random_noise_draws_type_and_gray_per_image():
 
 def test_settings_are_checked_and_override():
     with pytest.raises(ValueError, match="blur_sigmaa"):
-        realesrgan_degrade(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), {"blur_sigmaa": [0.1, 1.0]})
+        RealESRGANSettings.of({"blur_sigmaa": [0.1, 1.0]})
     with pytest.raises(ValueError, match=r"\(1, 30, 32, 3\)"):
         realesrgan_degrade(jax.random.key(0), jnp.zeros((1, 30, 32, 3)))
-    lr = jax.eval_shape(lambda key, hr: realesrgan_degrade(key, hr, {"scale": 2}), jax.random.key(0),
+    lr = jax.eval_shape(lambda key, hr: realesrgan_degrade(key, hr, RealESRGANSettings(scale=2)), jax.random.key(0),
                         jnp.zeros((1, 32, 48, 3)))
     assert lr.shape == (1, 16, 24, 3)
 
@@ -264,7 +266,7 @@ def test_pipeline_psnr_distribution_matches_the_torch_twin(hr_crops):
     np.testing.assert_allclose(ours * 255, np.round(ours * 255), rtol=0, atol=1e-3)  # on the 8-bit grid
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    opt = realesrgan_settings().to_dict()
+    opt = dataclasses.asdict(realesrgan_settings())
     # One image per call: the twin draws per batch, so its per-image distribution is that of batches of one.
     theirs = np.concatenate([ref.to_numpy(ref.degrade(rng, ref.to_torch(hr_crops[i : i + 1]), opt))
                              for i in range(_DRAWS)])
@@ -385,7 +387,7 @@ def test_the_step_degradation_makes_pairs_from_hr_and_sharpens_the_target():
 
     settings = realesrgan_settings()
     hr = np.concatenate([photo_crop("astronaut", (96, 96), 100, 150), photo_crop("coffee", (96, 96), 50, 200)])
-    degradation = Degradation.of(settings)
+    degradation = Degradation(settings)
     key = jax.random.key(3)
     states = {"pool": pair_pool_init(4, (24, 24, 3), (96, 96, 3))}
     states, batch = jax.jit(degradation)(states, {"hr": hr}, key)

@@ -1,6 +1,7 @@
 """Image I/O, pairing files by name, datasets and degradations."""
 
 from desra_jax.data.degradations import (
+    RealESRGANSettings,
     bicubic_downsample,
     bicubic_upsample,
     imresize,

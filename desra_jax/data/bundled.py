@@ -66,9 +66,9 @@ def _realesrgan_degradation(scale: int):
     op, its hundreds of small operations take four times as long on the CPU)."""
     import jax
 
-    from desra_jax.data.realesrgan_degradation import realesrgan_degrade
+    from desra_jax.data.realesrgan_degradation import RealESRGANSettings, realesrgan_degrade
 
-    return jax.jit(lambda key, hr: realesrgan_degrade(key, hr, {"scale": scale}))
+    return jax.jit(lambda key, hr: realesrgan_degrade(key, hr, RealESRGANSettings(scale=scale)))
 
 
 def write_lr_sets(root: str, sets: dict[str, tuple[str, ...]], scale: int, degradation: str, seed: int,

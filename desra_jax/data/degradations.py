@@ -1,10 +1,10 @@
 """Degradations that make LR training images from HR ones: the entry point of ``desra_jax.data``.
 
 - Real-ESRGAN's second-order degradation, jitted and batched on the device: ``realesrgan_degrade(key, hr,
-  settings)`` with ``realesrgan_settings()``, the GT sharpening ``usm_sharp``, and the training-pair pool
-  (``pair_pool_init``, ``pair_pool_update``). The pieces live in ``kernels`` (blur and sinc kernels,
-  ``filter2d``, USM), ``interpolate`` (torch's resize modes), ``noise``, ``jpeg`` (DiffJPEG) and
-  ``realesrgan_degradation`` (the pipeline and the pool).
+  settings)`` with a frozen ``RealESRGANSettings`` (``realesrgan_settings()``: the released ones), the GT
+  sharpening ``usm_sharp``, and the training-pair pool (``pair_pool_init``, ``pair_pool_update``). The pieces
+  live in ``kernels`` (blur and sinc kernels, ``filter2d``, USM), ``interpolate`` (torch's resize modes),
+  ``noise``, ``jpeg`` (DiffJPEG) and ``realesrgan_degradation`` (the pipeline and the settings, the pool).
 - The bicubic degradation that made DIV2K's LR images: MATLAB's ``imresize``, numpy, on the host (below).
 
 The bicubic follows BasicSR's ``basicsr/utils/matlab_functions.py`` (``imresize``, ``calculate_weights_indices``), which
@@ -30,6 +30,7 @@ import numpy as np
 from desra_jax.data.kernels import filter2d, usm_sharp
 from desra_jax.data.realesrgan_degradation import (
     PairPool,
+    RealESRGANSettings,
     pair_pool_init,
     pair_pool_update,
     realesrgan_degrade,
@@ -38,6 +39,7 @@ from desra_jax.data.realesrgan_degradation import (
 
 __all__ = [
     "PairPool",
+    "RealESRGANSettings",
     "bicubic_downsample",
     "bicubic_upsample",
     "filter2d",

@@ -20,8 +20,9 @@ the largest factor.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import types
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import jax
@@ -38,70 +39,73 @@ from desra_jax.data.kernels import (
 )
 from desra_jax.data.noise import random_noise
 
-
-def realesrgan_settings():
-    """Real-ESRGAN x4plus's degradation as an ``ml_collections.ConfigDict`` for the configs (the values of
-    :func:`realesrgan_defaults`)."""
-    import ml_collections  # only the configs need a ConfigDict; the library runs without ml_collections
-
-    return ml_collections.ConfigDict(realesrgan_defaults())
+_KERNEL_PROB = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
 
 
-def realesrgan_defaults() -> dict:
+@dataclasses.dataclass(frozen=True)
+class RealESRGANSettings:
     """Real-ESRGAN x4plus's degradation: ``options/train_realesrgan_x4plus.yml`` (identical in these values to
     ``train_realesrnet_x4plus.yml``), the names as there; ``sharpen_input`` is the yml's ``gt_usm`` (both
-    recipes degrade the USM-sharpened GT) and ``usm_*`` are ``USMSharp``'s defaults."""
-    families = list(KERNEL_FAMILIES)
-    kernel_prob = [0.45, 0.25, 0.12, 0.03, 0.12, 0.03]
-    return {
-        "scale": 4,
-        "sharpen_input": True,
-        "usm_weight": 0.5,
-        "usm_radius": 50,
-        "usm_threshold": 10.0,
-        # the first degradation
-        "kernel_list": families,
-        "kernel_prob": kernel_prob,
-        "sinc_prob": 0.1,
-        "blur_sigma": [0.2, 3.0],
-        "betag_range": [0.5, 4.0],
-        "betap_range": [1.0, 2.0],
-        "resize_prob": [0.2, 0.7, 0.1],
-        "resize_range": [0.15, 1.5],
-        "gaussian_noise_prob": 0.5,
-        "noise_range": [1.0, 30.0],
-        "poisson_scale_range": [0.05, 3.0],
-        "gray_noise_prob": 0.4,
-        "jpeg_range": [30.0, 95.0],
-        # the second degradation
-        "second_blur_prob": 0.8,
-        "kernel_list2": families,
-        "kernel_prob2": kernel_prob,
-        "sinc_prob2": 0.1,
-        "blur_sigma2": [0.2, 1.5],
-        "betag_range2": [0.5, 4.0],
-        "betap_range2": [1.0, 2.0],
-        "resize_prob2": [0.3, 0.4, 0.3],
-        "resize_range2": [0.3, 1.2],
-        "gaussian_noise_prob2": 0.5,
-        "noise_range2": [1.0, 25.0],
-        "poisson_scale_range2": [0.05, 2.5],
-        "gray_noise_prob2": 0.4,
-        "jpeg_range2": [30.0, 95.0],
-        "final_sinc_prob": 0.8,
-        # the training-pair pool (``pair_pool_init``)
-        "queue_size": 180,
-    }
+    recipes degrade the USM-sharpened GT) and ``usm_*`` are ``USMSharp``'s defaults. Frozen and of tuples, so
+    that it hashes: a jitted step is compiled once per setting. Suffix 2: the second degradation."""
+
+    scale: int = 4
+    sharpen_input: bool = True
+    usm_weight: float = 0.5
+    usm_radius: int = 50
+    usm_threshold: float = 10.0
+    # the first degradation
+    kernel_list: tuple[str, ...] = tuple(KERNEL_FAMILIES)
+    kernel_prob: tuple[float, ...] = _KERNEL_PROB
+    sinc_prob: float = 0.1
+    blur_sigma: tuple[float, float] = (0.2, 3.0)
+    betag_range: tuple[float, float] = (0.5, 4.0)
+    betap_range: tuple[float, float] = (1.0, 2.0)
+    resize_prob: tuple[float, float, float] = (0.2, 0.7, 0.1)
+    resize_range: tuple[float, float] = (0.15, 1.5)
+    gaussian_noise_prob: float = 0.5
+    noise_range: tuple[float, float] = (1.0, 30.0)
+    poisson_scale_range: tuple[float, float] = (0.05, 3.0)
+    gray_noise_prob: float = 0.4
+    jpeg_range: tuple[float, float] = (30.0, 95.0)
+    # the second degradation
+    second_blur_prob: float = 0.8
+    kernel_list2: tuple[str, ...] = tuple(KERNEL_FAMILIES)
+    kernel_prob2: tuple[float, ...] = _KERNEL_PROB
+    sinc_prob2: float = 0.1
+    blur_sigma2: tuple[float, float] = (0.2, 1.5)
+    betag_range2: tuple[float, float] = (0.5, 4.0)
+    betap_range2: tuple[float, float] = (1.0, 2.0)
+    resize_prob2: tuple[float, float, float] = (0.3, 0.4, 0.3)
+    resize_range2: tuple[float, float] = (0.3, 1.2)
+    gaussian_noise_prob2: float = 0.5
+    noise_range2: tuple[float, float] = (1.0, 25.0)
+    poisson_scale_range2: tuple[float, float] = (0.05, 2.5)
+    gray_noise_prob2: float = 0.4
+    jpeg_range2: tuple[float, float] = (30.0, 95.0)
+    final_sinc_prob: float = 0.8
+    # the training-pair pool (``pair_pool_init``)
+    queue_size: int = 180
+
+    @classmethod
+    def of(cls, overrides: Mapping | None = None) -> "RealESRGANSettings":
+        """The defaults with the keys of the plain mapping ``overrides`` replaced (lists become tuples); an unknown
+        key fails, naming it."""
+        given = dict(overrides or {})
+        known = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ValueError(f"realesrgan_degrade settings: unknown keys {unknown}; known: {sorted(known)}")
+        return cls(**{key: _frozen(value) for key, value in given.items()})
 
 
-def _resolved(settings) -> types.SimpleNamespace:
-    """The defaults overridden by ``settings`` (a ConfigDict or mapping); an unknown key fails, naming it."""
-    resolved = realesrgan_defaults()
-    given = {} if settings is None else settings.to_dict() if hasattr(settings, "to_dict") else dict(settings)
-    unknown = sorted(set(given) - set(resolved))
-    if unknown:
-        raise ValueError(f"realesrgan_degrade settings: unknown keys {unknown}; known: {sorted(resolved)}")
-    return types.SimpleNamespace(**{**resolved, **given})
+def _frozen(value):
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def realesrgan_settings() -> RealESRGANSettings:
+    """The released degradation (``RealESRGANSettings``' defaults)."""
+    return RealESRGANSettings()
 
 
 def _canvas(length: int) -> int:
@@ -139,44 +143,44 @@ def _random_quality(key, n: int, jpeg_range) -> jnp.ndarray:
     return jax.random.uniform(key, (n,), minval=jpeg_range[0], maxval=jpeg_range[1])
 
 
-def _kernels(key, n: int, s: types.SimpleNamespace, suffix: str) -> jnp.ndarray:
+def _kernels(key, n: int, s: RealESRGANSettings, suffix: str) -> jnp.ndarray:
     def draw(k):
         return random_mixed_kernel(
             k,
             getattr(s, "kernel_list" + suffix),
             getattr(s, "kernel_prob" + suffix),
-            tuple(getattr(s, "blur_sigma" + suffix)),
-            tuple(getattr(s, "betag_range" + suffix)),
-            tuple(getattr(s, "betap_range" + suffix)),
+            getattr(s, "blur_sigma" + suffix),
+            getattr(s, "betag_range" + suffix),
+            getattr(s, "betap_range" + suffix),
             getattr(s, "sinc_prob" + suffix),
         )
 
     return jax.vmap(draw)(jax.random.split(key, n))
 
 
-def _noise(key, images, s: types.SimpleNamespace, suffix: str, valid) -> jnp.ndarray:
+def _noise(key, images, s: RealESRGANSettings, suffix: str, valid) -> jnp.ndarray:
     return random_noise(
         key,
         images,
         getattr(s, "gaussian_noise_prob" + suffix),
-        tuple(getattr(s, "noise_range" + suffix)),
-        tuple(getattr(s, "poisson_scale_range" + suffix)),
+        getattr(s, "noise_range" + suffix),
+        getattr(s, "poisson_scale_range" + suffix),
         getattr(s, "gray_noise_prob" + suffix),
         valid,
     )
 
 
-def realesrgan_degrade(key, hr: jnp.ndarray, settings=None) -> jnp.ndarray:
+def realesrgan_degrade(key, hr: jnp.ndarray, settings: RealESRGANSettings | None = None) -> jnp.ndarray:
     """Real-ESRGAN's LR image of each HR image (module docstring), one independent draw per image from ``key``.
 
     hr: (N, H, W, 3) float32 RGB in [0, 1], H and W divisible by ``settings.scale``; settings: None for
-    ``realesrgan_settings()``, or a ConfigDict / mapping overriding some of its keys. Returns (N, H / scale,
+    the released ``RealESRGANSettings()``, or others (``RealESRGANSettings.of(overrides)``). Returns (N, H / scale,
     W / scale, 3) float32 in [0, 1] on the 8-bit grid. Pure and traceable (call it inside a jitted step;
     settings are Python values, fixed at trace time). Real-ESRGAN degrades 400 x 400 GT crops and then cuts
     aligned 256 / 64 patches out of GT and LR; the HR given here is degraded whole, so a caller that wants the
     released borders degrades larger crops and cuts the patches afterwards.
     """
-    s = _resolved(settings)
+    s = settings or RealESRGANSettings()
     n, h, w, c = hr.shape
     scale = s.scale
     if c != 3 or h % scale or w % scale:

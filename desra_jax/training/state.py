@@ -78,3 +78,10 @@ def sr_states(generator, g_params, tx, discriminator=None, d_variables=None) -> 
     if discriminator is not None:
         states["discriminator"] = create_state(discriminator, d_variables, tx, ema=False)
     return states
+
+
+def run_keys(seed: int) -> tuple:
+    """The (initialisation, discriminator, step) keys of an SR run from its `seed`: the one split every job makes,
+    so that a fresh discriminator of one seed is the same in SR training and in DeSRA fine-tuning."""
+    init_key, discriminator_key, step_key = jax.random.split(jax.random.key(seed), 3)
+    return init_key, discriminator_key, step_key

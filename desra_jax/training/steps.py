@@ -16,7 +16,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from desra_jax.data.degradations import pair_pool_update, realesrgan_degrade, usm_sharp
+from desra_jax.data.degradations import RealESRGANSettings, pair_pool_update, realesrgan_degrade, usm_sharp
 from desra_jax.losses import adversarial, frequency, perceptual, pixel
 from desra_jax.losses.segmentation import segmentation_loss
 from desra_jax.training import sharding
@@ -46,7 +46,6 @@ class GanLosses:
     gan_weight: float = 5e-3
     gradient_penalty_weight: float = 0.0
     fft_weight: float = 0.0
-    ema_decay: float = 0.999
 
     def __post_init__(self):
         # A {layer: weight} table (a config's) becomes pairs: the setting is hashed to find its compiled step.
@@ -88,7 +87,7 @@ def discriminate(d_state: TrainState, params, model_state, images):
 
 
 def gan_step(g_state: TrainState, d_state: TrainState, batch, key, perceptual_params=None, *, losses: GanLosses,
-             perceptual_net=None):
+             perceptual_net=None, ema_decay: float = 0.999):
     """One generator update then one discriminator update (ESRGAN / BasicSR order) on the same batch.
 
     Generator: weighted pixel + perceptual + FFT + adversarial generator loss, with the discriminator fixed.
@@ -98,7 +97,7 @@ def gan_step(g_state: TrainState, d_state: TrainState, batch, key, perceptual_pa
     through both means, as in Jolicoeur-Martineau's formulation and the original ESRGAN code (BasicSR detaches
     the other side's mean). BatchNorm statistics and spectral-norm vectors advance in the discriminator update
     only. `key` drives the interpolation weights of the penalty. `perceptual_net` is the perceptual loss's
-    VGG19Features or LPIPS module, with `perceptual_params`.
+    VGG19Features or LPIPS module, with `perceptual_params`. The generator's EMA moves by `ema_decay`.
 
     batch: {'lr', 'hr'} and optionally 'target': the image the pixel and perceptual losses compare with, when it
     is not the HR the discriminator sees (Real-ESRGAN's USM-sharpened GT).
@@ -128,7 +127,7 @@ def gan_step(g_state: TrainState, d_state: TrainState, batch, key, perceptual_pa
         return sum(terms.values()), (terms, sr)
 
     (g_total, (metrics, sr)), g_grads = jax.value_and_grad(generator_objective, has_aux=True)(g_state.params)
-    g_state = _finish_generator_update(g_state, g_grads, losses.ema_decay)
+    g_state = _finish_generator_update(g_state, g_grads, ema_decay)
     d_state, d_metrics = discriminator_step(d_state, hr, jax.lax.stop_gradient(sr), key, losses=losses)
     return g_state, d_state, {**metrics, **d_metrics, "l_g_total": g_total}
 
@@ -190,35 +189,26 @@ def _jit_step(step, mesh):
 
 @dataclasses.dataclass(frozen=True)
 class Degradation:
-    """Real-ESRGAN's on-device making of training pairs from HR patches (`realesrgan_degrade` with `settings`, a
-    tuple of (key, value) pairs so that the setting hashes). The states may hold a `'pool'` (`pair_pool_init`):
+    """Real-ESRGAN's on-device making of training pairs from HR patches (`realesrgan_degrade` with `settings`,
+    frozen, so that the setting hashes). The states may hold a `'pool'` (`pair_pool_init`):
     the pairs then pass through Real-ESRGAN's training-pair pool. With `sharpen_input` (the yml's `gt_usm`) the
     pixel and perceptual losses compare with the USM-sharpened GT (`l1_gt_usm`, `percep_gt_usm`) while the
     discriminator sees the GT as it is (`gan_gt_usm: False`)."""
 
-    settings: tuple[tuple[str, object], ...]
-
-    @classmethod
-    def of(cls, settings) -> "Degradation":
-        """From a mapping of `realesrgan_settings` keys (lists become tuples)."""
-        return cls(tuple(sorted((str(k), _frozen(v)) for k, v in dict(settings).items())))
+    settings: RealESRGANSettings
 
     def __call__(self, states: dict, batch, key) -> tuple[dict, dict]:
         """(states with the updated pool, {'lr', 'hr', 'target'}) from {'hr': GT patches}."""
-        settings = dict(self.settings)
+        settings = self.settings
         degrade_key, pool_key = jax.random.split(key)
         gt = batch["hr"]
         lr = realesrgan_degrade(degrade_key, gt, settings)
         if "pool" in states:
             pool, lr, gt = pair_pool_update(pool_key, states["pool"], lr, gt)
             states = {**states, "pool": pool}
-        target = usm_sharp(gt, settings["usm_weight"], settings["usm_radius"], settings["usm_threshold"]) \
-            if settings.get("sharpen_input", True) else gt
+        target = usm_sharp(gt, settings.usm_weight, settings.usm_radius, settings.usm_threshold) \
+            if settings.sharpen_input else gt
         return states, {"lr": lr, "hr": gt, "target": target}
-
-
-def _frozen(value):
-    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 @functools.cache
@@ -239,7 +229,7 @@ def _sr_step(mesh, pixel_kind: str, ema_decay: float, losses: GanLosses | None, 
         else:
             generator, discriminator, metrics = gan_step(states["generator"], states["discriminator"], batch, key,
                                                          perceptual_params, losses=losses,
-                                                         perceptual_net=perceptual_net)
+                                                         perceptual_net=perceptual_net, ema_decay=ema_decay)
         return {**states, "generator": generator, "discriminator": discriminator}, metrics
 
     return _jit_step(step, mesh)
@@ -248,12 +238,14 @@ def _sr_step(mesh, pixel_kind: str, ema_decay: float, losses: GanLosses | None, 
 def sr_train_step(mesh, *, pixel_kind: str = "l1", ema_decay: float = 0.999, losses: GanLosses | None = None,
                   perceptual_net=None, perceptual_params=None, degradation: Degradation | None = None,
                   discriminator_warmup: int = 0):
-    """The jitted SR step `(states, batch, key) -> (states, metrics)` over `mesh`: `pixel_step` when `losses` is
-    None (states {'generator'}), else `gan_step` with `losses` (states {'generator', 'discriminator'}) and the
-    perceptual loss's network `perceptual_net` and its replicated `perceptual_params` (None without one). With a
+    """The jitted SR step `(states, batch, key) -> (states, metrics)` over `mesh`: `pixel_step` of the loss
+    `pixel_kind` when `losses` is None (states {'generator'}), else `gan_step` with `losses`, which name their own
+    pixel loss (states {'generator', 'discriminator'}), the perceptual loss's network `perceptual_net` and its
+    replicated `perceptual_params` (None without one). With a
     `degradation` the batch is {'hr'} alone and the LR is made inside the step (`Degradation`). The first
     `discriminator_warmup` steps of the discriminator (counted by its state, so a resumed run goes on where it
-    stopped) are `discriminator_warmup_step`s: the generator waits."""
+    stopped) are `discriminator_warmup_step`s: the generator waits. Either way the generator's EMA moves by
+    `ema_decay`."""
     step = _sr_step(mesh, pixel_kind, ema_decay, losses, perceptual_net, degradation)
     if not discriminator_warmup or losses is None:
         return lambda states, batch, key: step(states, batch, key, perceptual_params)
