@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -90,3 +91,31 @@ def test_exif_orientation_is_applied_as_cv2_imread_shows_it(tmp_path, photo_leve
     image = read_image(path)
     assert image.shape == shown.shape == ((28, 20, 3) if orientation >= 5 else (20, 28, 3))
     np.testing.assert_allclose(image, shown, rtol=0, atol=1e-7)
+
+
+def test_giant_ncnn_files_are_refused_from_their_layout_in_bounded_memory(tmp_path):
+    from desra_jax.convert.registry import available_models
+
+    param = tmp_path / "x4plus.param"
+    param.write_bytes(Path(available_models()["realesrgan-x4plus"]).read_bytes())
+    with open(tmp_path / "x4plus.bin", "wb") as file:  # zeros: every storage tag reads float32
+        file.truncate(8 << 30)
+    with open(tmp_path / "line.param", "wb") as file:  # 100 MiB of one line
+        file.write(b"7767517\n")
+        file.truncate(100 << 20)
+    errors, peak = peak_memory(textwrap.dedent(f"""
+        import json
+        from desra_jax.convert.ncnn import read_ncnn
+        errors = []
+        for path in ({str(param)!r}, {str(tmp_path / "line.param")!r}):
+            try:
+                read_ncnn(path)
+            except ValueError as error:
+                errors.append(str(error))
+        print(json.dumps(errors))
+    """))
+    assert errors[0].startswith(f"{tmp_path / 'x4plus.bin'}: 8,523,141,240 bytes left after the last layer's weights "
+                                f"({param} lays out 66,793,352 bytes, the file has 8,589,934,592)")
+    assert errors[1] == (f"{tmp_path / 'line.param'}: 104,857,600 bytes, larger than any ncnn .param this reader "
+                         "accepts (16,777,216 bytes); not read")
+    assert peak < PEAK_BOUND, peak
