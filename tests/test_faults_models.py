@@ -65,3 +65,61 @@ def test_a_param_that_is_not_text_or_not_a_param_is_named_with_a_short_excerpt(t
         load_ncnn(long_line)
     assert str(raised.value) == (f"{long_line}:2: a line longer than 4096 characters, so not an ncnn .param "
                                  f"(starts {'9' * 60!r}...)")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A saved tiny SRVGGNetCompact (num_conv 2, x4) and its model.json, read back as a dict."""
+    import jax
+    import numpy as np
+
+    from desra_jax.models.directory import save_model
+    from desra_jax.models.srvgg import SRVGGNetCompact
+
+    module = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=4)
+    directory = tmp_path_factory.mktemp("models") / "srvgg"
+    save_model(directory, module, module.init(jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32))["params"])
+    return directory, json.loads((directory / "model.json").read_text())
+
+
+def _edited(saved: dict, edit: str):
+    """``saved`` (a model.json) changed as ``edit`` names."""
+    config = json.loads(json.dumps(saved))
+    if edit == "a list":
+        return [config]
+    if edit == "no architecture":
+        del config["architecture"]
+    elif edit == "dtype object":
+        config["config"]["dtype"] = {"dtype": "object"}
+    elif edit == "upscale 0":
+        config["config"]["upscale"] = 0
+    elif edit == "num_conv 5":
+        config["config"]["num_conv"] = 5
+    elif edit == "architecture RRDBNet":
+        config["architecture"] = "RRDBNet"
+        config["config"] = {"num_feat": 8, "num_block": 1}
+    return config
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("a list", "expected an object with keys 'architecture' and 'config', got a list"),
+    ("no architecture", "key 'architecture' must hold a string, got nothing"),
+    ("dtype object", ('config.dtype: expected {"dtype": one of float32, bfloat16, float16, float64}, got '
+                      '{"dtype": "object"}')),
+    ("upscale 0", "key 'config' makes no working SRVGGNetCompact ("),
+    ("num_conv 5", "key 'config' does not fit the saved variables: 9 parameters missing (first ['body_10']"),
+    ("architecture RRDBNet", "key 'config' does not fit the saved variables: "),
+])
+def test_a_damaged_model_json_is_one_line_naming_the_file_and_key(model_dir, tmp_path, edit, message):
+    import shutil
+
+    from desra_jax.models.directory import load_model
+
+    source, saved = model_dir
+    directory = tmp_path / "edited"
+    shutil.copytree(source, directory)
+    (directory / "model.json").write_text(json.dumps(_edited(saved, edit)))
+    with pytest.raises(ValueError) as raised:
+        load_model(directory)
+    assert str(raised.value).startswith(f"{directory / 'model.json'}: {message}"), str(raised.value)
+    assert "\n" not in str(raised.value)
