@@ -104,10 +104,9 @@ def train_loop(
         os.path.join(workdir, "checkpoints"),
         options=ocp.CheckpointManagerOptions(max_to_keep=schedule.keep_checkpoints, create=True),
     )
-    start = manager.latest_step() or 0
+    states, start = restore_newest(manager, states)
     num_steps = schedule.num_steps
     if start:
-        states = manager.restore(start, args=ocp.args.StandardRestore(states))
         logging.info("%s: resumed from step %d", workdir, start)
 
     is_main = jax.process_index() == 0
@@ -165,6 +164,47 @@ def train_loop(
         if writer:
             writer.close()
     return states, summary
+
+
+def restore_newest(manager: ocp.CheckpointManager, states):
+    """``(states restored from the newest checkpoint that restores, its step)``, or ``(states, 0)`` when there is
+    none. A newer checkpoint that fails to restore (a truncated or damaged file) is logged with the reason and
+    renamed ``<step>.damaged`` (never deleted); nothing is renamed unless an older one restores, so a restore that
+    fails for every checkpoint (e.g. states of another shape) raises, naming the newest checkpoint."""
+    failed = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            restored = manager.restore(step, args=ocp.args.StandardRestore(states))
+        except Exception as error:  # orbax and tensorstore raise many kinds for damaged files
+            failed.append((step, error))
+            continue
+        for bad_step, error in failed:
+            aside = _set_aside(os.path.join(os.fspath(manager.directory), str(bad_step)))
+            logging.warning("checkpoint %d does not restore (%s); moved aside to %s, resuming from step %d", bad_step,
+                            _first_line(error), aside, step)
+        if failed:
+            manager.reload()
+        return restored, step
+    if failed:
+        step, error = failed[0]
+        raise ValueError(f"{manager.directory}/{step}: no checkpoint restores; the newest fails with: "
+                         f"{_first_line(error)}") from error
+    return states, 0
+
+
+def _first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}"
+
+
+def _set_aside(folder: str) -> str:
+    """Renames ``folder`` to ``<folder>.damaged`` (``.damaged-2``, ... when taken) on process 0; returns the name."""
+    aside, number = f"{folder}.damaged", 1
+    while os.path.exists(aside):
+        number += 1
+        aside = f"{folder}.damaged-{number}"
+    if jax.process_index() == 0:
+        os.rename(folder, aside)
+    return aside
 
 
 class _StopRequest:
