@@ -119,3 +119,40 @@ def test_giant_ncnn_files_are_refused_from_their_layout_in_bounded_memory(tmp_pa
     assert errors[1] == (f"{tmp_path / 'line.param'}: 104,857,600 bytes, larger than any ncnn .param this reader "
                          "accepts (16,777,216 bytes); not read")
     assert peak < PEAK_BOUND, peak
+
+
+def sparse_safetensors(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+    """A ``.safetensors`` file of float32 tensors ``{name: shape}`` whose data is a hole (sparse: no disk used)."""
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = 4 * int(np.prod(shape))
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as file:
+        file.write(len(text).to_bytes(8, "little") + text)
+        file.truncate(8 + len(text) + offset)
+
+
+def test_giant_torch_files_are_refused_from_their_header_in_bounded_memory(tmp_path):
+    unrelated, misshapen, garbage = tmp_path / "unrelated.safetensors", tmp_path / "rrdb.safetensors", tmp_path / "g.pth"
+    sparse_safetensors(unrelated, {"encoder.embed.weight": (1 << 30,)})  # 4 GiB
+    sparse_safetensors(misshapen, {"conv_first.weight": (1024, 1024, 32, 32), "conv_last.weight": (3, 1024, 3, 3)})
+    with open(garbage, "wb") as file:
+        file.truncate(8 << 30)
+    errors, peak = peak_memory(textwrap.dedent(f"""
+        import json
+        from desra_jax.convert.registry import load_sr_model
+        errors = []
+        for path in ({str(unrelated)!r}, {str(misshapen)!r}, {str(garbage)!r}):
+            try:
+                load_sr_model(path)
+            except ValueError as error:
+                errors.append(str(error))
+        print(json.dumps(errors))
+    """))
+    assert errors[0].startswith(f"{unrelated}: keys (encoder.embed.weight, ...) fit none of the architectures")
+    assert errors[1].startswith(f"{misshapen}: "), errors[1]  # a 4 GiB first conv: the shapes go no further
+    assert errors[2].startswith(f"{garbage}: not a readable PyTorch checkpoint (") and len(errors[2]) < 400
+    assert peak < PEAK_BOUND, peak
