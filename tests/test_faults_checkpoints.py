@@ -69,3 +69,53 @@ def test_when_no_checkpoint_restores_nothing_is_moved_and_the_error_names_the_ne
         count_steps(tmp_path, 3)
     assert str(raised.value).startswith(f"{checkpoints}/2: no checkpoint restores; the newest fails with: ")
     assert sorted(p.name for p in checkpoints.iterdir()) == ["1", "2"]
+
+
+#: A training job whose three checkpoints (30,000 random float32 each) overflow a 300 KiB disk at the third; it
+#: prints an OSError as the drivers do (experiments.main: one line).
+FILLS_THE_DISK = """
+import sys, jax, jax.numpy as jnp, numpy as np
+from desra_jax.training.evaluation import Evaluation
+from desra_jax.training.loop import Schedule, train_loop
+from desra_jax.training.sharding import data_mesh
+try:
+    train_loop(sys.argv[1], {"w": jax.random.normal(jax.random.key(1), (30000,))},
+               lambda step: {"x": np.ones((jax.device_count(),), np.float32)},
+               lambda states, batch, key: ({"w": states["w"] + batch["x"].sum()}, {"loss": jnp.zeros(())}),
+               lambda states, step: Evaluation({"w0": float(states["w"][0])}), jax.random.key(0), data_mesh(),
+               Schedule(6, log_every=1, eval_every=100, checkpoint_every=2), name="disk")
+except OSError as error:
+    sys.exit(f"error: {error}")
+"""
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 300 KiB tmpfs (mounting needs root: skipped otherwise), unmounted afterwards."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)],
+                                           check=False, capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_while_checkpointing_is_one_error_and_leaves_no_temporary_folder(tiny_disk):
+    import subprocess
+    import sys
+
+    from tests.faults import REPO
+
+    result = subprocess.run([sys.executable, "-c", FILLS_THE_DISK, str(tiny_disk / "run")], check=False, cwd=REPO,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"})
+    checkpoints = tiny_disk / "run" / "checkpoints"
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and last == (f"error: {checkpoints}: cannot write the checkpoint (the disk is "
+                                               "full); free space and rerun the same command to resume from step 4")
+    assert "Traceback" not in result.stderr and "RESOURCE_EXHAUSTED" not in result.stderr
+    assert "Event loop is closed" not in result.stderr and "ERROR:absl" not in result.stderr
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["2", "4"]  # no *.orbax-checkpoint-tmp

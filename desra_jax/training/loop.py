@@ -12,11 +12,17 @@ Workdir layout (one per phase):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import json
+import logging as python_logging
 import os
+import shutil
 import signal
+import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 
 import jax
@@ -125,6 +131,8 @@ def train_loop(
         return evaluation.summary
 
     stop = _StopRequest()
+    quiet = _QuietDiskFull()
+    logging.get_absl_logger().addFilter(quiet)
     summary = {}
     batches = prefetch_to_device(make_batch, range(start, num_steps), mesh, prefetch)
     bar = tqdm(total=num_steps, initial=start, desc=name, disable=not is_main, dynamic_ncols=True)
@@ -146,24 +154,71 @@ def train_loop(
             if step % schedule.checkpoint_every == 0 or step == num_steps or stop.requested:
                 if writer:
                     writer.sync()  # the log is on disk before the checkpoint that a resumed run starts from
-                manager.save(step, args=ocp.args.StandardSave(states))
+                with checkpoint_failures(manager):
+                    manager.save(step, args=ocp.args.StandardSave(states))
                 kill_point(f"checkpoint:{step}")
             if stop.requested:
-                manager.wait_until_finished()
+                with checkpoint_failures(manager):
+                    manager.wait_until_finished()
                 raise TrainingInterrupted(
                     f"{stop.requested} at step {step}: checkpoint saved in {workdir}/checkpoints; "
                     "rerun the same command to resume"
                 )
-        manager.wait_until_finished()
+        with checkpoint_failures(manager):
+            manager.wait_until_finished()
         if not summary:  # killed after the last checkpoint but before the models were written
             summary = evaluate_and_record(states, num_steps)
     finally:
         bar.close()
         stop.restore()
+        logging.get_absl_logger().removeFilter(quiet)
         batches.close()
         if writer:
             writer.close()
     return states, summary
+
+
+#: What orbax's and tensorstore's messages say when the disk is full.
+_DISK_FULL = ("No space left on device", "RESOURCE_EXHAUSTED", "[Errno 28]")
+
+
+class _QuietDiskFull(python_logging.Filter):
+    """Drops orbax's own error logs of a full disk (a traceback from each of its writer threads), which
+    :func:`checkpoint_failures` replaces with one error."""
+
+    def filter(self, record: python_logging.LogRecord) -> bool:
+        text = record.getMessage() + ("".join(traceback.format_exception(*record.exc_info)) if record.exc_info else "")
+        return not ("orbax" in record.pathname and any(mark in text for mark in _DISK_FULL))
+
+
+@contextlib.contextmanager
+def checkpoint_failures(manager: ocp.CheckpointManager):
+    """Runs a checkpoint save or wait; a failure to write (a full disk, a lost mount) becomes one OSError naming the
+    checkpoint folder and the first line of the cause, after the unfinished ``*.orbax-checkpoint-tmp`` folders are
+    removed (the finished checkpoints stay, and a rerun resumes from the newest). Orbax's own logs of a full disk
+    are left out: the error says it once."""
+    try:
+        yield
+    except Exception as error:  # orbax re-raises its writer threads' errors as they came
+        directory = os.fspath(manager.directory)
+        _join_orbax_threads()  # the save's other writer threads end (and log) before their folder is removed
+        if jax.process_index() == 0:
+            for unfinished in glob.glob(os.path.join(glob.escape(directory), "*.orbax-checkpoint-tmp*")):
+                shutil.rmtree(unfinished, ignore_errors=True)
+        full = any(mark in f"{error!r} {error.__cause__!r} {error.__context__!r}" for mark in _DISK_FULL)
+        raise OSError(f"{directory}: cannot write the checkpoint ({'the disk is full' if full else _first_line(error)})"
+                      f"; free space and rerun the same command to resume from step {manager.latest_step() or 0}"
+                      ) from error
+
+
+def _join_orbax_threads(timeout: float = 60.0) -> None:
+    """Waits up to ``timeout`` seconds for orbax's writer threads of a failed save: the first failure is raised
+    while its siblings still write."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if type(thread).__module__.startswith("orbax.") and thread is not threading.current_thread():
+            with contextlib.suppress(Exception):  # orbax's threads raise their own error again on join
+                thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def restore_newest(manager: ocp.CheckpointManager, states):
