@@ -123,3 +123,21 @@ def test_a_damaged_model_json_is_one_line_naming_the_file_and_key(model_dir, tmp
         load_model(directory)
     assert str(raised.value).startswith(f"{directory / 'model.json'}: {message}"), str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+def test_a_scalar_where_ncnn_expects_an_array_is_named(tmp_path):
+    import struct
+
+    import numpy as np
+
+    from desra_jax.convert.ncnn import read_ncnn
+    from desra_jax.convert.ncnn_models import _conv_params
+
+    param = tmp_path / "act.param"
+    param.write_text("7767517\n2 2\nInput in 0 1 data\nConvolution conv 1 1 data out 0=1 1=1 5=1 6=1 9=2 10=0.5\n")
+    (tmp_path / "act.bin").write_bytes(struct.pack("<I", 0) + np.ones(2, np.float32).tobytes())
+    graph = read_ncnn(param)
+    with pytest.raises(ConversionError) as raised:
+        _conv_params(graph.layers[1], graph.source, 1, 1, kernel=1, activation=0.5)
+    assert str(raised.value) == (f"{param}: layer conv: expected the activation parameters (10=) as an array, "
+                                 "got 0.5")
