@@ -50,7 +50,8 @@ def test_a_param_that_is_not_text_or_not_a_param_is_named_with_a_short_excerpt(t
     binary = write_param(tmp_path, [], "binary", data=b"7767517\n1 1\nInput \xff\xfe 0 1 data\n")
     with pytest.raises(ConversionError) as raised:
         load_ncnn(binary)
-    assert str(raised.value) == f"{binary}:3: not UTF-8 text, so not an ncnn .param (starts 'Input \ufffd\ufffd 0 1 data\\n')"
+    assert str(raised.value) == (f"{binary}:3: not UTF-8 text, so not an ncnn .param "
+                                 "(starts 'Input \ufffd\ufffd 0 1 data\\n')")
 
     secret = "root:x:0:0:root:/root:/bin/bash and the rest of a line no error should print"
     (tmp_path / "passwd").write_text(f"{secret}\ndaemon:x:1:1\n")

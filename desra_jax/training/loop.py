@@ -110,6 +110,7 @@ def train_loop(
         os.path.join(workdir, "checkpoints"),
         options=ocp.CheckpointManagerOptions(max_to_keep=schedule.keep_checkpoints, create=True),
     )
+    remove_unfinished_checkpoints(os.path.join(workdir, "checkpoints"))  # of a run that failed or was killed
     states, start = restore_newest(manager, states)
     num_steps = schedule.num_steps
     if start:
@@ -132,7 +133,8 @@ def train_loop(
 
     stop = _StopRequest()
     quiet = _QuietDiskFull()
-    logging.get_absl_logger().addFilter(quiet)
+    for logger in quiet.LOGGERS:
+        python_logging.getLogger(logger).addFilter(quiet)
     summary = {}
     batches = prefetch_to_device(make_batch, range(start, num_steps), mesh, prefetch)
     bar = tqdm(total=num_steps, initial=start, desc=name, disable=not is_main, dynamic_ncols=True)
@@ -171,7 +173,8 @@ def train_loop(
     finally:
         bar.close()
         stop.restore()
-        logging.get_absl_logger().removeFilter(quiet)
+        for logger in quiet.LOGGERS:
+            python_logging.getLogger(logger).removeFilter(quiet)
         batches.close()
         if writer:
             writer.close()
@@ -183,12 +186,16 @@ _DISK_FULL = ("No space left on device", "RESOURCE_EXHAUSTED", "[Errno 28]")
 
 
 class _QuietDiskFull(python_logging.Filter):
-    """Drops orbax's own error logs of a full disk (a traceback from each of its writer threads), which
-    :func:`checkpoint_failures` replaces with one error."""
+    """Drops orbax's own error logs of a full disk (a traceback from each of its writer threads) and asyncio's
+    "Event loop is closed" from its writer threads that finish after their loop, which :func:`checkpoint_failures`
+    replaces with one error. Installed on the ``absl`` and ``concurrent.futures`` loggers while training."""
+
+    LOGGERS = ("absl", "concurrent.futures")
 
     def filter(self, record: python_logging.LogRecord) -> bool:
         text = record.getMessage() + ("".join(traceback.format_exception(*record.exc_info)) if record.exc_info else "")
-        return not ("orbax" in record.pathname and any(mark in text for mark in _DISK_FULL))
+        disk_full = "orbax" in record.pathname and any(mark in text for mark in _DISK_FULL)
+        return not (disk_full or (record.name == "concurrent.futures" and "Event loop is closed" in text))
 
 
 @contextlib.contextmanager
@@ -202,13 +209,21 @@ def checkpoint_failures(manager: ocp.CheckpointManager):
     except Exception as error:  # orbax re-raises its writer threads' errors as they came
         directory = os.fspath(manager.directory)
         _join_orbax_threads()  # the save's other writer threads end (and log) before their folder is removed
-        if jax.process_index() == 0:
-            for unfinished in glob.glob(os.path.join(glob.escape(directory), "*.orbax-checkpoint-tmp*")):
-                shutil.rmtree(unfinished, ignore_errors=True)
+        with contextlib.suppress(Exception):  # the same failure again, once every save has ended
+            manager.close()
+        remove_unfinished_checkpoints(directory)
         full = any(mark in f"{error!r} {error.__cause__!r} {error.__context__!r}" for mark in _DISK_FULL)
         raise OSError(f"{directory}: cannot write the checkpoint ({'the disk is full' if full else _first_line(error)})"
                       f"; free space and rerun the same command to resume from step {manager.latest_step() or 0}"
                       ) from error
+
+
+def remove_unfinished_checkpoints(directory: str) -> None:
+    """Removes the ``*.orbax-checkpoint-tmp`` folders of saves that never finished from the checkpoint folder
+    ``directory`` (process 0; the job is its folder's only writer)."""
+    if jax.process_index() == 0:
+        for unfinished in glob.glob(os.path.join(glob.escape(directory), "*.orbax-checkpoint-tmp*")):
+            shutil.rmtree(unfinished, ignore_errors=True)
 
 
 def _join_orbax_threads(timeout: float = 60.0) -> None:
@@ -216,7 +231,8 @@ def _join_orbax_threads(timeout: float = 60.0) -> None:
     while its siblings still write."""
     deadline = time.monotonic() + timeout
     for thread in threading.enumerate():
-        if type(thread).__module__.startswith("orbax.") and thread is not threading.current_thread():
+        started_by = (type(thread).__module__, getattr(getattr(thread, "_target", None), "__module__", None) or "")
+        if any(name.startswith("orbax.") for name in started_by) and thread is not threading.current_thread():
             with contextlib.suppress(Exception):  # orbax's threads raise their own error again on join
                 thread.join(max(0.0, deadline - time.monotonic()))
 
