@@ -1,6 +1,7 @@
 """Checks of a whole config before any work, naming the key and what is wrong with its value: the one way every
 job's config is checked, called once by experiments.main (`check`)."""
 
+import math
 import os
 import re
 
@@ -35,6 +36,35 @@ def model_found(spec: str) -> bool:
     return True
 
 
+def is_finite_number(x) -> bool:
+    """Whether `x` is an int or float (not a bool) and neither NaN nor infinite."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_train(config) -> None:
+    """`config.train`'s schedule and optimiser, as every job has them, and `config.loss`'s weights: every period a
+    positive whole number (a step count modulo 0 fails at step 1), the learning rate, decay factor and loss
+    weights finite (a NaN trains for hours into NaN weights), milestones increasing step numbers."""
+    train = config.train
+    for key in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        period = train[key]
+        require(config, isinstance(period, int) and not isinstance(period, bool) and period > 0, f"train.{key}",
+                "must be a positive whole number")
+    require(config, is_finite_number(train.learning_rate) and train.learning_rate > 0, "train.learning_rate",
+            "must be a positive finite number")
+    require(config, is_finite_number(train.gamma) and train.gamma > 0, "train.gamma",
+            "must be a positive finite number (the learning rate's factor at each milestone)")
+    milestones = list(train.milestones)
+    require(config, all(isinstance(m, int) and m > 0 for m in milestones) and milestones == sorted(set(milestones)),
+            "train.milestones", "must be increasing positive step numbers")
+    if "ema_decay" in train:
+        require(config, is_finite_number(train.ema_decay) and 0 <= train.ema_decay < 1, "train.ema_decay",
+                "must lie in [0, 1)")
+    for key, weight in config.loss.items():
+        if key.endswith("_weight"):
+            require(config, is_finite_number(weight) and weight >= 0, f"loss.{key}", "must be a finite number >= 0")
+
+
 def check(config, num_devices: int) -> None:
     """Checks `config` for the job it names (`config.job`, default 'sr') on `num_devices` devices."""
     job = config.get("job", "sr")
@@ -51,7 +81,7 @@ def check_sr(config, num_devices: int) -> None:
             f"must be a multiple of the scale {config.scale}")
     require(config, config.data.batch_size > 0 and config.data.batch_size % num_devices == 0, "data.batch_size",
             f"the global batch must be positive and split evenly over the {num_devices} devices")
-    require(config, config.train.num_steps > 0, "train.num_steps", "must be positive")
+    check_train(config)
     require(config, 0 <= config.train.discriminator_warmup < config.train.num_steps, "train.discriminator_warmup",
             f"must lie in [0, train.num_steps={config.train.num_steps}): the generator trains after it")
     require(config, config.eval.tile > config.eval.overlap >= 0, "eval.tile",
@@ -97,7 +127,10 @@ def check_sr(config, num_devices: int) -> None:
         require(config, bool(config.init_from) or "pretrain" in config, "init_from",
                 "a GAN phase starts from an MSE-SR model: give its directory or .pth file")
         if not config.init_from and "pretrain" in config:
-            check_sr(config.pretrain, num_devices)
+            try:
+                check_sr(config.pretrain, num_devices)
+            except ValueError as error:  # named from the top: config.pretrain.<key>
+                raise ValueError(str(error).replace("config.", "config.pretrain.", 1)) from None
 
 
 def check_finetune(config, num_devices: int) -> None:
@@ -137,7 +170,7 @@ def check_localizer(config, num_devices: int) -> None:
             f"the global batch must be positive and split evenly over the {num_devices} devices")
     require(config, data.patch > 0 and data.patch % config.model.output_stride == 0, "data.patch",
             f"must be a positive multiple of model.output_stride={config.model.output_stride}")
-    require(config, config.train.num_steps > 0, "train.num_steps", "must be positive")
+    check_train(config)
     require(config, config.model.num_classes == 1, "model.num_classes",
             "the localizer predicts one artifact logit per pixel")
     require(config, config.loss.bce_weight > 0 or config.loss.dice_weight > 0, "loss.bce_weight",

@@ -8,11 +8,17 @@ the table: what ``read_image`` does with the file under each alpha policy (an er
 text, or the image with the values the writer knows it wrote), and the size a command that needs a minimum
 (SSIM's 11x11 window, reflect padding) has to check. A command run over the corpus must name every case's file in
 its output and in its summary, and process the good pairs.
+
+Two cases are hostile: a small PNG whose header declares 30000 x 30000 pixels (decoding it would take 2.7 GB) and
+a sparse 6 GiB file named ``.png`` (no disk used); both are refused from their header or size, never decoded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -41,6 +47,12 @@ class Case:
 
 
 NOT_AN_IMAGE = "not a readable image file"
+#: The header-declared giant: 30000 x 30000 RGB, the size of the issue's decompression bomb.
+GIANT_SIDE = 30000
+GIANT_ERROR = f"declares {GIANT_SIDE} x {GIANT_SIDE} = {GIANT_SIDE**2:,} pixels, more than the limit of 178,956,970"
+#: The sparse giant's size: 6 GiB, far over what an image within the default pixel limit can take.
+SPARSE_SIZE = 6 << 30
+SPARSE_ERROR = f"{SPARSE_SIZE:,} bytes, more than an image of at most 178,956,970 pixels can take"
 CASES = {
     case.name: case
     for case in (
@@ -56,6 +68,9 @@ CASES = {
         Case("sixteen_bit_png", "sixteen_bit_png.png", None, None, (SIZE, SIZE)),
         Case("gray_png", "gray_png.png", None, None, (SIZE, SIZE)),
         Case("gray_jpeg", "gray_jpeg.jpg", None, None, (SIZE, SIZE)),
+        Case("declared_giant_png", "declared_giant_png.png", GIANT_ERROR, GIANT_ERROR, None),
+        Case("sparse_giant_png", "sparse_giant_png.png", SPARSE_ERROR, SPARSE_ERROR, None),
+        Case("exif_rotated_jpeg", "exif_rotated_jpeg.jpg", None, None, (SIZE, SIZE - 8)),
     )
 }
 #: Pair-level cases: (file on side a, file on side b); None where the side has no file of that name.
@@ -87,13 +102,45 @@ def _levels(image: np.ndarray, dtype=np.uint8) -> np.ndarray:
     return np.round(image * np.iinfo(dtype).max).astype(dtype)
 
 
+def declared_giant_png(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` 8-bit RGB pixels, holding one compressed row of zeros
+    (a decoder allocates the whole image before it finds the data short)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    row = zlib.compress(b"\0" * (1 + 3 * width))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", row) + chunk(b"IEND", b"")
+
+
+def exif_jpeg(levels: np.ndarray, orientation: int, quality: int = 100) -> bytes:
+    """JPEG bytes of (H, W, 3) uint8 RGB ``levels`` as stored, with an EXIF orientation tag (PIL writes it)."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(levels).save(buffer, "JPEG", quality=quality, subsampling=0, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
 def case_file(name: str) -> tuple[bytes, np.ndarray | None]:
     """The bytes of case ``name``'s file and, for a file that is read, the float32 RGB image it holds: the levels
-    written divided by their full scale (for the JPEG, the levels before compression: see JPEG_TOLERANCE)."""
+    written divided by their full scale (for the gray JPEG, the levels before compression: see JPEG_TOLERANCE; for
+    the EXIF-rotated one, cv2's decoding of the pixels as stored, turned as displayed).
+    The sparse giant's bytes are its first bytes, a PNG signature; ``write_corpus`` extends it to SPARSE_SIZE."""
     photo = _photo(SIZE, SIZE)
     rgb = _levels(photo)
     if name == "zero_bytes":
         return b"", None
+    if name == "declared_giant_png":
+        return declared_giant_png(GIANT_SIDE, GIANT_SIDE), None
+    if name == "sparse_giant_png":
+        return b"\x89PNG\r\n\x1a\n", None
+    if name == "exif_rotated_jpeg":  # stored landscape (SIZE - 8) x SIZE, displayed portrait: turned 90 degrees
+        data = exif_jpeg(rgb[: SIZE - 8], 6)  # colour at quality 100 decodes within 4 levels: compared with the
+        stored = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)[:, :, ::-1]  # pixels as stored
+        return data, np.rot90(stored, -1) / np.float32(255)
     if name == "truncated_png":
         whole = _png(rgb)
         return whole[: len(whole) // 2], None
@@ -142,6 +189,9 @@ def write_corpus(root, sides: tuple[str, str] = ("a", "b")) -> dict[str, tuple[P
         data, _ = case_file(case.name)
         height, width = case.shape or (SIZE, SIZE)
         written[case.name] = (put(a, case.file, data), put(b, case.file, _png(_levels(_photo(height, width)))))
+        if case.name == "sparse_giant_png":
+            with open(written[case.name][0], "r+b") as file:
+                file.truncate(SPARSE_SIZE)
     for name, (file_a, file_b) in PAIR_CASES.items():
         width_b = SIZE + 8 if name == "sizes_differ" else SIZE
         written[name] = (file_a and put(a, file_a, _png(_levels(_photo(SIZE, SIZE)))),

@@ -176,6 +176,8 @@ def test_one_and_eight_devices_give_the_same_losses(tmp_path):
         ("--config.discriminator.kind=patchgan", "discriminator.kind"),
         ("--config.data.train_dir=/no/such/folder", "/no/such/folder"),
         ("--config.data.batch_size=0", "data.batch_size"),
+        ("--config.pretrain.train.checkpoint_every=0", "config.pretrain.train.checkpoint_every=0: must be"),
+        ("--config.train.learning_rate=nan", "config.train.learning_rate=nan: must be a positive finite number"),
     ],
 )
 def test_a_bad_config_fails_before_any_work_naming_the_key(tmp_path, override, named):

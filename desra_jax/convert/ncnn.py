@@ -20,6 +20,7 @@ As Tencent/ncnn reads it (``src/net.cpp``, ``src/paramdict.cpp``, ``src/modelbin
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import os
 import struct
 from collections import Counter
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from desra_jax.convert.ncnn_checks import check_layer, excerpt, read_param_lines, whole_number
 from desra_jax.convert.torch_state import ConversionError
 
 MAGIC = 7767517
@@ -93,7 +95,7 @@ def _parse_value(text: str, where: str) -> Any:
             return float(np.float32(float(text)))
         return int(text)
     except ValueError:
-        raise ConversionError(f"{where}: cannot read the value {text!r}") from None
+        raise ConversionError(f"{where}: cannot read the value {excerpt(text)}") from None
 
 
 def _parse_params(tokens: list[str], where: str) -> dict[int, Any]:
@@ -106,12 +108,13 @@ def _parse_params(tokens: list[str], where: str) -> dict[int, Any]:
         except ValueError:
             key = None
         if not sep or key is None or not value:
-            raise ConversionError(f"{where}: expected key=value, got {token!r}")
+            raise ConversionError(f"{where}: expected key=value, got {excerpt(token)}")
         if key <= ARRAY_KEY:
             key = ARRAY_KEY - key
             length, *items = value.split(",")
             if _parse_value(length, where) != len(items):
-                raise ConversionError(f"{where}: array {token!r} declares {length} elements, holds {len(items)}")
+                raise ConversionError(f"{where}: array {excerpt(token)} declares {excerpt(length)} elements, "
+                                      f"holds {len(items)}")
             params[key] = tuple(_parse_value(item, where) for item in items)
         elif "," in value:
             params[key] = tuple(_parse_value(item, where) for item in value.split(","))
@@ -121,33 +124,34 @@ def _parse_params(tokens: list[str], where: str) -> dict[int, Any]:
 
 
 def read_param(path: str | os.PathLike) -> list[NcnnLayer]:
-    """The layers of an ncnn ``.param`` text file (no weights yet), checking the magic and the counts."""
+    """The layers of an ncnn ``.param`` text file (no weights yet), checking the magic, the counts and the layer
+    parameters that shape arrays (``ncnn_checks``: size and line bounds, errors quoting short excerpts)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such ncnn .param file")
-    with open(path, encoding="utf-8") as f:
-        lines = [line.split() for line in f]
-    lines = [tokens for tokens in lines if tokens]
-    if not lines or lines[0] != [str(MAGIC)]:
-        found = " ".join(lines[0]) if lines else "an empty file"
-        raise ConversionError(f"{path}: not an ncnn .param file (the first line must be {MAGIC}, got {found!r})")
-    if len(lines) < 2 or len(lines[1]) != 2:
+    lines = read_param_lines(path)
+    if not lines or lines[0][1] != [str(MAGIC)]:
+        found = excerpt(" ".join(lines[0][1])) if lines else "an empty file"
+        raise ConversionError(f"{path}: not an ncnn .param file (the first line must be {MAGIC}, got {found})")
+    if len(lines) < 2 or len(lines[1][1]) != 2:
         raise ConversionError(f"{path}: line 2 must be 'layer_count blob_count'")
-    layer_count, blob_count = (int(v) for v in lines[1])
+    layer_count, blob_count = (whole_number(v, f"{path}:{lines[1][0]}", "a count") for v in lines[1][1])
     layers, blobs = [], set()
-    for number, tokens in enumerate(lines[2:], start=3):
+    for number, tokens in lines[2:]:
         where = f"{path}:{number}"
         if len(tokens) < 4:
-            raise ConversionError(f"{where}: a layer line needs 'type name n_bottom n_top', got {' '.join(tokens)!r}")
+            raise ConversionError(f"{where}: a layer line needs 'type name n_bottom n_top', got "
+                                  f"{excerpt(' '.join(tokens))}")
         layer_type, name = tokens[:2]
-        n_bottom, n_top = int(tokens[2]), int(tokens[3])
+        n_bottom, n_top = (whole_number(t, where, "a blob count") for t in tokens[2:4])
         names = tokens[4 : 4 + n_bottom + n_top]
-        if len(names) != n_bottom + n_top:
-            raise ConversionError(f"{where}: layer {name} declares {n_bottom} + {n_top} blobs, lists {len(names)}")
-        layers.append(
-            NcnnLayer(layer_type, name, tuple(names[:n_bottom]), tuple(names[n_bottom:]),
-                      _parse_params(tokens[4 + n_bottom + n_top :], f"{where} ({name})"))
-        )
+        if n_bottom < 0 or n_top < 0 or len(names) != n_bottom + n_top:
+            raise ConversionError(f"{where}: layer {excerpt(name)} declares {n_bottom} + {n_top} blobs, lists "
+                                  f"{len(names)}")
+        layer = NcnnLayer(layer_type, name, tuple(names[:n_bottom]), tuple(names[n_bottom:]),
+                          _parse_params(tokens[4 + n_bottom + n_top :], f"{where} ({excerpt(name)})"))
+        check_layer(layer, where)
+        layers.append(layer)
         blobs.update(names)
     if len(layers) != layer_count:
         raise ConversionError(f"{path}: header declares {layer_count} layers, the file has {len(layers)}")
@@ -205,36 +209,39 @@ class _BinReader:
     def __init__(self, data: bytes, source: str):
         self.data, self.offset, self.source = data, 0, source
 
-    def _take(self, size: int, what: str) -> bytes:
+    def _take(self, size: int, what: str, skip: bool = False) -> bytes:
+        """``size`` bytes at the offset; with ``skip`` only the offset moves (an empty chunk is returned)."""
         if self.offset + size > len(self.data):
             raise ConversionError(
                 f"{self.source}: truncated: {what} needs {size} bytes at offset {self.offset}, "
                 f"the file has {len(self.data) - self.offset} left"
             )
-        chunk = self.data[self.offset : self.offset + size]
+        chunk = b"" if skip else self.data[self.offset : self.offset + size]
         self.offset += size
         return chunk
 
-    def load(self, count: int, load_type: int, what: str) -> np.ndarray:
-        """``count`` values as float32 (int8 storage as int8)."""
+    def load(self, count: int, load_type: int, what: str, skip: bool = False) -> np.ndarray | None:
+        """``count`` values as float32 (int8 storage as int8); with ``skip`` only their storage tag is read and the
+        offset moves past them (None is returned), which lays out a file without reading its weights."""
         if load_type == 1:
-            return np.frombuffer(self._take(4 * count, what), "<f4").copy()
+            raw = self._take(4 * count, what, skip)
+            return None if skip else np.frombuffer(raw, "<f4").copy()
         if load_type != 0:
             raise ConversionError(f"{self.source}: {what} has load type {load_type}; ncnn knows 0 and 1")
         tag_bytes = self._take(4, f"{what} (storage tag)")
         (tag,) = struct.unpack("<I", tag_bytes)
         if tag == TAG_FP16:
-            raw = self._take(align4(2 * count), what)
-            return np.frombuffer(raw[: 2 * count], "<f2").astype(np.float32)
+            raw = self._take(align4(2 * count), what, skip)
+            return None if skip else np.frombuffer(raw[: 2 * count], "<f2").astype(np.float32)
         if tag == TAG_INT8:
-            return np.frombuffer(self._take(align4(count), what)[:count], np.int8).copy()
+            raw = self._take(align4(count), what, skip)
+            return None if skip else np.frombuffer(raw[:count], np.int8).copy()
         if tag == TAG_FP32_SCALED or tag == TAG_FP32:
-            return np.frombuffer(self._take(4 * count, what), "<f4").copy()
-        if sum(tag_bytes):
-            table = np.frombuffer(self._take(256 * 4, f"{what} (quantisation table)"), "<f4")
-            indices = np.frombuffer(self._take(align4(count), what)[:count], np.uint8)
-            return table[indices].astype(np.float32)
-        raise AssertionError("unreachable: a zero tag is float32")
+            raw = self._take(4 * count, what, skip)
+            return None if skip else np.frombuffer(raw, "<f4").copy()
+        table = self._take(256 * 4, f"{what} (quantisation table)", skip)
+        indices = self._take(align4(count), what, skip)
+        return None if skip else np.frombuffer(table, "<f4")[np.frombuffer(indices[:count], np.uint8)].copy()
 
 
 def align4(size: int) -> int:
@@ -270,7 +277,9 @@ def read_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike | None 
 
     Raises :class:`ConversionError` naming the file for a bad magic, a layer type this reader does not know
     (the types the SR packages use, listed in :data:`LAYER_BLOBS`), a ``.bin`` that ends before the last
-    layer's blobs, or one with bytes left over (a ``.bin`` of another graph).
+    layer's blobs, or one with bytes left over (a ``.bin`` of another graph). The ``.bin`` is mapped, not read:
+    its layout (sizes and storage tags) is checked against the file's size before any weight is read, so a
+    mismatched file of any size costs a few pages.
     """
     param_path = os.fspath(param_path)
     if bin_path is None:
@@ -286,17 +295,32 @@ def read_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike | None 
     if not os.path.isfile(bin_path):
         raise FileNotFoundError(f"{bin_path}: no such ncnn .bin file (the weights of {param_path})")
     with open(bin_path, "rb") as f:
-        reader = _BinReader(f.read(), bin_path)
+        size = os.fstat(f.fileno()).st_size
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""  # pages read as touched
+    try:
+        expected = _read_blobs(layers, _BinReader(data, bin_path), skip=True)
+        if expected != size:  # a shorter file stops the walk above: truncated
+            raise ConversionError(f"{bin_path}: {size - expected:,} bytes left after the last layer's weights "
+                                  f"({param_path} lays out {expected:,} bytes, the file has {size:,}): this .bin "
+                                  "does not match it; no weights read")
+        _read_blobs(layers, _BinReader(data, bin_path), skip=False)
+    finally:
+        if size:
+            data.close()
+    return NcnnGraph(layers, param_path)
+
+
+def _read_blobs(layers: list[NcnnLayer], reader: _BinReader, skip: bool) -> int:
+    """Reads every layer's blobs into its ``weights`` (with ``skip``: only walks their storage tags); returns the
+    bytes the layers take."""
     for layer in layers:
         for blob, count, load_type in LAYER_BLOBS[layer.type](layer):
-            layer.weights[blob] = reader.load(count, load_type, f"layer {layer.name} ({layer.type}) {blob}")
-        _shape_weights(layer, bin_path)
-    left = len(reader.data) - reader.offset
-    if left:
-        raise ConversionError(
-            f"{bin_path}: {left} bytes left after the last layer's weights: this .bin does not match {param_path}"
-        )
-    return NcnnGraph(layers, param_path)
+            weights = reader.load(count, load_type, f"layer {layer.name} ({layer.type}) {blob}", skip)
+            if not skip:
+                layer.weights[blob] = weights
+        if not skip:
+            _shape_weights(layer, reader.source)
+    return reader.offset
 
 
 # ------------------------------------------------------------------------------------------------- writing

@@ -52,7 +52,10 @@ def _conv_params(layer: NcnnLayer, source: str, in_ch: int, out_ch: int, kernel:
     _expect(pads == {kernel // 2}, source, f"{where}: expected padding {kernel // 2}, got {sorted(pads)}")
     _expect("bias" in layer.weights, source, f"{where}: expected a bias (5=1)")
     act_type = layer.get(9, ACT_NONE)
-    slope = layer.get(10, (0.0,))[0] if act_type == ACT_LEAKY else 0.0
+    act_params = layer.get(10, (0.0,))
+    _expect(isinstance(act_params, tuple) and len(act_params) >= 1, source,
+            f"{where}: expected the activation parameters (10=) as an array, got {act_params!r:.60}")
+    slope = act_params[0] if act_type == ACT_LEAKY else 0.0
     if activation is None:
         _expect(act_type == ACT_NONE, source, f"{where}: expected no fused activation, got 9={act_type}")
     else:

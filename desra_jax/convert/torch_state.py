@@ -2,7 +2,10 @@
 
 Every converter walks the foreign keys through a :class:`StateDictReader`: each tensor is taken exactly once,
 its shape is checked against what the Flax module expects, and whatever is left over at the end is an error.
-Values may be torch tensors or numpy arrays; torch is imported only to read a ``.pth`` file.
+Values may be torch tensors or numpy arrays; torch is imported only to read a ``.pth`` file. Files are read lazily:
+a ``.safetensors`` file as :class:`SafetensorsTensors` (names and shapes from its header, a tensor read when taken),
+a ``.pth`` through ``torch.load(mmap=True)``; so keys that fit no architecture, or a tensor of the wrong shape, are
+refused before the file's tensors are read.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,18 +38,50 @@ def to_numpy(value: Any) -> np.ndarray:
     return array
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
-    """Tensors of a ``.pth``/``.pt``/``.bin`` (torch.load, weights_only) or ``.safetensors`` file, as saved."""
+class SafetensorsTensors(Mapping):
+    """The tensors of a ``.safetensors`` file by name, each read (as numpy) when looked up; names and shapes come
+    from the file's header, which ``safe_open`` checks against the file's size."""
+
+    def __init__(self, path: str):
+        from safetensors import safe_open
+
+        try:
+            self._file = safe_open(path, framework="numpy")
+            self._names = dict.fromkeys(self._file.keys())
+        except Exception as error:  # SafetensorError derives from Exception only
+            raise ConversionError(f"{path}: not a readable safetensors file ({str(error)[:200]})") from error
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._file.get_tensor(name)
+
+    def __contains__(self, name) -> bool:
+        return name in self._names
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The shape of tensor ``name``, from the header (nothing read)."""
+        return tuple(self._file.get_slice(name).get_shape())
+
+
+def _shape_of(state: Mapping[str, Any], key: str) -> tuple[int, ...]:
+    return state.shape(key) if isinstance(state, SafetensorsTensors) else tuple(np.shape(state[key]))
+
+
+def read_state_dict(path: str | os.PathLike) -> Mapping[str, Any]:
+    """Tensors of a ``.pth``/``.pt``/``.bin`` (torch.load, weights_only, memory-mapped when the file is a zip
+    archive, as torch >= 1.6 saves) or ``.safetensors`` file (:class:`SafetensorsTensors`), as saved."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint file")
     if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-
-        try:
-            return dict(load_file(path))
-        except Exception as error:  # SafetensorError derives from Exception only
-            raise ConversionError(f"{path}: not a readable safetensors file ({error})") from error
+        return SafetensorsTensors(path)
     try:
         import torch
     except ImportError as error:
@@ -54,7 +90,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
             "a .safetensors file needs no torch"
         ) from error
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         if "weights_only" not in str(error):
             raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
@@ -63,7 +99,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
             "only plain state_dicts (tensors, numbers, strings and containers of them) are read"
         ) from None
     except Exception as error:  # torch raises runtime and zip errors alike
-        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({error})") from error
+        detail = str(error).strip().split(". ")[0][:200]  # torch's further sentences suggest weights_only=False
+        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({detail})") from error
     if not isinstance(state, Mapping):
         raise ConversionError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(state)}")
     return dict(state)
@@ -90,38 +127,36 @@ def unwrap_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:
         inner = state.get(wrapper)
         if isinstance(inner, Mapping):
             return dict(inner)
-    return dict(state)
+    return state if isinstance(state, SafetensorsTensors) else dict(state)
 
 
 class StateDictReader:
     """Takes tensors out of a state_dict by name, checking shapes, and reports what was never taken."""
 
     def __init__(self, state: Mapping[str, Any], source: str = "state_dict"):
-        self._state = dict(state)
+        self._state = state  # read, never changed: the keys not yet taken are kept apart
+        self._left = dict.fromkeys(state)
         self._source = source
 
     def __contains__(self, key: str) -> bool:
-        return key in self._state
+        return key in self._left
 
     def keys(self) -> list[str]:
-        return list(self._state)
+        return list(self._left)
 
     def shape(self, key: str) -> tuple[int, ...]:
-        """The shape of ``key`` without taking it."""
-        if key not in self._state:
+        """The shape of ``key`` without taking it (nor reading a lazily read tensor)."""
+        if key not in self._left:
             raise ConversionError(f"{self._source}: missing key {key!r}")
-        return tuple(np.shape(self._state[key]))
+        return _shape_of(self._state, key)
 
     def take(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
-        """Removes and returns ``key`` as numpy, checking its shape when ``shape`` is given."""
-        if key not in self._state:
-            raise ConversionError(f"{self._source}: missing key {key!r}")
-        array = to_numpy(self._state.pop(key))
-        if shape is not None and tuple(array.shape) != tuple(shape):
-            raise ConversionError(
-                f"{self._source}: key {key!r} has shape {tuple(array.shape)}, expected {tuple(shape)}"
-            )
-        return array
+        """Removes and returns ``key`` as numpy, checking its shape (before reading it) when ``shape`` is given."""
+        found = self.shape(key)
+        if shape is not None and found != tuple(shape):
+            raise ConversionError(f"{self._source}: key {key!r} has shape {found}, expected {tuple(shape)}")
+        del self._left[key]
+        return to_numpy(self._state[key])
 
     def conv(self, prefix: str, in_ch: int, out_ch: int, kernel: int = 3, bias: bool = True) -> dict:
         """A torch Conv2d (OIHW weight) at ``prefix`` as a flax ``nn.Conv`` param dict (HWIO kernel)."""
@@ -165,8 +200,8 @@ class StateDictReader:
 
     def finish(self, ignore: tuple[str, ...] = ()) -> None:
         """Raises if any key other than those ending in ``ignore`` suffixes was not taken."""
-        leftover = sorted(k for k in self._state if not k.endswith(ignore))
+        leftover = sorted(k for k in self._left if not k.endswith(ignore))
         if leftover:
-            shown = ", ".join(f"{k!r} {tuple(np.shape(self._state[k]))}" for k in leftover[:10])
+            shown = ", ".join(f"{k!r} {_shape_of(self._state, k)}" for k in leftover[:10])
             more = f" and {len(leftover) - 10} more" if len(leftover) > 10 else ""
             raise ConversionError(f"{self._source}: unexpected keys {shown}{more}")

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from desra_jax.data.image_header import HEADER_BYTES, MAX_PIXELS, check_header, orient, read_checked, read_header
 from desra_jax.files import write_bytes_atomic
 
 #: File name extensions (lower case) that ``list_images`` picks up.
@@ -42,29 +43,36 @@ class ImageFormat:
         return self.channels == 4
 
 
-def read_image(path: str | os.PathLike, alpha: str = "error") -> np.ndarray:
+def read_image(path: str | os.PathLike, alpha: str = "error", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Reads an image file as float32 RGB in [0, 1], shape (H, W, 3) (see ``decode_image``).
 
+    A file that declares more than ``max_pixels`` pixels, or is larger than such an image can be, is refused
+    before it is read or decoded (``image_header.read_checked``).
+
     Raises:
-      ValueError naming the file: unreadable or missing file, or any problem ``decode_image`` names.
+      ValueError naming the file: unreadable or missing file, over the limit, or any problem ``decode_image``
+      names.
     """
-    return read_image_and_format(path, alpha)[0]
+    return read_image_and_format(path, alpha, max_pixels)[0]
 
 
-def read_image_and_format(path: str | os.PathLike, alpha: str = "error") -> tuple[np.ndarray, ImageFormat]:
+def read_image_and_format(path: str | os.PathLike, alpha: str = "error",
+                          max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, ImageFormat]:
     """``read_image`` and the file's :class:`ImageFormat`, for a writer that gives back what it was given (gray
     stays gray, 16 bits stay 16 bits)."""
     try:
-        encoded = np.fromfile(path, dtype=np.uint8)
+        encoded = read_checked(path, max_pixels)
     except OSError as error:
         if os.path.islink(path) and not os.path.exists(path):
             raise ValueError(f"{path}: a broken symbolic link (to {os.readlink(path)})") from error
         raise ValueError(f"{path}: cannot read the file ({error.strerror or error})") from error
-    return decode_image_and_format(encoded, str(path), alpha)
+    return decode_image_and_format(encoded, str(path), alpha, max_pixels)
 
 
-def decode_image(encoded: bytes | np.ndarray, name: str, alpha: str = "error") -> np.ndarray:
-    """The bytes of an image file (PNG, JPEG, ...) as float32 RGB in [0, 1], shape (H, W, 3).
+def decode_image(encoded: bytes | np.ndarray, name: str, alpha: str = "error",
+                 max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The bytes of an image file (PNG, JPEG, ...) as float32 RGB in [0, 1], shape (H, W, 3), turned as a JPEG's
+    EXIF orientation says it is displayed.
 
     8-bit files are divided by 255 and 16-bit files by 65535 (both are exact scalings, nothing is clipped).
     Grayscale files are repeated into three channels. A fourth (alpha) channel follows ``alpha``: ``'error'``
@@ -72,22 +80,28 @@ def decode_image(encoded: bytes | np.ndarray, name: str, alpha: str = "error") -
     a loss sees; ``'drop'`` ignores it; ``'keep'`` returns it as a fourth channel, (H, W, 4) RGBA.
 
     Raises:
-      ValueError naming ``name`` (a file path, or where the bytes came from): undecodable bytes, alpha channel
-      with ``alpha='error'``, a sample type other than 8/16-bit unsigned (e.g. float TIFF/EXR), an unexpected
-      channel count.
+      ValueError naming ``name`` (a file path, or where the bytes came from): undecodable bytes, a header
+      declaring more than ``max_pixels`` pixels, alpha channel with ``alpha='error'``, a sample type other than
+      8/16-bit unsigned (e.g. float TIFF/EXR), an unexpected channel count.
     """
-    return decode_image_and_format(encoded, name, alpha)[0]
+    return decode_image_and_format(encoded, name, alpha, max_pixels)[0]
 
 
-def decode_image_and_format(encoded: bytes | np.ndarray, name: str,
-                            alpha: str = "error") -> tuple[np.ndarray, ImageFormat]:
+def decode_image_and_format(encoded: bytes | np.ndarray, name: str, alpha: str = "error",
+                            max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, ImageFormat]:
     """``decode_image`` and the :class:`ImageFormat` of the bytes."""
     if alpha not in _ALPHA_POLICIES:
         raise ValueError(f"alpha must be one of {_ALPHA_POLICIES}, got {alpha!r}")
     encoded = np.frombuffer(encoded, dtype=np.uint8)
-    image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if encoded.size else None
+    header = read_header(io.BytesIO(encoded[:HEADER_BYTES]))
+    check_header(header, name, max_pixels)
+    try:  # IMREAD_UNCHANGED keeps depth and alpha, and ignores EXIF: the orientation is applied below
+        image = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED) if encoded.size else None
+    except cv2.error as error:  # e.g. more pixels than OpenCV's own limit
+        raise ValueError(f"{name}: not a readable image file ({str(error).strip().splitlines()[-1][:120]})") from None
     if image is None:
         raise ValueError(f"{name}: not a readable image file")
+    image = orient(image, header.orientation)
     if image.dtype not in _FULL_SCALE:
         raise ValueError(f"{name}: expected 8-bit or 16-bit samples, got {image.dtype}")
     scale = _FULL_SCALE[image.dtype]

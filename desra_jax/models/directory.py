@@ -69,11 +69,19 @@ def _field_to_json(module_name: str, field: str, value: Any) -> Any:
         ) from None
 
 
-def _field_from_json(value: Any) -> Any:
-    """Inverse of :func:`_field_to_json`; lists come back as tuples (linen fields must be hashable)."""
+#: The dtypes a module may compute or hold its parameters in.
+_DTYPES = ("float32", "bfloat16", "float16", "float64")
+
+
+def _field_from_json(value: Any, where: str) -> Any:
+    """Inverse of :func:`_field_to_json`; lists come back as tuples (linen fields must be hashable). ValueError
+    naming ``where`` (``<file>: config.<field>``) for a dtype that is not a floating-point one or another object."""
     if isinstance(value, list):
-        return tuple(_field_from_json(v) for v in value)
+        return tuple(_field_from_json(v, where) for v in value)
     if isinstance(value, dict):
+        if set(value) != {"dtype"} or value["dtype"] not in _DTYPES:
+            raise ValueError(f"{where}: expected {{\"dtype\": one of {', '.join(_DTYPES)}}}, got "
+                             f"{json.dumps(value)[:60]}")
         return jnp.dtype(value["dtype"])
     return value
 
@@ -227,19 +235,61 @@ def load_model(directory: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
         raise FileNotFoundError(f"{directory}: no such model directory")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{directory}: no {CONFIG_FILE}; not a model written by save_model")
-    with open(config_path, encoding="utf-8") as f:
-        saved = json.load(f)
+    module = _module_from_config(config_path)
+    with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as checkpointer:
+        variables = checkpointer.restore(os.path.join(directory, VARIABLES_DIR))
+    _check_fits(module, variables, config_path)
+    return module, jax.tree.map(jnp.asarray, variables)  # leaves saved from numpy come back as numpy
+
+
+def _module_from_config(config_path: str) -> nn.Module:
+    """The module a ``model.json`` describes; ValueError naming the file and the key for anything else."""
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{config_path}: not JSON ({str(error)[:60]})") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{config_path}: expected an object with keys 'architecture' and 'config', got a "
+                         f"{type(saved).__name__}")
+    for key, kind in (("architecture", str), ("config", dict)):
+        if not isinstance(saved.get(key), kind):
+            found = "nothing" if key not in saved else f"a {type(saved[key]).__name__}"
+            raise ValueError(f"{config_path}: key '{key}' must hold a {'string' if kind is str else 'object'}, "
+                             f"got {found}")
     try:
         cls = architecture(saved["architecture"])
     except ValueError as error:
-        raise ValueError(f"{config_path}: {error}") from None
+        raise ValueError(f"{config_path}: key 'architecture': {error}") from None
+    fields = {k: _field_from_json(v, f"{config_path}: config.{k}") for k, v in saved["config"].items()}
     try:
-        module = cls(**{k: _field_from_json(v) for k, v in saved["config"].items()})
+        return cls(**fields)
     except TypeError as error:
-        raise ValueError(f"{config_path}: config does not fit {saved['architecture']} ({error})") from None
-    with ocp.StandardCheckpointer(multiprocessing_options=_this_process_only()) as checkpointer:
-        variables = checkpointer.restore(os.path.join(directory, VARIABLES_DIR))
-    return module, jax.tree.map(jnp.asarray, variables)  # leaves saved from numpy come back as numpy
+        raise ValueError(f"{config_path}: key 'config' does not fit {saved['architecture']} ({error})") from None
+
+
+def _check_fits(module: nn.Module, variables: Any, config_path: str) -> None:
+    """ValueError naming ``config_path`` unless ``module`` builds (shapes only, on a small probe input) and its
+    parameters have the tree and shapes of the saved ``variables["params"]`` (e.g. a ``num_conv`` edited by hand,
+    an ``upscale`` of 0)."""
+    size = getattr(module, "input_size", 64)
+    probe = jax.ShapeDtypeStruct((1, size, size, getattr(module, "num_in_ch", 3)), jnp.float32)
+    try:
+        expected = jax.eval_shape(module.init, jax.random.key(0), probe)["params"]
+    except Exception as error:  # whatever the module raises for a config that builds no network
+        first_line = (str(error).strip().splitlines() or [""])[0][:120]
+        raise ValueError(f"{config_path}: key 'config' makes no working {type(module).__name__} "
+                         f"({type(error).__name__}: {first_line})") from None
+    shapes = {jax.tree_util.keystr(p): tuple(np.shape(v)) for p, v in jax.tree.flatten_with_path(expected)[0]}
+    saved = {jax.tree_util.keystr(p): tuple(np.shape(v))
+             for p, v in jax.tree.flatten_with_path(variables.get("params", {}))[0]}
+    if shapes != saved:
+        missing, extra = sorted(set(shapes) - set(saved)), sorted(set(saved) - set(shapes))
+        differ = [k for k in sorted(set(shapes) & set(saved)) if shapes[k] != saved[k]]
+        detail = (f"{len(missing)} parameters missing (first {missing[0]})" if missing
+                  else f"{len(extra)} parameters not in it (first {extra[0]})" if extra
+                  else f"{differ[0]} saved as {saved[differ[0]]}, the config makes {shapes[differ[0]]}")
+        raise ValueError(f"{config_path}: key 'config' does not fit the saved variables: {detail}")
 
 
 def count_parameters(params: Any) -> int:

@@ -12,11 +12,17 @@ Workdir layout (one per phase):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import json
+import logging as python_logging
 import os
+import shutil
 import signal
+import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 
 import jax
@@ -104,10 +110,10 @@ def train_loop(
         os.path.join(workdir, "checkpoints"),
         options=ocp.CheckpointManagerOptions(max_to_keep=schedule.keep_checkpoints, create=True),
     )
-    start = manager.latest_step() or 0
+    remove_unfinished_checkpoints(os.path.join(workdir, "checkpoints"))  # of a run that failed or was killed
+    states, start = restore_newest(manager, states)
     num_steps = schedule.num_steps
     if start:
-        states = manager.restore(start, args=ocp.args.StandardRestore(states))
         logging.info("%s: resumed from step %d", workdir, start)
 
     is_main = jax.process_index() == 0
@@ -126,6 +132,9 @@ def train_loop(
         return evaluation.summary
 
     stop = _StopRequest()
+    quiet = _QuietDiskFull()
+    for logger in quiet.LOGGERS:
+        python_logging.getLogger(logger).addFilter(quiet)
     summary = {}
     batches = prefetch_to_device(make_batch, range(start, num_steps), mesh, prefetch)
     bar = tqdm(total=num_steps, initial=start, desc=name, disable=not is_main, dynamic_ncols=True)
@@ -147,24 +156,126 @@ def train_loop(
             if step % schedule.checkpoint_every == 0 or step == num_steps or stop.requested:
                 if writer:
                     writer.sync()  # the log is on disk before the checkpoint that a resumed run starts from
-                manager.save(step, args=ocp.args.StandardSave(states))
+                with checkpoint_failures(manager):
+                    manager.save(step, args=ocp.args.StandardSave(states))
                 kill_point(f"checkpoint:{step}")
             if stop.requested:
-                manager.wait_until_finished()
+                with checkpoint_failures(manager):
+                    manager.wait_until_finished()
                 raise TrainingInterrupted(
                     f"{stop.requested} at step {step}: checkpoint saved in {workdir}/checkpoints; "
                     "rerun the same command to resume"
                 )
-        manager.wait_until_finished()
+        with checkpoint_failures(manager):
+            manager.wait_until_finished()
         if not summary:  # killed after the last checkpoint but before the models were written
             summary = evaluate_and_record(states, num_steps)
     finally:
         bar.close()
         stop.restore()
+        for logger in quiet.LOGGERS:
+            python_logging.getLogger(logger).removeFilter(quiet)
         batches.close()
         if writer:
             writer.close()
     return states, summary
+
+
+#: What orbax's and tensorstore's messages say when the disk is full.
+_DISK_FULL = ("No space left on device", "RESOURCE_EXHAUSTED", "[Errno 28]")
+
+
+class _QuietDiskFull(python_logging.Filter):
+    """Drops orbax's own error logs of a full disk (a traceback from each of its writer threads) and asyncio's
+    "Event loop is closed" from its writer threads that finish after their loop, which :func:`checkpoint_failures`
+    replaces with one error. Installed on the ``absl`` and ``concurrent.futures`` loggers while training."""
+
+    LOGGERS = ("absl", "concurrent.futures")
+
+    def filter(self, record: python_logging.LogRecord) -> bool:
+        text = record.getMessage() + ("".join(traceback.format_exception(*record.exc_info)) if record.exc_info else "")
+        disk_full = "orbax" in record.pathname and any(mark in text for mark in _DISK_FULL)
+        return not (disk_full or (record.name == "concurrent.futures" and "Event loop is closed" in text))
+
+
+@contextlib.contextmanager
+def checkpoint_failures(manager: ocp.CheckpointManager):
+    """Runs a checkpoint save or wait; a failure to write (a full disk, a lost mount) becomes one OSError naming the
+    checkpoint folder and the first line of the cause, after the unfinished ``*.orbax-checkpoint-tmp`` folders are
+    removed (the finished checkpoints stay, and a rerun resumes from the newest). Orbax's own logs of a full disk
+    are left out: the error says it once."""
+    try:
+        yield
+    except Exception as error:  # orbax re-raises its writer threads' errors as they came
+        directory = os.fspath(manager.directory)
+        _join_orbax_threads()  # the save's other writer threads end (and log) before their folder is removed
+        with contextlib.suppress(Exception):  # the same failure again, once every save has ended
+            manager.close()
+        remove_unfinished_checkpoints(directory)
+        full = any(mark in f"{error!r} {error.__cause__!r} {error.__context__!r}" for mark in _DISK_FULL)
+        raise OSError(f"{directory}: cannot write the checkpoint ({'the disk is full' if full else _first_line(error)})"
+                      f"; free space and rerun the same command to resume from step {manager.latest_step() or 0}"
+                      ) from error
+
+
+def remove_unfinished_checkpoints(directory: str) -> None:
+    """Removes the ``*.orbax-checkpoint-tmp`` folders of saves that never finished from the checkpoint folder
+    ``directory`` (process 0; the job is its folder's only writer)."""
+    if jax.process_index() == 0:
+        for unfinished in glob.glob(os.path.join(glob.escape(directory), "*.orbax-checkpoint-tmp*")):
+            shutil.rmtree(unfinished, ignore_errors=True)
+
+
+def _join_orbax_threads(timeout: float = 60.0) -> None:
+    """Waits up to ``timeout`` seconds for orbax's writer threads of a failed save: the first failure is raised
+    while its siblings still write."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        started_by = (type(thread).__module__, getattr(getattr(thread, "_target", None), "__module__", None) or "")
+        if any(name.startswith("orbax.") for name in started_by) and thread is not threading.current_thread():
+            with contextlib.suppress(Exception):  # orbax's threads raise their own error again on join
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def restore_newest(manager: ocp.CheckpointManager, states):
+    """``(states restored from the newest checkpoint that restores, its step)``, or ``(states, 0)`` when there is
+    none. A newer checkpoint that fails to restore (a truncated or damaged file) is logged with the reason and
+    renamed ``<step>.damaged`` (never deleted); nothing is renamed unless an older one restores, so a restore that
+    fails for every checkpoint (e.g. states of another shape) raises, naming the newest checkpoint."""
+    failed = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            restored = manager.restore(step, args=ocp.args.StandardRestore(states))
+        except Exception as error:  # orbax and tensorstore raise many kinds for damaged files
+            failed.append((step, error))
+            continue
+        for bad_step, error in failed:
+            aside = _set_aside(os.path.join(os.fspath(manager.directory), str(bad_step)))
+            logging.warning("checkpoint %d does not restore (%s); moved aside to %s, resuming from step %d", bad_step,
+                            _first_line(error), aside, step)
+        if failed:
+            manager.reload()
+        return restored, step
+    if failed:
+        step, error = failed[0]
+        raise ValueError(f"{manager.directory}/{step}: no checkpoint restores; the newest fails with: "
+                         f"{_first_line(error)}") from error
+    return states, 0
+
+
+def _first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:200]}"
+
+
+def _set_aside(folder: str) -> str:
+    """Renames ``folder`` to ``<folder>.damaged`` (``.damaged-2``, ... when taken) on process 0; returns the name."""
+    aside, number = f"{folder}.damaged", 1
+    while os.path.exists(aside):
+        number += 1
+        aside = f"{folder}.damaged-{number}"
+    if jax.process_index() == 0:
+        os.rename(folder, aside)
+    return aside
 
 
 class _StopRequest:
