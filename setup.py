@@ -15,6 +15,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["desra_jax", "desra_jax.*", "configs", "experiments"]),
+    # The model directories the project trained itself (desra_jax.convert.registry.SHIPPED_MODELS).
+    package_data={"desra_jax": ["shipped_models/*/*", "shipped_models/*/variables/**/*"]},
     install_requires=[
         "jax",
         "flax",

@@ -48,6 +48,9 @@ def data_block() -> ml_collections.ConfigDict:
     # whose 'lr' images are the training LR as given instead of bicubic_downsample of the HR patch.
     data.source = "images"
     data.train_dir = ""
+    # Bundled photographs by name (desra_jax.data.bundled) to train and validate on; empty: sr_pairs.bundled_split.
+    data.bundled_train = ()
+    data.bundled_val = ()
     data.val_dir = ""
     data.tfds_name = "div2k/bicubic_x4"
     data.tfds_data_dir = ""  # empty: tfds's default ($TFDS_DATA_DIR or ~/tensorflow_datasets)

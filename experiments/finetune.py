@@ -25,15 +25,18 @@ from desra_jax.training.online import Online
 
 
 def data_folders(config, workdir: str) -> tuple[str, str, str]:
-    """(fine-tuning LR, held-out LR, held-out HR or "") folders: the config's, or with `data.bundled.degradation`
-    the sets `write_lr_sets` makes in `workdir/data` from the bundled photographs."""
-    bundled = config.data.bundled
-    if not bundled.degradation:
-        return config.data.lr_dir, config.data.eval_lr_dir, config.data.eval_hr_dir
+    """(fine-tuning LR, held-out LR, held-out HR or "") folders: the config's `data.lr_dir`, `eval_lr_dir` and
+    `eval_hr_dir`; with `data.bundled.degradation`, a set not given is made from the bundled photographs by
+    `write_lr_sets` in `workdir/data` (the bundled held-out HR only beside the bundled held-out LR)."""
+    bundled, data = config.data.bundled, config.data
+    if not bundled.degradation or (data.lr_dir and data.eval_lr_dir):
+        return data.lr_dir, data.eval_lr_dir, data.eval_hr_dir
     sets = {"fine_tune": bundled.fine_tune, "held_out": bundled.held_out}
     folders = write_lr_sets(os.path.join(workdir, "data"), sets, config.scale, bundled.degradation, bundled.seed,
                             bundled.crop)
-    return folders["fine_tune_lr"], folders["held_out_lr"], folders["held_out_hr"]
+    if data.eval_lr_dir:
+        return folders["fine_tune_lr"], data.eval_lr_dir, data.eval_hr_dir
+    return data.lr_dir or folders["fine_tune_lr"], folders["held_out_lr"], data.eval_hr_dir or folders["held_out_hr"]
 
 
 def load_models(config) -> DeSRAModels:

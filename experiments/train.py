@@ -13,6 +13,7 @@ import os
 
 from configs import arguments
 from desra_jax.data import sr_pairs, tfds_source
+from desra_jax.data.bundled import bundled_photograph
 from desra_jax.training import loop, sharding
 from desra_jax.training.sr_job import train_sr
 
@@ -26,6 +27,10 @@ def load_images(config):
         val, _ = tfds_source.load_split(config.data.tfds_name, "validation", config.data.tfds_data_dir, with_lr=False)
         return train, val, train_lr
     train, val = sr_pairs.bundled_split()
+    if config.data.bundled_train:
+        train = [(name, bundled_photograph(name)) for name in config.data.bundled_train]
+    if config.data.bundled_val:
+        val = [(name, bundled_photograph(name)) for name in config.data.bundled_val]
     if config.data.train_dir:
         train = sr_pairs.load_folder(config.data.train_dir)
     if config.data.val_dir:

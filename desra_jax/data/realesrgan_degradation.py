@@ -46,11 +46,13 @@ _KERNEL_PROB = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
 class RealESRGANSettings:
     """Real-ESRGAN x4plus's degradation: ``options/train_realesrgan_x4plus.yml`` (identical in these values to
     ``train_realesrnet_x4plus.yml``), the names as there; ``sharpen_input`` is the yml's ``gt_usm`` (both
-    recipes degrade the USM-sharpened GT) and ``usm_*`` are ``USMSharp``'s defaults. Frozen and of tuples, so
+    recipes degrade the USM-sharpened GT), ``l1_gt_usm`` whether the pixel loss's target is that sharpened GT too (the
+    training step's concern; False: the GT as it is) and ``usm_*`` are ``USMSharp``'s defaults. Frozen and of tuples, so
     that it hashes: a jitted step is compiled once per setting. Suffix 2: the second degradation."""
 
     scale: int = 4
     sharpen_input: bool = True
+    l1_gt_usm: bool = True
     usm_weight: float = 0.5
     usm_radius: int = 50
     usm_threshold: float = 10.0
