@@ -31,6 +31,7 @@ setup(
         "tqdm",
         "safetensors",
         "tensorboardX",
+        "filelock",  # the compilation cache's lock, so that processes can share it
     ],
     extras_require={
         # config.data.source='tfds': reads prepared array_record datasets without TensorFlow (4.9.10 checked).
@@ -43,7 +44,8 @@ setup(
         "models": MODELS,
         # torch pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA build.
         # The ncnn runtime is the reference for the converted ncnn models.
-        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers", "safetensors", *TFDS, "ncnn", *MODELS],
+        "test": ["pytest", "pytest-xdist", "ruff", "torch==2.13.0", "transformers", "safetensors", *TFDS, "ncnn",
+                 *MODELS],
         "bench": ["torch==2.13.0"],
     },
 )

@@ -44,7 +44,8 @@ def square_photographs(count: int, size: int) -> list[np.ndarray]:
         side = min(image.shape[:2])
         top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
         square = image[top : top + side, left : left + side]
-        images.append(cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA if side > size else cv2.INTER_CUBIC))
+        interpolation = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+        images.append(cv2.resize(square, (size, size), interpolation=interpolation))
     return images
 
 

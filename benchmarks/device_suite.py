@@ -131,7 +131,8 @@ def main(argv=None) -> dict:
               "jax_devices": [d.device_kind for d in jax.devices()], "jax_backend": jax.default_backend(),
               "torch_device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
               "sizes": dataclasses.asdict(sizes), "smoke": args.smoke,
-              "torch_cudnn_tf32": torch.backends.cudnn.allow_tf32, "torch_matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+              "torch_cudnn_tf32": torch.backends.cudnn.allow_tf32,
+              "torch_matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
               "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision)}
     suite = Suite(args.out, args.budget, header)
     rows = device_rows.Rows(sizes, device, header)

@@ -46,9 +46,13 @@ def cache_dir_setting(path: str | os.PathLike | None = None) -> Path | None:
 
 
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:
-    """Turns on JAX's persistent compilation cache in `cache_dir_setting(path)` for this process; returns the
-    folder, or None when the setting is off, ``filelock`` is missing, or the folder cannot be made (a warning says
-    which: a command runs without the cache rather than fail)."""
+    """Turns on JAX's persistent compilation cache in `cache_dir_setting(path)` for this process (JAX's own
+    ``JAX_COMPILATION_CACHE_DIR``, when set and neither ``path`` nor ours is, stays as it is); returns the folder,
+    or None when the setting is off, ``filelock`` is missing, or the folder cannot be made (a warning says which: a
+    command runs without the cache rather than fail)."""
+    jax_own = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    if path is None and ENVIRONMENT_VARIABLE not in os.environ and jax_own:
+        return Path(jax_own)  # JAX's own setting, already in force
     folder = cache_dir_setting(path)
     if folder is None:
         return None

@@ -62,15 +62,18 @@ def main(argv):
 
     if FLAGS.distributed:
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    from desra_jax.compilation import enable_compilation_cache
     from desra_jax.training.loop import TrainingInterrupted
 
     config = FLAGS.config
     if FLAGS.online:
         if "online" not in config:
-            raise app.UsageError(f"--online: the config {config.name} has no online mode (configs/desra_finetune.py has)")
+            raise app.UsageError(f"--online: the config {config.name} has no online mode "
+                                 "(configs/desra_finetune.py has)")
         config.online = True
 
     logging.set_verbosity(logging.INFO)
+    enable_compilation_cache()
     workdir = FLAGS.workdir or default_workdir(config)
     logging.info("config %s, workdir %s, %d devices on %d processes", FLAGS["config"].config_filename, workdir,
                  jax.device_count(), jax.process_count())

@@ -90,7 +90,8 @@ def scored_folders(tmp_path_factory):
 
 def y_psnr(x, y):
     """PSNR on the BT.601 Y channel, [0, 255] scale, written out by hand."""
-    luma = lambda im: 16.0 + im.astype(np.float64) @ np.array([65.481, 128.553, 24.966])
+    def luma(im):
+        return 16.0 + im.astype(np.float64) @ np.array([65.481, 128.553, 24.966])
     return 10 * np.log10(255.0**2 / np.mean((luma(x) - luma(y)) ** 2))
 
 

@@ -37,7 +37,8 @@ def tiny_rrdbnet_file(path, seed):
 def test_convert_killed_while_saving_the_model_reruns_to_the_same_model(tmp_path):
     first = tiny_rrdbnet_file(tmp_path / "a.safetensors", 0)
     second = tiny_rrdbnet_file(tmp_path / "b.safetensors", 1)
-    convert = lambda source, out, *flags: python_module("experiments.convert", "rrdbnet", source, out, *flags)
+    def convert(source, out, *flags):
+        return python_module("experiments.convert", "rrdbnet", source, out, *flags)
     run_to_end(convert(first, tmp_path / "straight" / "model"))
 
     run_killed(convert(first, tmp_path / "killed" / "model"), "save_model:model")
@@ -74,10 +75,11 @@ def derained(tmp_path_factory):
 
 @pytest.mark.slow
 def test_evaluate_killed_while_writing_its_summary_reruns_to_the_same_files(derained, tmp_path):
-    evaluate = lambda out: python_module(
-        "experiments.evaluate", f"--pred={derained / 'pred'}", f"--gt={derained / 'gt'}", f"--out={out}",
-        "--metrics=psnr,ssim",
-    )
+    def evaluate(out):
+        return python_module(
+            "experiments.evaluate", f"--pred={derained / 'pred'}", f"--gt={derained / 'gt'}", f"--out={out}",
+            "--metrics=psnr,ssim",
+        )
     run_to_end(evaluate(tmp_path / "straight"))
 
     run_killed(evaluate(tmp_path / "killed"), "write:summary.json")
@@ -138,8 +140,9 @@ def test_upscale_killed_while_writing_a_result_reruns_to_the_same_bytes(tmp_path
     save_model(tmp_path / "model", model, model.init(jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32))["params"])
     for i, photo in enumerate(("astronaut", "coffee", "chelsea")):
         write_image(tmp_path / "in" / f"{i}.png", photo_crop(photo, (12, 16), 40, 60)[0])
-    upscale = lambda out: python_module("experiments.upscale", "--input", tmp_path / "in", "--output", out,
-                                        "--model", tmp_path / "model", "--tile", 0, "--batch_size", 1)
+    def upscale(out):
+        return python_module("experiments.upscale", "--input", tmp_path / "in", "--output", out,
+                                            "--model", tmp_path / "model", "--tile", 0, "--batch_size", 1)
     run_to_end(upscale(tmp_path / "straight"))
 
     run_killed(upscale(tmp_path / "killed"), "write:1_out.png")

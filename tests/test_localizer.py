@@ -130,7 +130,8 @@ def test_pair_errors_name_the_files(tmp_path):
     with pytest.raises(ValueError, match=r"1 image\(s\) without a mask: .*sub/b\.png: no mask .*masks/sub/b"):
         pair_mask_files(images, masks)
     write_image(masks / "sub" / "b.png", np.zeros((40, 40), bool))
-    with pytest.raises(ValueError, match=r"masks/sub/b\.png: expected a mask of size \(40, 48\) \(H, W\), got \(40, 40\)"):
+    expected = r"masks/sub/b\.png: expected a mask of size \(40, 48\) \(H, W\), got \(40, 40\)"
+    with pytest.raises(ValueError, match=expected):
         load_mask_pairs(images, masks)
     (images / "a.jpg").write_bytes((images / "a.png").read_bytes())
     with pytest.raises(ValueError, match=r"a\.png: same name as .*a\.jpg"):
@@ -140,7 +141,8 @@ def test_pair_errors_name_the_files(tmp_path):
 
 
 def test_sampler_crops_are_aligned_reproducible_and_split_over_processes():
-    pairs = [("astronaut", *_photo_and_mask("astronaut", 100, 150)), ("coffee", *_photo_and_mask("coffee", 50, 200, (36, 30)))]
+    pairs = [("astronaut", *_photo_and_mask("astronaut", 100, 150)),
+             ("coffee", *_photo_and_mask("coffee", 50, 200, (36, 30)))]
     sampler = MaskPatchSampler(pairs, patch=16, batch_size=8, seed=3)
     batch = sampler.batch(5)
     assert batch["image"].shape == (8, 16, 16, 3) and batch["mask"].shape == (8, 16, 16, 1)
@@ -149,12 +151,14 @@ def test_sampler_crops_are_aligned_reproducible_and_split_over_processes():
     assert 0.05 < batch["mask"].mean() < 0.95 and len({b.tobytes() for b in batch["image"]}) == 8
     for key in batch:
         np.testing.assert_array_equal(MaskPatchSampler(pairs, 16, 8, seed=3).batch(5)[key], batch[key])
-        halves = [MaskPatchSampler(pairs, 16, 8, seed=3, process_index=p, process_count=2).batch(5)[key] for p in (0, 1)]
+        halves = [MaskPatchSampler(pairs, 16, 8, seed=3, process_index=p, process_count=2).batch(5)[key]
+                  for p in (0, 1)]
         np.testing.assert_array_equal(np.concatenate(halves), batch[key])
     assert not np.array_equal(sampler.batch(6)["image"], batch["image"])
     with pytest.raises(ValueError, match="coffee: image of 36x30 is smaller than the patch 32x32"):
         MaskPatchSampler(pairs, patch=32, batch_size=8, seed=3)
-    with pytest.raises(ValueError, match=r"astronaut: expected a mask of the image's size \(40, 48\), got shape \(40, 47\)"):
+    expected = r"astronaut: expected a mask of the image's size \(40, 48\), got shape \(40, 47\)"
+    with pytest.raises(ValueError, match=expected):
         MaskPatchSampler([("astronaut", pairs[0][1], pairs[0][2][:, :47])], patch=16, batch_size=8, seed=3)
 
 

@@ -145,7 +145,8 @@ def test_gradient_penalty_value_and_gradients(real_and_fake):
     h = 1e-6
     checks = (  # (gradient, the float64 penalty with one argument shifted by `step`, the indices checked)
         (grads[0], lambda step: numpy_penalty(w + step, real, fake, eps, 10.0), [(0, 0, 0), (3, 5, 1), (7, 2, 2)]),
-        (grads[1], lambda step: numpy_penalty(w, real, fake + step, eps, 10.0), [(0, 0, 0, 0), (0, 3, 5, 1), (1, 7, 2, 2)]),
+        (grads[1], lambda step: numpy_penalty(w, real, fake + step, eps, 10.0),
+         [(0, 0, 0, 0), (0, 3, 5, 1), (1, 7, 2, 2)]),
     )
     for grad, shifted_penalty, indices in checks:
         for index in indices:

@@ -28,7 +28,8 @@ def image_pairs():
 
 
 def torch_lpips(reference, x, y):
-    to_torch = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))) * 2 - 1
+    def to_torch(a):
+        return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2))) * 2 - 1
     with torch.no_grad():
         return reference(to_torch(x), to_torch(y)).numpy()
 

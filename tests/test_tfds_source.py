@@ -135,7 +135,8 @@ def test_missing_tensorflow_datasets_names_the_extra(monkeypatch):
     "key, value, message",
     [
         ("data.source", "div2k", "config.data.source='div2k': choose one of"),
-        ("data.tfds_name", "div2k/bicubic_x2", "config.data.tfds_name='div2k/bicubic_x2': its LR images are not for config.scale=4"),
+        ("data.tfds_name", "div2k/bicubic_x2",
+         "config.data.tfds_name='div2k/bicubic_x2': its LR images are not for config.scale=4"),
         ("data.train_dir", ".", "config.data.train_dir='.': data.source='tfds' reads the builder's splits"),
         ("data.tfds_data_dir", "/no/such/dir", "config.data.tfds_data_dir='/no/such/dir': no such file"),
     ],

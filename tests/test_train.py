@@ -25,7 +25,8 @@ def main_command(*args: str) -> list[str]:
 
 def run_main(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run(
-        main_command(*args), cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+        main_command(*args), cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})}
     )
 
 
@@ -92,7 +93,8 @@ def test_a_run_killed_by_sigterm_resumes_to_the_same_parameters(tmp_path):
     steps, overrides = 60, ["--config.train.log_every=1", "--config.train.checkpoint_every=25"]
     killed = tmp_path / "killed"
     process = subprocess.Popen(
-        main_command("--config=configs/mse.py:tiny", f"--workdir={killed}", f"--config.train.num_steps={steps}", *overrides),
+        main_command("--config=configs/mse.py:tiny", f"--workdir={killed}", f"--config.train.num_steps={steps}",
+                     *overrides),
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     metrics = killed / "metrics.jsonl"
@@ -107,7 +109,8 @@ def test_a_run_killed_by_sigterm_resumes_to_the_same_parameters(tmp_path):
     stopped_at = max(r["step"] for r in read_jsonl(metrics))
     assert 10 <= stopped_at < steps and not (killed / "model").exists()
 
-    resumed = run_main("--config=configs/mse.py:tiny", f"--workdir={killed}", f"--config.train.num_steps={steps}", *overrides)
+    resumed = run_main("--config=configs/mse.py:tiny", f"--workdir={killed}", f"--config.train.num_steps={steps}",
+                       *overrides)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from step {stopped_at}" in resumed.stderr
     # The log reads like one run: each step once, in order.

@@ -114,7 +114,8 @@ def test_every_kind_of_input_comes_back_as_it_came(inputs, span_run):
     expected = apply(SPAN, read_lr(inputs / "rgba.png"))
     assert np.abs(rgba[:, :, :3].astype(int) - to_bgr_levels(expected, 255, np.uint8)).max() <= 1
     alpha_lr = np.repeat((np.linspace(0, 255, 20).round() / 255)[None, :, None].repeat(16, 0), 3, 2).astype(np.float32)
-    expected_alpha = cv2.cvtColor(apply(SPAN, alpha_lr), cv2.COLOR_RGB2GRAY)  # Real-ESRGAN's alpha: gray through the model
+    # Real-ESRGAN's alpha: gray through the model
+    expected_alpha = cv2.cvtColor(apply(SPAN, alpha_lr), cv2.COLOR_RGB2GRAY)
     assert np.abs(rgba[:, :, 3].astype(int) - np.round(expected_alpha * 255)).max() <= 1
 
 
@@ -166,7 +167,8 @@ def test_desra_output_is_gan_sr_outside_the_mask_and_mse_sr_inside(desra_run):
     assert result.returncode == 0, result.stderr[-3000:]
     mask = levels(root / "out" / "masks" / "x.png") > 0
     assert 0.01 < mask.mean() < 0.9, mask.mean()
-    gan, mse = apply("realesr-animevideov3-x4", read_lr(root / "in" / "x.png")), apply(SPAN, read_lr(root / "in" / "x.png"))
+    lr = read_lr(root / "in" / "x.png")
+    gan, mse = apply("realesr-animevideov3-x4", lr), apply(SPAN, lr)
     # the command's mask is the detector's on the models' results (a pixel may flip at the threshold)
     assert (Detector(DetectionSettings(0.9, 30))(gan, mse) == mask).mean() > 0.999
     fused = levels(root / "out" / "x_out.png").astype(int)

@@ -10,6 +10,7 @@ reader never sees a half-written image.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from pathlib import Path
 

@@ -73,7 +73,8 @@ def _checked_pair(name: str, image: np.ndarray, mask: np.ndarray, patch: int) ->
     if mask.shape != image.shape[:2]:
         raise ValueError(f"{name}: expected a mask of the image's size {image.shape[:2]}, got shape {mask.shape}")
     if min(image.shape[:2]) < patch:
-        raise ValueError(f"{name}: image of {image.shape[0]}x{image.shape[1]} is smaller than the patch {patch}x{patch}")
+        height, width = image.shape[:2]
+        raise ValueError(f"{name}: image of {height}x{width} is smaller than the patch {patch}x{patch}")
     if not np.isfinite(image).all():
         raise ValueError(f"{name}: image contains NaN or infinite values")
     return image, mask.astype(np.float32)[..., None]

@@ -43,7 +43,8 @@ def load_split(
     if not builder.is_prepared():
         raise ValueError(
             f"{name}: not prepared in {builder.data_dir}; prepare it once with `tfds build {name} "
-            f"--file_format=array_record{f' --data_dir={data_dir}' if data_dir else ''}` or set config.data.tfds_data_dir"
+            f"--file_format=array_record{f' --data_dir={data_dir}' if data_dir else ''}` "
+            "or set config.data.tfds_data_dir"
         )
     skip = tfds.decode.SkipDecoding()
     try:

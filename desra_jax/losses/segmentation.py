@@ -14,7 +14,8 @@ import jax.numpy as jnp
 
 def _check_same_shape(logits: jnp.ndarray, targets: jnp.ndarray) -> None:
     if logits.shape != targets.shape or logits.ndim != 4:
-        raise ValueError(f"expected logits and targets of one (N, H, W, C) shape, got {logits.shape} and {targets.shape}")
+        raise ValueError(f"expected logits and targets of one (N, H, W, C) shape, got {logits.shape} and "
+                         f"{targets.shape}")
 
 
 def binary_cross_entropy_with_logits(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:

@@ -16,6 +16,8 @@ from typing import Any
 
 from absl import app, flags, logging
 
+from desra_jax.compilation import enable_compilation_cache
+
 #: Folders whose modules are the project's own: their INFO messages are shown by default.
 _PROJECT = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), part)
                  + os.sep for part in ("desra_jax", "experiments"))
@@ -48,6 +50,7 @@ def run_command(argv: Sequence[str], work: Callable[[], Any], errors: tuple[type
     if batch_size is not None and batch_size < 1:
         raise app.UsageError(f"--batch_size must be at least 1, got {batch_size}")
     quiet_libraries()
+    enable_compilation_cache()
     try:
         result = work()
     except errors as error:

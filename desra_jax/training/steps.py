@@ -192,7 +192,8 @@ class Degradation:
     """Real-ESRGAN's on-device making of training pairs from HR patches (`realesrgan_degrade` with `settings`,
     frozen, so that the setting hashes). The states may hold a `'pool'` (`pair_pool_init`):
     the pairs then pass through Real-ESRGAN's training-pair pool. With `sharpen_input` (the yml's `gt_usm`) the
-    pixel and perceptual losses compare with the USM-sharpened GT (`l1_gt_usm`, `percep_gt_usm`; `l1_gt_usm=False`: with the GT as it is) while the
+    pixel and perceptual losses compare with the USM-sharpened GT (`l1_gt_usm`, `percep_gt_usm`; `l1_gt_usm=False`:
+    with the GT as it is) while the
     discriminator sees the GT as it is (`gan_gt_usm: False`)."""
 
     settings: RealESRGANSettings
