@@ -22,7 +22,7 @@ from desra_jax.convert import (
 )
 from desra_jax.convert.segformer import load_segformer
 from desra_jax.data.bundled import bundled_photograph
-from desra_jax.data.realesrgan_degradation import realesrgan_defaults
+from desra_jax.data.realesrgan_degradation import RealESRGANSettings
 from desra_jax.detection.indicator import indicator_d
 from desra_jax.detection.pipeline import detect_artifacts
 from desra_jax.losses import REAL_ESRGAN_LAYER_WEIGHTS
@@ -130,7 +130,7 @@ class Rows:
                 "discriminator": UNetDiscriminatorSN(3, s.d_num_feat), "vgg": VGG19()}
         count = s.batch_per_device * jax.device_count()
         gt = np.stack([photo(s.gt + 8 * i, s.gt)[8 * i:] for i in range(count)])
-        degradation = Degradation.of(realesrgan_defaults())
+        degradation = Degradation(RealESRGANSettings())
         _, pair = jax.jit(lambda b, k: degradation({}, b, k))({"hr": jnp.asarray(gt)}, jax.random.key(0))
         return nets, degradation, gt, jax.device_get(pair)
 
