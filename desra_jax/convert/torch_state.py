@@ -99,7 +99,7 @@ def read_state_dict(path: str | os.PathLike) -> Mapping[str, Any]:
             "only plain state_dicts (tensors, numbers, strings and containers of them) are read"
         ) from None
     except Exception as error:  # torch raises runtime and zip errors alike
-        detail = str(error).strip().split(". ")[0][:200]  # torch's further sentences suggest weights_only=False
+        detail = str(error).strip().split(". ")[0][:200]  # torch's further sentences advise loading unsafely
         raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({detail})") from error
     if not isinstance(state, Mapping):
         raise ConversionError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(state)}")
