@@ -156,5 +156,5 @@ def test_giant_torch_files_are_refused_from_their_header_in_bounded_memory(tmp_p
     assert errors[0].startswith(f"{unrelated}: keys (encoder.embed.weight, ...) fit none of the architectures")
     assert errors[1].startswith(f"{misshapen}: "), errors[1]  # a 4 GiB first conv: the shapes go no further
     assert errors[2].startswith(f"{garbage}: not a readable PyTorch checkpoint (")
-    assert "weights_only=False" not in errors[2] and len(errors[2]) < 400
+    assert "weights_only" not in errors[2] and len(errors[2]) < 400
     assert peak < PEAK_BOUND, peak

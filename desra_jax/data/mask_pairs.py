@@ -14,7 +14,7 @@ import numpy as np
 from desra_jax.data.matching import images_by_name
 from desra_jax.data.image_io import read_image
 from desra_jax.data.masks import MASK_EXTENSIONS, find_mask, read_mask
-from desra_jax.data.sr_pairs import BatchRows, augment
+from desra_jax.data.sr_pairs import BatchRows, augment, checked_training_image
 
 #: (name, image float32 (H, W, 3) in [0, 1], mask bool (H, W)); the name appears in errors.
 MaskPair = tuple[str, np.ndarray, np.ndarray]
@@ -67,16 +67,9 @@ def load_mask_pairs(image_dir: str | Path, mask_dir: str | Path) -> list[MaskPai
 
 
 def _checked_pair(name: str, image: np.ndarray, mask: np.ndarray, patch: int) -> tuple[np.ndarray, np.ndarray]:
-    image, mask = np.asarray(image, np.float32), np.asarray(mask)
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"{name}: expected an (H, W, 3) RGB image, got shape {image.shape}")
+    image, mask = checked_training_image(name, image, patch, "patch"), np.asarray(mask)
     if mask.shape != image.shape[:2]:
         raise ValueError(f"{name}: expected a mask of the image's size {image.shape[:2]}, got shape {mask.shape}")
-    if min(image.shape[:2]) < patch:
-        height, width = image.shape[:2]
-        raise ValueError(f"{name}: image of {height}x{width} is smaller than the patch {patch}x{patch}")
-    if not np.isfinite(image).all():
-        raise ValueError(f"{name}: image contains NaN or infinite values")
     return image, mask.astype(np.float32)[..., None]
 
 

@@ -124,7 +124,7 @@ class PatchSampler:
         if not named:
             raise ValueError("PatchSampler: no training images")
         self.names = [name for name, _ in named]
-        self.images = [_checked_training_image(name, image, hr_patch) for name, image in named]
+        self.images = [checked_training_image(name, image, hr_patch) for name, image in named]
         self.lr_images = None
         if lr_images is not None:
             if len(lr_images) != len(named):
@@ -173,13 +173,15 @@ def _lr_patch_size(hr_patch: int, scale: int) -> int:
     return hr_patch // scale
 
 
-def _checked_training_image(name: str, image: np.ndarray, hr_patch: int) -> np.ndarray:
+def checked_training_image(name: str, image: np.ndarray, patch: int, patch_name: str = "HR patch") -> np.ndarray:
+    """``image`` as float32 after checking that it is an (H, W, 3) RGB image of finite values with both sides at
+    least ``patch``; ValueError names ``name`` and what is wrong (``patch_name`` says which patch)."""
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"{name}: expected an (H, W, 3) RGB image, got shape {image.shape}")
-    if min(image.shape[:2]) < hr_patch:
+    if min(image.shape[:2]) < patch:
         height, width = image.shape[:2]
-        raise ValueError(f"{name}: image of {height}x{width} is smaller than the HR patch {hr_patch}x{hr_patch}")
+        raise ValueError(f"{name}: image of {height}x{width} is smaller than the {patch_name} {patch}x{patch}")
     if not np.isfinite(image).all():
         raise ValueError(f"{name}: image contains NaN or infinite values")
     return image

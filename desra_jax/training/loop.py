@@ -115,70 +115,95 @@ def train_loop(
     num_steps = schedule.num_steps
     if start:
         logging.info("%s: resumed from step %d", workdir, start)
-
     is_main = jax.process_index() == 0
     writer = MetricWriter(workdir, phase=name, resume_step=start) if is_main else None
-
-    def evaluate_and_record(states, step: int) -> dict:
-        evaluation = evaluate(states, step)
-        # A run killed after its final evaluation was recorded evaluates the same restored states again (the
-        # caller may need the outputs) without recording them twice.
-        if writer and not (start == step and os.path.isfile(eval_path(workdir, step))):
-            writer.write(step, {f"val/{k}": v for k, v in evaluation.summary.items()})
-            if evaluation.samples is not None:
-                write_image(os.path.join(workdir, "samples", f"step_{step:07d}.png"), evaluation.samples)
-            write_json(eval_path(workdir, step), {"step": step, "summary": evaluation.summary, **evaluation.details})
-        logging.info("%s step %d: %s", name, step, ", ".join(f"{k}={v:.4f}" for k, v in evaluation.summary.items()))
-        return evaluation.summary
-
-    stop = _StopRequest()
-    quiet = _QuietDiskFull()
-    for logger in quiet.LOGGERS:
-        python_logging.getLogger(logger).addFilter(quiet)
+    record = _EvaluationRecord(workdir, name, start, writer)
     summary = {}
     batches = prefetch_to_device(make_batch, range(start, num_steps), mesh, prefetch)
-    bar = tqdm(total=num_steps, initial=start, desc=name, disable=not is_main, dynamic_ncols=True)
-    last_log, last_time = start, time.perf_counter()
+    progress = _Progress(tqdm(total=num_steps, initial=start, desc=name, disable=not is_main, dynamic_ncols=True),
+                         writer, start)
+    stop = _StopRequest()
     try:
-        for step, batch in zip(range(start + 1, num_steps + 1), batches):
-            states, metrics = step_fn(states, batch, jax.random.fold_in(key, step))
-            bar.update(1)
-            if step % schedule.log_every == 0 or step == num_steps:
-                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                now = time.perf_counter()
-                metrics["steps_per_s"] = (step - last_log) / (now - last_time)
-                last_log, last_time = step, now
-                bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()})
-                if writer:
-                    writer.write(step, metrics)
-            if step % schedule.eval_every == 0 or step == num_steps:
-                summary = evaluate_and_record(states, step)
-            if step % schedule.checkpoint_every == 0 or step == num_steps or stop.requested:
-                if writer:
-                    writer.sync()  # the log is on disk before the checkpoint that a resumed run starts from
-                with checkpoint_failures(manager):
-                    manager.save(step, args=ocp.args.StandardSave(states))
-                kill_point(f"checkpoint:{step}")
-            if stop.requested:
-                with checkpoint_failures(manager):
-                    manager.wait_until_finished()
-                raise TrainingInterrupted(
-                    f"{stop.requested} at step {step}: checkpoint saved in {workdir}/checkpoints; "
-                    "rerun the same command to resume"
-                )
-        with checkpoint_failures(manager):
-            manager.wait_until_finished()
+        with _quiet_disk_full():
+            for step, batch in zip(range(start + 1, num_steps + 1), batches):
+                states, metrics = step_fn(states, batch, jax.random.fold_in(key, step))
+                progress.step(step, metrics, step % schedule.log_every == 0 or step == num_steps)
+                if step % schedule.eval_every == 0 or step == num_steps:
+                    summary = record(evaluate(states, step), step)
+                if step % schedule.checkpoint_every == 0 or step == num_steps or stop.requested:
+                    _save_checkpoint(manager, states, step, writer)
+                if stop.requested:
+                    with checkpoint_failures(manager):
+                        manager.wait_until_finished()
+                    raise TrainingInterrupted(f"{stop.requested} at step {step}: checkpoint saved in "
+                                              f"{workdir}/checkpoints; rerun the same command to resume")
+            with checkpoint_failures(manager):
+                manager.wait_until_finished()
         if not summary:  # killed after the last checkpoint but before the models were written
-            summary = evaluate_and_record(states, num_steps)
+            summary = record(evaluate(states, num_steps), num_steps)
     finally:
-        bar.close()
+        progress.bar.close()
         stop.restore()
-        for logger in quiet.LOGGERS:
-            python_logging.getLogger(logger).removeFilter(quiet)
         batches.close()
         if writer:
             writer.close()
     return states, summary
+
+
+@dataclasses.dataclass
+class _EvaluationRecord:
+    """Records an evaluation on process 0 (``writer`` set): its scalars, sample grid and ``eval_XXXXXXX.json``;
+    logs its summary and returns it. A run killed after its final evaluation was recorded evaluates the same
+    restored states again (the caller may need the outputs) without recording them twice."""
+
+    workdir: str
+    name: str
+    start: int
+    writer: MetricWriter | None
+
+    def __call__(self, evaluation: Evaluation, step: int) -> dict:
+        if self.writer and not (self.start == step and os.path.isfile(eval_path(self.workdir, step))):
+            self.writer.write(step, {f"val/{k}": v for k, v in evaluation.summary.items()})
+            if evaluation.samples is not None:
+                write_image(os.path.join(self.workdir, "samples", f"step_{step:07d}.png"), evaluation.samples)
+            write_json(eval_path(self.workdir, step), {"step": step, "summary": evaluation.summary,
+                                                       **evaluation.details})
+        logging.info("%s step %d: %s", self.name, step,
+                     ", ".join(f"{k}={v:.4f}" for k, v in evaluation.summary.items()))
+        return evaluation.summary
+
+
+@dataclasses.dataclass
+class _Progress:
+    """The progress bar, and on logging steps the metrics with the steps per second since the last one (to the
+    bar's postfix and, on process 0, the ``writer``)."""
+
+    bar: tqdm
+    writer: MetricWriter | None
+    last_step: int
+    last_time: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def step(self, step: int, metrics: dict, log: bool) -> None:
+        self.bar.update(1)
+        if not log:
+            return
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        now = time.perf_counter()
+        metrics["steps_per_s"] = (step - self.last_step) / (now - self.last_time)
+        self.last_step, self.last_time = step, now
+        self.bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()})
+        if self.writer:
+            self.writer.write(step, metrics)
+
+
+def _save_checkpoint(manager: ocp.CheckpointManager, states, step: int, writer: MetricWriter | None) -> None:
+    """Starts the asynchronous save of step ``step``, after the metric log is on disk (a resumed run starts from
+    the checkpoint and appends to that log)."""
+    if writer:
+        writer.sync()
+    with checkpoint_failures(manager):
+        manager.save(step, args=ocp.args.StandardSave(states))
+    kill_point(f"checkpoint:{step}")
 
 
 #: What orbax's and tensorstore's messages say when the disk is full.
@@ -196,6 +221,19 @@ class _QuietDiskFull(python_logging.Filter):
         text = record.getMessage() + ("".join(traceback.format_exception(*record.exc_info)) if record.exc_info else "")
         disk_full = "orbax" in record.pathname and any(mark in text for mark in _DISK_FULL)
         return not (disk_full or (record.name == "concurrent.futures" and "Event loop is closed" in text))
+
+
+@contextlib.contextmanager
+def _quiet_disk_full():
+    """`_QuietDiskFull` on its loggers for the duration."""
+    quiet = _QuietDiskFull()
+    for logger in quiet.LOGGERS:
+        python_logging.getLogger(logger).addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in quiet.LOGGERS:
+            python_logging.getLogger(logger).removeFilter(quiet)
 
 
 @contextlib.contextmanager
