@@ -99,11 +99,19 @@ def read_state_dict(path: str | os.PathLike) -> Mapping[str, Any]:
             "only plain state_dicts (tensors, numbers, strings and containers of them) are read"
         ) from None
     except Exception as error:  # torch raises runtime and zip errors alike
-        detail = str(error).strip().split(". ")[0][:200]  # torch's further sentences advise loading unsafely
+        detail = _unsafe_advice_removed(str(error))
         raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({detail})") from error
     if not isinstance(state, Mapping):
         raise ConversionError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(state)}")
     return dict(state)
+
+
+def _unsafe_advice_removed(message: str) -> str:
+    """The first sentence of a torch load error, at most 200 characters, with no advice to load the file with
+    weights_only switched off: torch gives that advice for files it takes for its legacy tar format."""
+    if "legacy .tar format" in message:
+        return "torch takes it for a legacy tar-format checkpoint, which it reads only unsafely"
+    return message.strip().split(". ")[0][:200]
 
 
 def _refused(message: str) -> str:
