@@ -24,29 +24,21 @@ from pathlib import Path
 from absl import app, flags, logging
 
 from desra_jax.detection.calibration import DEFAULT_NUM_BINS, DEFAULT_PERCENTILE
-from desra_jax.detection.semantic_model import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT, RESIZE_MODES, SEGMENT_CHOICES
 from desra_jax.detection.settings import SemanticSettings
 from desra_jax.tools import calibrate
-from desra_jax.tools.command import run_command
+from experiments.command import define_semantic_flags, run_command
 
 flags.DEFINE_string("gan_dir", None, "Folder of GAN-SR results.", required=True)
 flags.DEFINE_string("mse_dir", None, "Folder of MSE-SR results, same relative names.", required=True)
-flags.DEFINE_string("segformer", None, "SegFormer: a Hugging Face directory (config.json + weights) or an mmseg "
-                    "checkpoint (desra_jax.convert.load_segformer).", required=True)
+define_semantic_flags(required=True)
 flags.DEFINE_string("out", None, "The JSON table to write (experiments.detect --class_adjustment reads it).",
                     required=True)
-flags.DEFINE_enum("segment", DEFAULT_SEGMENT, list(SEGMENT_CHOICES), "Which image of a pair SegFormer segments: "
-                  "'gan' (default, as experiments.detect) or 'mse' (the paper's calibration, appendix A.2).")
-flags.DEFINE_integer("segformer_size", DEFAULT_SEGFORMER_SIZE, "SegFormer's input size (as experiments.detect); "
-                     "0: whole images.")
 flags.DEFINE_integer("batch_size", 4, "Pairs of equal size processed together on the device.")
 flags.DEFINE_enum("alpha", "error", ["error", "drop"], "Images with an alpha channel: skip or drop it.")
 flags.DEFINE_integer("num_bins", DEFAULT_NUM_BINS, "Histogram bins of D on [0, 1], a multiple of 20; the exact A_k "
                      "are accurate to 1 / num_bins.")
 flags.DEFINE_float("percentile", DEFAULT_PERCENTILE, "At least this percentage of a class's pixels have D >= A_k "
                    "(eq. 15: 85).")
-flags.DEFINE_enum("segformer_resize", "auto", ["auto", *RESIZE_MODES], "How SegFormer sees an image (as "
-                  "experiments.detect): 'auto' is the checkpoint's own pipeline.")
 FLAGS = flags.FLAGS
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from desra_jax.models.directory import count_parameters, module_config, save_model
-from desra_jax.tools.command import run_command
+from experiments.command import run_command
 
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace OUT (to-ncnn: OUT.param and OUT.bin) if it exists.")
 _SCALE = flags.DEFINE_enum("scale", None, ["1", "2", "4"], "rrdbnet: output scale, when conv_first is ambiguous.")

@@ -34,43 +34,18 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
-from desra_jax.data.ade20k import ADE20K_ADJUSTMENT_TSV
-from desra_jax.detection.indicator import INDICATOR_ALIASES, INDICATORS
-from desra_jax.detection.semantic_model import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT, RESIZE_MODES, SEGMENT_CHOICES
 from desra_jax.detection.settings import DetectionSettings
-from desra_jax.detection.sliding import WINDOW_METHODS
 from desra_jax.metrics.detection import CONVENTIONS
 from desra_jax.tools import detect
-from desra_jax.tools.command import run_command
+from experiments.command import define_detection_flags, run_command
 
 flags.DEFINE_string("gan_dir", None, "Folder of GAN-SR results.", required=True)
 flags.DEFINE_string("mse_dir", None, "Folder of MSE-SR results, same relative names.", required=True)
 flags.DEFINE_string("out_dir", None, "Folder for masks, D maps, summaries and the gallery.", required=True)
 flags.DEFINE_string("gt_dir", None, "Optional folder of ground-truth masks (PNG or labelme JSON).")
-flags.DEFINE_float("threshold", 0.7, "Artifact where clip(D / A, 0, 1) < threshold (eq. 9/14).")
-flags.DEFINE_integer("min_area", 4000, "Keep 8-connected regions of more than this many pixels.")
 flags.DEFINE_integer("batch_size", 4, "Pairs of equal size processed together on the device.")
 flags.DEFINE_enum("alpha", "error", ["error", "drop"], "Images with an alpha channel: skip or drop it.")
-flags.DEFINE_string("segformer", None, "SegFormer for the semantic adjustment: a Hugging Face directory "
-                    "(config.json + weights) or an mmseg checkpoint (desra_jax.convert.load_segformer).")
-flags.DEFINE_string("class_adjustment", None, "With --segformer: the per-class A_k table, the authors' "
-                    "'name--bin' text file, their table as TSV or a JSON from experiments.calibrate "
-                    f"(default: the published ADE20K table, {ADE20K_ADJUSTMENT_TSV.name}).")
-flags.DEFINE_enum("segment", DEFAULT_SEGMENT, list(SEGMENT_CHOICES),
-                  "Which image of a pair SegFormer segments: 'gan' (default) as the authors' released detection "
-                  "script does; 'mse' as the paper's text says (appendix A.2).")
-flags.DEFINE_integer("segformer_size", DEFAULT_SEGFORMER_SIZE, "SegFormer's input size (512 for the "
-                     "*-512-512 models, 640 for the authors' MiT-B5 640x640); larger images are segmented in "
-                     "sliding windows at their own resolution (desra_jax.detection.segment); 0: whole images.")
-flags.DEFINE_enum("segformer_resize", "auto", ["auto", *RESIZE_MODES], "How SegFormer sees an image: 'square' "
-                  "(stretched to --segformer_size, sliding windows over larger ones), 'keep_ratio' (the authors' "
-                  "mmseg pipeline: fit into 2048x640 keeping the aspect ratio, whole image); 'auto': keep_ratio for "
-                  "an mmseg checkpoint, square for a Hugging Face one.")
-flags.DEFINE_enum("indicator", "released", [*INDICATORS, *INDICATOR_ALIASES], "The indicator: 'released' (eq. 7 "
-                  "as released; also 'relative'), 'printed' (eq. 7 as printed, without C in the numerator), "
-                  "'absolute', 'unnormalized' (Table 4).")
-flags.DEFINE_enum("window_method", None, list(WINDOW_METHODS), "How local windows are summed (default: the "
-                  "faster on this backend).")
+define_detection_flags()
 flags.DEFINE_enum("metric_convention", "released", list(CONVENTIONS), "Detection metrics with --gt_dir: 'released' "
                   "(the authors' scripts: overlap >= p, NaN IoU for an empty union, only 255 is artifact in PNG "
                   "labels) or 'paper' (> p, IoU 1, any nonzero label).")

@@ -47,7 +47,7 @@ from pathlib import Path
 from absl import app, flags, logging
 
 from desra_jax.tools import evaluate
-from desra_jax.tools.command import run_command
+from experiments.command import run_command
 from desra_jax.tools.evaluate import METRICS, NO_WEIGHTS
 
 flags.DEFINE_string("pred", None, "Folder of derained images.", required=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 from absl import app, flags, logging
 
 from desra_jax.tools import fuse
-from desra_jax.tools.command import run_command
+from experiments.command import run_command
 
 flags.DEFINE_string("base", None, "Folder of the outputs to repair.", required=True)
 flags.DEFINE_list("others", [], "Folders of the other models' outputs (also as trailing arguments).")

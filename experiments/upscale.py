@@ -47,11 +47,9 @@ from pathlib import Path
 
 from absl import app, flags
 
-from desra_jax.data.ade20k import ADE20K_ADJUSTMENT_TSV
-from desra_jax.detection.semantic_model import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT, SEGMENT_CHOICES
 from desra_jax.detection.settings import DetectionSettings
 from desra_jax.tools import upscale
-from desra_jax.tools.command import run_command
+from experiments.command import define_detection_flags, define_distributed_flags, initialize_distributed, run_command
 
 flags.DEFINE_string("input", None, "Input image or folder (read recursively).", required=True)
 flags.DEFINE_string("output", None, "Output folder.", required=True)
@@ -67,20 +65,10 @@ flags.DEFINE_integer("tile_pad", 16, "LR context kept on each side of a tile's c
 flags.DEFINE_enum("dtype", "float32", list(upscale.DTYPES), "The networks' computation dtype.")
 flags.DEFINE_enum("alpha", "realesrgan", list(upscale.ALPHA_POLICIES), "The upsampler for alpha channels.")
 flags.DEFINE_integer("batch_size", 4, "Images of one size, and tiles per device call, processed together.")
-flags.DEFINE_float("threshold", 0.7, "With --mse_model: artifact where clip(D / A, 0, 1) < threshold (eq. 9/14).")
-flags.DEFINE_integer("min_area", 4000, "With --mse_model: keep 8-connected regions of more than this many pixels.")
 flags.DEFINE_float("feather", 0.0, "With --mse_model: Gaussian sigma (pixels) of the blend outside the mask.")
 flags.DEFINE_bool("report", False, "With --mse_model: also write the detection gallery and summaries.")
-flags.DEFINE_string("segformer", None, "With --mse_model: SegFormer for the semantic adjustment (as detect).")
-flags.DEFINE_string("class_adjustment", None, "With --segformer: the per-class A_k table "
-                    f"(default: the published ADE20K table, {ADE20K_ADJUSTMENT_TSV.name}).")
-flags.DEFINE_enum("segment", DEFAULT_SEGMENT, list(SEGMENT_CHOICES), "With --segformer: which image is segmented.")
-flags.DEFINE_integer("segformer_size", DEFAULT_SEGFORMER_SIZE, "With --segformer: its input size; 0: whole images.")
-flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize(); each process takes its "
-                  "share of the files.")
-flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0 (else auto-detected).")
-flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes (else auto-detected).")
-flags.DEFINE_integer("process_id", None, "With --distributed: this process's index (else auto-detected).")
+define_detection_flags()  # used with --mse_model
+define_distributed_flags()
 FLAGS = flags.FLAGS
 
 
@@ -95,8 +83,7 @@ def options(process_index: int, process_count: int) -> upscale.UpscaleOptions:
 
 def main(argv):
     import jax
-    if FLAGS.distributed:
-        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    initialize_distributed()
     summary = run_command(argv, lambda: upscale.run(options(jax.process_index(), jax.process_count())),
                           (ValueError, OSError), FLAGS.batch_size)
     if summary is None:  # a bad model spec, option or output folder: nothing can run
