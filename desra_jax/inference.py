@@ -115,18 +115,25 @@ def upscale(
         batch = tiles[first : first + batch_size]
         padded = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(batch), axis=0)])
         outputs.append(np.asarray(_apply(model, variables, put(padded)), np.float32)[: len(batch)])
-    outputs = np.concatenate(outputs)
-    scale = outputs.shape[1] // tiles.shape[1]
-    result = np.empty((len(image), image.shape[1] * scale, image.shape[2] * scale, outputs.shape[-1]), np.float32)
+    result = _stitch(np.concatenate(outputs), len(image), rows, cols, tiles.shape[1])
+    scale = result.shape[1] // image.shape[1]
+    return result[:, : height * scale, : width * scale]
+
+
+def _stitch(outputs: np.ndarray, count: int, rows: list, cols: list, tile_height: int) -> np.ndarray:
+    """The ``count`` SR images whose tiles are ``outputs`` (image by image, row by row, as `tile_spans` cut
+    them), each tile contributing the part it keeps."""
+    scale = outputs.shape[1] // tile_height
+    result = np.empty((count, rows[-1][3] * scale, cols[-1][3] * scale, outputs.shape[-1]), np.float32)
     index = 0
-    for n in range(len(image)):
+    for n in range(count):
         for r_start, _, r_keep, r_stop in rows:
             for c_start, _, c_keep, c_stop in cols:
                 kept = outputs[index, (r_keep - r_start) * scale : (r_stop - r_start) * scale,
                                (c_keep - c_start) * scale : (c_stop - c_start) * scale]
                 result[n, r_keep * scale : r_stop * scale, c_keep * scale : c_stop * scale] = kept
                 index += 1
-    return result[:, : height * scale, : width * scale]
+    return result
 
 
 @dataclasses.dataclass

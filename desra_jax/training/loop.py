@@ -84,6 +84,26 @@ def save_final_models(workdir: str, models: Mapping[str, tuple]) -> None:
         save_model(os.path.join(workdir, name), module, params, extra, overwrite=True)
 
 
+def _resume(workdir: str, states, keep_checkpoints: int) -> tuple[ocp.CheckpointManager, object, int]:
+    """The checkpoint manager of ``workdir/checkpoints`` (the unfinished saves of a failed or killed run removed)
+    and ``states`` restored from its newest checkpoint that restores, with that step (0 for none)."""
+    manager = ocp.CheckpointManager(
+        os.path.join(workdir, "checkpoints"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep_checkpoints, create=True),
+    )
+    remove_unfinished_checkpoints(os.path.join(workdir, "checkpoints"))
+    states, start = restore_newest(manager, states)
+    if start:
+        logging.info("%s: resumed from step %d", workdir, start)
+    return manager, states, start
+
+
+def _wait_for_saves(manager: ocp.CheckpointManager) -> None:
+    """Waits for the manager's asynchronous saves; a failed one is a single error (`checkpoint_failures`)."""
+    with checkpoint_failures(manager):
+        manager.wait_until_finished()
+
+
 def train_loop(
     workdir: str,
     states,
@@ -106,15 +126,8 @@ def train_loop(
     TrainingInterrupted. `key` is folded with the step number, so a resumed run draws the same keys. Returns the
     final states and the last evaluation summary.
     """
-    manager = ocp.CheckpointManager(
-        os.path.join(workdir, "checkpoints"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=schedule.keep_checkpoints, create=True),
-    )
-    remove_unfinished_checkpoints(os.path.join(workdir, "checkpoints"))  # of a run that failed or was killed
-    states, start = restore_newest(manager, states)
+    manager, states, start = _resume(workdir, states, schedule.keep_checkpoints)
     num_steps = schedule.num_steps
-    if start:
-        logging.info("%s: resumed from step %d", workdir, start)
     is_main = jax.process_index() == 0
     writer = MetricWriter(workdir, phase=name, resume_step=start) if is_main else None
     record = _EvaluationRecord(workdir, name, start, writer)
@@ -133,12 +146,10 @@ def train_loop(
                 if step % schedule.checkpoint_every == 0 or step == num_steps or stop.requested:
                     _save_checkpoint(manager, states, step, writer)
                 if stop.requested:
-                    with checkpoint_failures(manager):
-                        manager.wait_until_finished()
+                    _wait_for_saves(manager)
                     raise TrainingInterrupted(f"{stop.requested} at step {step}: checkpoint saved in "
                                               f"{workdir}/checkpoints; rerun the same command to resume")
-            with checkpoint_failures(manager):
-                manager.wait_until_finished()
+            _wait_for_saves(manager)
         if not summary:  # killed after the last checkpoint but before the models were written
             summary = record(evaluate(states, num_steps), num_steps)
     finally:
