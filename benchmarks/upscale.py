@@ -30,7 +30,7 @@ from desra_jax.convert import resolve_model
 from desra_jax.data.bundled import bundled_photograph
 from desra_jax.data.degradations import bicubic_downsample
 from desra_jax.metrics import psnr
-from desra_jax.tools.upscale import load_upscaler
+from desra_jax.tools.upscale import DEFAULT_BUCKET, load_upscaler
 from references.ncnn_runtime import load_net, run_net
 from references.rrdbnet_torch import RRDBNetTorch
 
@@ -72,8 +72,9 @@ def torch_rrdbnet(module, params) -> torch.nn.Module:
 
 def runtimes(name: str, threads: int, tile: int) -> dict:
     """{runtime: function of one (H, W, 3) LR image in [0, 1] -> its clipped x4 result} for model `name`."""
-    upscaler, _, _ = load_upscaler(name, "float32", tile=tile, tile_pad=16, batch_size=4)
-    upscaler_bf16, _, _ = load_upscaler(name, "bfloat16", tile=tile, tile_pad=16, batch_size=4)
+    upscaler, _, _ = load_upscaler(name, "float32", tile=tile, tile_pad=16, batch_size=4, bucket=DEFAULT_BUCKET)
+    upscaler_bf16, _, _ = load_upscaler(name, "bfloat16", tile=tile, tile_pad=16, batch_size=4,
+                                      bucket=DEFAULT_BUCKET)
     net = load_net(resolve_model(name), num_threads=threads)
     runs = {"desra-jax": upscaler, "desra-jax bf16": upscaler_bf16,
             "ncnn": lambda image: np.clip(run_net(net, image[None])[0], 0, 1)}

@@ -3,7 +3,7 @@ time with an MSE-SR partner (DeSRA detection, then eq. 10). The flags are those 
 ``inference_realesrgan.py`` where it has them.
 
     python -m experiments.upscale --input FILE_OR_DIR --output DIR --model realesrgan-x4plus \
-        [--outscale 4] [--suffix out] [--ext auto|png|jpg] [--tile 256] [--tile_pad 16] \
+        [--outscale 4] [--suffix out] [--ext auto|png|jpg] [--tile 256] [--tile_pad 16] [--bucket 16] \
         [--dtype float32|bfloat16|float16] [--alpha realesrgan|bicubic|drop|error] [--batch_size 4]
     python -m experiments.upscale --input DIR --output DIR --model realesrgan-x4plus --mse_model spanx4_ch48 \
         [--threshold 0.7] [--min_area 4000] [--feather 0] [--report] \
@@ -26,6 +26,9 @@ scale resizes the network's result with Lanczos, as Real-ESRGAN does.
 images); adjacent tiles overlap by ``2 * --tile_pad`` LR pixels and each keeps the part nearest its centre
 (`desra_jax.inference.upscale`), so every kept pixel has ``--tile_pad`` pixels of real context on every side
 (Real-ESRGAN: tile 0 and tile_pad 10 by default). Tiles are batched (``--batch_size``) across all local devices.
+A side shorter than a tile is mirrored beyond the bottom or right border up to a multiple of ``--bucket`` (as
+Real-ESRGAN's ``--pre_pad``), so images of many sizes share a few compilations (kept between runs in the
+compilation cache); only pixels within the network's reach of those borders see the mirror.
 ``--dtype``: the networks' computation (parameters stay float32; Real-ESRGAN computes in float16 by default).
 
 With ``--mse_model`` the artifacts of the ``--model`` results are detected against the MSE-SR results with the
@@ -62,6 +65,8 @@ flags.DEFINE_string("suffix", "out", "Suffix of the restored image: <name>_<suff
 flags.DEFINE_enum("ext", "auto", ["auto", "png", "jpg"], "Image extension; auto: that of the input.")
 flags.DEFINE_integer("tile", 256, "LR tile side, 0 for whole images.")
 flags.DEFINE_integer("tile_pad", 16, "LR context kept on each side of a tile's cut (tiles overlap by twice it).")
+flags.DEFINE_integer("bucket", upscale.DEFAULT_BUCKET, "Sides shorter than a tile are padded (mirrored) to a "
+                     "multiple of this, so that images of many sizes share compilations; 0: each runs at its size.")
 flags.DEFINE_enum("dtype", "float32", list(upscale.DTYPES), "The networks' computation dtype.")
 flags.DEFINE_enum("alpha", "realesrgan", list(upscale.ALPHA_POLICIES), "The upsampler for alpha channels.")
 flags.DEFINE_integer("batch_size", 4, "Images of one size, and tiles per device call, processed together.")
@@ -76,7 +81,7 @@ def options(process_index: int, process_count: int) -> upscale.UpscaleOptions:
     """The flags as the tool's options (ValueError for an option that is not among its choices)."""
     return upscale.UpscaleOptions(
         Path(FLAGS.input), Path(FLAGS.output), FLAGS.model, FLAGS.mse_model, FLAGS.outscale, FLAGS.suffix, FLAGS.ext,
-        FLAGS.tile, FLAGS.tile_pad, FLAGS.dtype, FLAGS.alpha, FLAGS.batch_size,
+        FLAGS.tile, FLAGS.tile_pad, FLAGS.bucket, FLAGS.dtype, FLAGS.alpha, FLAGS.batch_size,
         DetectionSettings.from_values(FLAGS.flag_values_dict()), FLAGS.feather, FLAGS.report, process_index,
         process_count)
 

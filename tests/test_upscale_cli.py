@@ -70,9 +70,10 @@ def inputs(tmp_path_factory):
 def span_run(inputs):
     """The CLI over the folder with SPAN x4, on two devices, twice: (output folder, first run, rerun)."""
     out = inputs.parent / "out"
-    first = upscale_cli("--input", inputs, "--output", out, "--model", SPAN, "--batch_size", 2, devices=2)
+    first = upscale_cli("--input", inputs, "--output", out, "--model", SPAN, "--batch_size", 2, "--bucket", 0,
+                        devices=2)
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*_out.*")}
-    again = upscale_cli("--input", inputs, "--output", out, "--model", SPAN)
+    again = upscale_cli("--input", inputs, "--output", out, "--model", SPAN, "--bucket", 0)
     assert stamps == {p: p.stat().st_mtime_ns for p in out.rglob("*_out.*")}  # nothing rewritten
     return out, first, again
 
@@ -150,6 +151,21 @@ def test_tiles_covering_the_receptive_field_give_the_whole_image(tmp_path, tiny_
     assert np.abs(resized.astype(int) - to_bgr_levels(np.clip(lanczos, 0, 1), 65535, np.uint16)).max() <= 1
 
 
+def test_small_images_run_in_buckets_that_change_only_pixels_near_the_padded_borders(tmp_path, tiny_srvgg):
+    """The default --bucket 16 pads 36x50 to 48x64 with mirrored content: beyond the network's radius (4 LR,
+    16 HR pixels) of the bottom and right borders the result is the whole image's; nearer, it differs."""
+    lr = photo_crop("coffee", (36, 50), 100, 150)[0]
+    write_image(tmp_path / "in" / "x.png", lr, bit_depth=16)
+    for bucket in ("16", "0"):
+        result = upscale_cli("--input", tmp_path / "in", "--output", tmp_path / bucket, "--model", tiny_srvgg,
+                             "--bucket", bucket)
+        assert result.returncode == 0, result.stderr[-2000:]
+    bucketed, whole = (levels(tmp_path / bucket / "x_out.png").astype(int) for bucket in ("16", "0"))
+    assert np.abs(whole - to_bgr_levels(apply(tiny_srvgg, lr), 65535, np.uint16)).max() <= 1
+    assert np.abs(bucketed - whole)[: 144 - 16, : 200 - 16].max() <= 1
+    assert np.abs(bucketed - whole)[144 - 16 :].max() > 100 and np.abs(bucketed - whole)[:, 200 - 16 :].max() > 100
+
+
 @pytest.fixture(scope="module")
 def desra_run(tmp_path_factory):
     """DeSRA at inference with two real models (animevideov3 x4 as the GAN-SR model, SPAN x4 as the MSE-SR one)
@@ -158,7 +174,8 @@ def desra_run(tmp_path_factory):
     lr = photo_crop("astronaut", (32, 40), 20, 180)[0]
     write_image(root / "in" / "x.png", lr)
     result = upscale_cli("--input", root / "in", "--output", root / "out", "--model", "realesr-animevideov3-x4",
-                         "--mse_model", SPAN, "--threshold", 0.9, "--min_area", 30, "--report", "--tile", 0)
+                         "--mse_model", SPAN, "--threshold", 0.9, "--min_area", 30, "--report", "--tile", 0,
+                         "--bucket", 0)
     return root, lr, result
 
 

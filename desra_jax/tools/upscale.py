@@ -35,6 +35,9 @@ from desra_jax.report import detection_gallery_row, mask_record, write_detection
 
 ALPHA_POLICIES = ("realesrgan", "bicubic", "drop", "error")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+#: Sides shorter than a tile run padded to a multiple of this (at most 15 LR pixels more, at most tile / 16 sizes
+#: per side), so that a folder of small images of many sizes compiles a few times.
+DEFAULT_BUCKET = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,16 +85,18 @@ def list_jobs(input_path: str | os.PathLike, output: Path, suffix: str, ext: str
     return jobs
 
 
-def load_upscaler(spec: str, dtype: str, tile: int, tile_pad: int, batch_size: int) -> tuple[Upscaler, str, float]:
+def load_upscaler(spec: str, dtype: str, tile: int, tile_pad: int, batch_size: int,
+                  bucket: int | None = None) -> tuple[Upscaler, str, float]:
     """(`Upscaler` on every local device, the file the spec named, the model's scale) of a model spec
     (`load_sr_model`). ``tile`` 0: whole images; ``tile_pad``: LR context kept on each side of a tile's cut,
-    so adjacent tiles overlap by 2 * tile_pad."""
+    so adjacent tiles overlap by 2 * tile_pad; ``bucket``: sides shorter than a tile are padded to a multiple of
+    it (`desra_jax.inference.pad_to_buckets`; None or 0: they run at their size)."""
     module, variables, path = load_sr_model(spec)
     variables = dict(variables)
     params = variables.pop("params")
     scale = model_scale(module, {"params": params, **variables})
     upscaler = Upscaler(module.clone(dtype=DTYPES[dtype]), params, tile or 2**31, 2 * tile_pad, batch_size,
-                        variables, tuple(jax.local_devices()))
+                        variables, tuple(jax.local_devices()), bucket or None)
     return upscaler, path, scale
 
 
@@ -153,6 +158,7 @@ class UpscaleOptions:
     ext: str = "auto"
     tile: int = 256
     tile_pad: int = 16
+    bucket: int = DEFAULT_BUCKET
     dtype: str = "float32"
     alpha: str = "realesrgan"
     batch_size: int = 4
@@ -169,6 +175,8 @@ class UpscaleOptions:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
         if self.ext not in ("auto", "png", "jpg"):
             raise ValueError(f"ext must be auto, png or jpg, got {self.ext!r}")
+        if self.bucket < 0:
+            raise ValueError(f"bucket must be at least 0, got {self.bucket}")
         if self.tile and self.tile <= 2 * self.tile_pad:
             raise ValueError(f"tile ({self.tile}) must exceed twice tile_pad ({self.tile_pad}): adjacent tiles "
                              "overlap by 2 * tile_pad")
@@ -210,7 +218,7 @@ def run(options: UpscaleOptions) -> dict:
 def _load_models(options: UpscaleOptions) -> tuple[Upscaler, Upscaler | None, Detector | None, dict]:
     """(GAN-SR upscaler, MSE-SR upscaler or None, detector or None, the summary begun: models and scale)."""
     load = functools.partial(load_upscaler, dtype=options.dtype, tile=options.tile, tile_pad=options.tile_pad,
-                             batch_size=options.batch_size)
+                             batch_size=options.batch_size, bucket=options.bucket)
     gan, gan_path, scale = load(options.model)
     summary = {"model": gan_path, "scale": scale, "mse_model": None, "written": [], "skipped": [], "problems": []}
     if options.mse_model is None:
