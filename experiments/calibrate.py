@@ -26,7 +26,7 @@ from absl import app, flags, logging
 from desra_jax.detection.calibration import DEFAULT_NUM_BINS, DEFAULT_PERCENTILE
 from desra_jax.detection.settings import SemanticSettings
 from desra_jax.tools import calibrate
-from experiments.command import define_semantic_flags, run_command
+from experiments.command import define_max_pixels_flag, define_semantic_flags, run_command
 
 flags.DEFINE_string("gan_dir", None, "Folder of GAN-SR results.", required=True)
 flags.DEFINE_string("mse_dir", None, "Folder of MSE-SR results, same relative names.", required=True)
@@ -39,6 +39,7 @@ flags.DEFINE_integer("num_bins", DEFAULT_NUM_BINS, "Histogram bins of D on [0, 1
                      "are accurate to 1 / num_bins.")
 flags.DEFINE_float("percentile", DEFAULT_PERCENTILE, "At least this percentage of a class's pixels have D >= A_k "
                    "(eq. 15: 85).")
+define_max_pixels_flag()
 FLAGS = flags.FLAGS
 
 
@@ -47,7 +48,8 @@ def options() -> calibrate.CalibrateOptions:
     semantics = SemanticSettings(FLAGS.segformer, None, FLAGS.segment, FLAGS.segformer_size or None,
                                  FLAGS.segformer_resize)
     return calibrate.CalibrateOptions(Path(FLAGS.gan_dir), Path(FLAGS.mse_dir), semantics, Path(FLAGS.out),
-                                      FLAGS.batch_size, FLAGS.alpha, FLAGS.num_bins, FLAGS.percentile)
+                                      FLAGS.batch_size, FLAGS.alpha, FLAGS.num_bins, FLAGS.percentile,
+                                      FLAGS.max_pixels)
 
 
 def main(argv):
