@@ -1,6 +1,8 @@
 """Durable outputs: the one atomic writer every output of the project goes through (bytes, JSON, CSV; images via
 ``data.image_io.write_image``; a group of files published in a fixed order), the folders they go into, sweeping
-the temporaries of killed writers, output-folder checks, and the fault-injection kill points.
+the temporaries of killed writers, output-folder checks (outputs that would land on an input or on each other;
+the options record that keeps a rerun with other options from keeping old results), and the fault-injection kill
+points.
 
 A file is written to a hidden temporary sibling, synced to disk and renamed over its name (``os.replace``), so a
 reader never sees a half-written file, even when the writer is killed or the power fails.
