@@ -20,7 +20,7 @@ from desra_jax.data.image_io import read_image, write_image
 from desra_jax.detection.settings import DetectionSettings, Detector
 from desra_jax.models import SRVGGNetCompact
 from desra_jax.models.directory import save_model
-from desra_jax.tools import detect, upscale
+from desra_jax.tools import detect, fuse, upscale
 from tests.bad_inputs import GIANT_ERROR, GIANT_SIDE, declared_giant_png
 from tests.conftest import photo_crop, xla_flags
 from tests.faults import REPO
@@ -180,3 +180,10 @@ def test_detect_batches_hold_at_most_the_pairs_there_are(tmp_path, monkeypatch):
     summary = detect.run(detect.DetectOptions(folder, folder, tmp_path / "out", batch_size=300,
                                               detection=DetectionSettings(min_area=4)))
     assert summary["processed"] == 3 and sizes == [(3, 3)]  # padded to 3 pairs, not to 300
+
+
+def test_fuse_refuses_an_input_folder_as_its_output_folder(tmp_path):
+    base, other = photos(tmp_path / "base", ["a.png"]), photos(tmp_path / "other", ["a.png"])
+    with pytest.raises(ValueError, match=f"^{base}: is an input folder; give another --out"):
+        fuse.run(fuse.FuseOptions(base, (other,), tmp_path / "no-localizer", base))  # before the localizer is read
+    assert sorted(p.name for p in base.iterdir()) == ["a.png"]

@@ -14,7 +14,7 @@ from desra_jax.checks import check_number
 from desra_jax.data.image_header import MAX_PIXELS
 from desra_jax.data.matching import pair_by_name
 from desra_jax.data.image_io import read_image, write_image
-from desra_jax.files import check_collisions, output_folder, write_json
+from desra_jax.files import check_collisions, output_folder, same_path, write_json
 from desra_jax.fusion import fuse
 from desra_jax.models import DeepLabV3Plus
 from desra_jax.models.directory import load_model
@@ -75,6 +75,9 @@ def run(options: FuseOptions) -> dict:
     if len(folders) < 2:
         raise ValueError("fuse: give at least one folder of other models' outputs (--others)")
     out_dir = output_folder(options.out_dir)
+    if any(same_path(folder) == same_path(out_dir) for folder in folders):
+        raise ValueError(f"{out_dir}: is an input folder; give another --out (one inside it is fine: its files are "
+                         "never read as inputs)")
     module, variables = load_localizer(options.localizer)
     probabilities = localizer_probabilities(module)
     feather, threshold, temperature = options.feather, options.threshold, options.temperature

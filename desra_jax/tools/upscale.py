@@ -126,10 +126,10 @@ def load_upscaler(spec: str, dtype: str, tile: int, tile_pad: int, batch_size: i
 def check_output_size(name: str | os.PathLike, shape: tuple[int, ...], factor: float, max_output_pixels: int) -> None:
     """ValueError naming the file, the sizes and the option when an (H, W) image upscaled by ``factor`` (the
     larger of the network's scale and ``outscale``) would have more than ``max_output_pixels`` pixels."""
-    height, width = round(shape[0] * factor), round(shape[1] * factor)
+    height, width = shape[0] * factor, shape[1] * factor  # floats: an outscale of 1e300 is refused, not overflowed
     if height * width > max_output_pixels:
-        raise ValueError(f"{name}: {shape[1]} x {shape[0]} upscaled x{factor:g} would be {width} x {height} = "
-                         f"{height * width:,} pixels, more than the limit of {max_output_pixels:,} (raise it with "
+        raise ValueError(f"{name}: {shape[1]} x {shape[0]} upscaled x{factor:g} would be {width:.0f} x {height:.0f} = "
+                         f"{height * width:,.0f} pixels, more than the limit of {max_output_pixels:,} (raise it with "
                          "--max_output_pixels)")
 
 
@@ -228,8 +228,9 @@ class UpscaleOptions:
 
 def run(options: UpscaleOptions) -> dict:
     """Upscales every image of ``options.input`` into ``options.output``; returns the summary. Files whose result
-    exists are skipped. Raises ValueError (FileNotFoundError for a model spec) when nothing can run: a bad model,
-    output folder, or models of different scales."""
+    exists are skipped (unless ``overwrite``). Raises ValueError (FileNotFoundError for a model spec) when nothing
+    can run: a bad model, output folder, models of different scales, outputs that would land on an input or on
+    each other (`check_collisions`), or results of other options in the folder (`check_options_record`)."""
     output = output_folder(options.output)
     gan, mse, detector, summary = _load_models(options)
     problems = summary["problems"]
