@@ -1,7 +1,8 @@
 r"""Calibrates the per-class adjustment A_k of DeSRA (eq. 8/15) on a folder of GAN-SR / MSE-SR result pairs.
 
     python -m experiments.calibrate --gan_dir A --mse_dir B --segformer DIR --out adjustment.json \
-        [--segment gan|mse] [--segformer_size 512] [--batch_size 4] [--num_bins 4000] [--percentile 85]
+        [--segment gan|mse] [--segformer_size 512] [--batch_size 4] [--num_bins 4000] [--percentile 85] \
+        [--max_pixels N]
 
 Pairs files as experiments.detect does (same relative name, any extension), segments one image of each pair with
 the SegFormer (``--segment gan`` by default, the image that experiments.detect segments by default, so the table

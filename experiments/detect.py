@@ -1,7 +1,7 @@
 r"""Detects GAN-SR artifacts in a folder of GAN-SR / MSE-SR result pairs (DeSRA, section 3.2 and appendix A.2).
 
     python -m experiments.detect --gan_dir A --mse_dir B --out_dir C [--gt_dir M] [--threshold 0.7] \
-        [--min_area 4000] [--batch_size 4] [--alpha error] \
+        [--min_area 4000] [--batch_size 4] [--alpha error] [--max_pixels N] \
         [--segformer DIR [--class_adjustment FILE] [--segment gan|mse] [--segformer_size 512]]
 
 Files are paired by their path relative to the folder, without the extension (``A/sub/x.png`` with

@@ -2,7 +2,7 @@ r"""Scores derained images against the clean ground truth: PSNR, SSIM and LPIPS,
 
     python -m experiments.evaluate --pred DIR --gt DIR --out DIR [--metrics psnr,ssim,lpips] [--color y|rgb] \
         [--crop_border 0] [--dataset NAME] [--lpips_weights alex.pth --lpips_backbone alexnet-owt-7be5be79.pth \
-        [--lpips_net alex|vgg]]
+        [--lpips_net alex|vgg]] [--max_pixels N]
 
 Pairing (``pair_files``): a file's pairing key is its path relative to the folder, without the extension, with
 the role marks of the released test sets removed. ``--gt`` may be the whole released folder: files marked as

@@ -1,7 +1,7 @@
 r"""Repairs one deraining model's outputs with the outputs of others (Zhao 2024, Sec. 2.2 and Fig. 4).
 
     python -m experiments.fuse --base DIR --others DIR [DIR ...] --localizer CKPT --out DIR \
-        [--feather 3.0] [--threshold 0.5] [--temperature 1.0]
+        [--feather 3.0] [--threshold 0.5] [--temperature 1.0] [--max_pixels N]
 
 ``--others`` takes a comma-separated list, and folders given after it without a flag are added to it, so both
 ``--others B,C`` and ``--others B C`` work. ``--localizer`` is a model directory written by
