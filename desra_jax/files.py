@@ -1,6 +1,8 @@
 """Durable outputs: the one atomic writer every output of the project goes through (bytes, JSON, CSV; images via
 ``data.image_io.write_image``; a group of files published in a fixed order), the folders they go into, sweeping
-the temporaries of killed writers, output-folder checks, and the fault-injection kill points.
+the temporaries of killed writers, output-folder checks (outputs that would land on an input or on each other;
+the options record that keeps a rerun with other options from keeping old results), and the fault-injection kill
+points.
 
 A file is written to a hidden temporary sibling, synced to disk and renamed over its name (``os.replace``), so a
 reader never sees a half-written file, even when the writer is killed or the power fails.
@@ -266,3 +268,48 @@ def write_csv(path: str | os.PathLike, records: list[dict], columns: list[str]) 
     writer.writeheader()
     writer.writerows(records)
     write_bytes_atomic(path, buffer.getvalue().encode("utf-8"))
+
+
+def same_path(path: str | os.PathLike) -> str:
+    """``path`` as one spelling of the file it names (links resolved, case folded where the system folds it)."""
+    return os.path.normcase(os.path.realpath(path))
+
+
+def check_collisions(outputs: Sequence[tuple[Path, str]], inputs: Sequence[Path]) -> None:
+    """Refuses, before any work, a run whose outputs would land on one of its ``inputs`` or on another of its
+    outputs. ``outputs``: (path, what writes it, e.g. "the result of in/a.png"). ValueError naming both paths."""
+    taken = {same_path(path): f"the input {path}" for path in inputs}
+    for path, what in outputs:
+        other = taken.get(same_path(path))
+        if other is not None and other.startswith("the input"):
+            raise ValueError(f"{path}: would be written as {what}, and is {other}; nothing was written (give "
+                             "another output folder or name)")
+        if other is not None:
+            raise ValueError(f"{path}: would be written twice, as {other} and as {what}; nothing was written (give "
+                             "another output name, e.g. a --suffix or --ext that tells them apart)")
+        taken[same_path(path)] = what
+
+
+def check_options_record(path: str | os.PathLike, options: dict, overwrite: bool) -> None:
+    """Keeps a folder's results from mixing options: ``path`` records the ``options`` (JSON values) that shaped
+    the results beside it, and is written (before any work) when absent or different. A record of other options is
+    a ValueError naming each difference, unless ``overwrite`` (the caller then makes every result again)."""
+    path, options = Path(path), json.loads(json.dumps(options))
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(recorded, dict):
+            raise ValueError(f"expected a JSON object, got {type(recorded).__name__}")
+    except FileNotFoundError:
+        recorded = options
+    except (OSError, ValueError) as error:  # damaged: the results beside it are of unknown options
+        if not overwrite:
+            raise ValueError(f"{path}: the options record cannot be read ({error}); rerun with --overwrite to "
+                             "make the results again") from error
+        recorded = {}
+    differing = [f"{key} {recorded.get(key)!r} (now {value!r})" for key, value in options.items()
+                 if recorded.get(key) != value]
+    if differing and not overwrite:
+        raise ValueError(f"{path.parent}: holds results made with other options: {', '.join(differing)}; rerun "
+                         "with --overwrite to replace them, or give another output folder")
+    if differing or not path.exists():
+        write_json(path, options)

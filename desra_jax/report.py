@@ -109,6 +109,13 @@ def detection_gallery_row(name: str, segmentation: bool = False) -> dict:
     return {key: f"gallery/{name}_{key}.png" for key in keys}
 
 
+def detection_files(name: str, gallery: bool = True, segmentation: bool = False) -> list[str]:
+    """The image files `write_detection` writes for image ``name``, relative to the output folder."""
+    folders = ("masks", "overlays", "d_maps") + (("segmentation",) if segmentation else ()) if gallery else ("masks",)
+    thumbnails = list(detection_gallery_row(name, segmentation).values()) if gallery else []
+    return [f"{folder}/{name}.png" for folder in folders] + thumbnails
+
+
 def write_detection(out_dir: Path, name: str, sources: dict, images: tuple, class_names: Sequence[str] = (),
                     gallery: bool = True) -> tuple[dict, dict | None]:
     """Writes one image's detection and returns its (record, gallery row): ``masks/<name>.png`` always; with

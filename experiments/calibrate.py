@@ -1,7 +1,8 @@
 r"""Calibrates the per-class adjustment A_k of DeSRA (eq. 8/15) on a folder of GAN-SR / MSE-SR result pairs.
 
     python -m experiments.calibrate --gan_dir A --mse_dir B --segformer DIR --out adjustment.json \
-        [--segment gan|mse] [--segformer_size 512] [--batch_size 4] [--num_bins 4000] [--percentile 85]
+        [--segment gan|mse] [--segformer_size 512] [--batch_size 4] [--num_bins 4000] [--percentile 85] \
+        [--max_pixels N]
 
 Pairs files as experiments.detect does (same relative name, any extension), segments one image of each pair with
 the SegFormer (``--segment gan`` by default, the image that experiments.detect segments by default, so the table
@@ -26,7 +27,7 @@ from absl import app, flags, logging
 from desra_jax.detection.calibration import DEFAULT_NUM_BINS, DEFAULT_PERCENTILE
 from desra_jax.detection.settings import SemanticSettings
 from desra_jax.tools import calibrate
-from experiments.command import define_semantic_flags, run_command
+from experiments.command import define_max_pixels_flag, define_semantic_flags, run_command
 
 flags.DEFINE_string("gan_dir", None, "Folder of GAN-SR results.", required=True)
 flags.DEFINE_string("mse_dir", None, "Folder of MSE-SR results, same relative names.", required=True)
@@ -39,6 +40,7 @@ flags.DEFINE_integer("num_bins", DEFAULT_NUM_BINS, "Histogram bins of D on [0, 1
                      "are accurate to 1 / num_bins.")
 flags.DEFINE_float("percentile", DEFAULT_PERCENTILE, "At least this percentage of a class's pixels have D >= A_k "
                    "(eq. 15: 85).")
+define_max_pixels_flag()
 FLAGS = flags.FLAGS
 
 
@@ -47,7 +49,8 @@ def options() -> calibrate.CalibrateOptions:
     semantics = SemanticSettings(FLAGS.segformer, None, FLAGS.segment, FLAGS.segformer_size or None,
                                  FLAGS.segformer_resize)
     return calibrate.CalibrateOptions(Path(FLAGS.gan_dir), Path(FLAGS.mse_dir), semantics, Path(FLAGS.out),
-                                      FLAGS.batch_size, FLAGS.alpha, FLAGS.num_bins, FLAGS.percentile)
+                                      FLAGS.batch_size, FLAGS.alpha, FLAGS.num_bins, FLAGS.percentile,
+                                      FLAGS.max_pixels)
 
 
 def main(argv):

@@ -1,11 +1,9 @@
 """What every command driver (``experiments/*.py``) does around its one library call: refuse stray arguments and
-a batch size below 1, set the logging, log an error that stops everything as one line with exit status 1, and
-log each problem found on the way as a warning; and the flags that several commands share, defined once
-(detection, the semantic adjustment, multi-host runs).
+a batch size below 1, set the logging, log an error that stops everything as one line (exit status 1) and each
+problem found on the way as a warning; and the flags that several commands share, defined once.
 
-Logging: warnings and the project's own messages by default; the INFO chatter of the libraries underneath
-(orbax's per-step save lines, JAX's "Unable to initialize backend 'tpu'") is dropped unless ``--verbosity`` is
-given, in which case absl's level applies to everything as usual. Progress bars (tqdm) are not logging.
+Logging: warnings and the project's own messages by default; the INFO chatter of the libraries underneath (orbax's
+per-step save lines, JAX's "Unable to initialize backend 'tpu'") is dropped unless ``--verbosity`` is given.
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ from absl import app, flags, logging
 
 from desra_jax.compilation import enable_compilation_cache
 from desra_jax.data.ade20k import ADE20K_ADJUSTMENT_TSV
+from desra_jax.data.image_header import LIMIT_OPTION, MAX_PIXELS
 from desra_jax.detection.indicator import INDICATOR_ALIASES, INDICATORS
 from desra_jax.detection.semantic_model import DEFAULT_SEGFORMER_SIZE, DEFAULT_SEGMENT, RESIZE_MODES, SEGMENT_CHOICES
 from desra_jax.detection.sliding import WINDOW_METHODS
@@ -46,10 +45,9 @@ def quiet_libraries() -> None:
 
 def run_command(argv: Sequence[str], work: Callable[[], Any], errors: tuple[type[BaseException], ...] = (ValueError,),
                 batch_size: int | None = None, arguments: bool = False) -> Any | None:
-    """``work()``'s result, or None after logging the error when it raises one of ``errors`` (what means that
-    nothing can run: a bad option, model or output folder). Before it: app.UsageError for positional arguments
-    (unless ``arguments``) and for a ``batch_size`` below 1; the logging set (`quiet_libraries`). After it: each
-    of the result's ``problems`` (when it is a dict that has them) logged as a warning."""
+    """``work()``'s result, or None after logging the error when it raises one of ``errors`` (nothing can run: a
+    bad option, model or output folder). Before it: app.UsageError for positional arguments (unless ``arguments``)
+    and a ``batch_size`` below 1; the logging set. After it: the result's ``problems`` logged as warnings."""
     if len(argv) > 1 and not arguments:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if batch_size is not None and batch_size < 1:
@@ -64,6 +62,11 @@ def run_command(argv: Sequence[str], work: Callable[[], Any], errors: tuple[type
     for problem in result.get("problems", ()) if isinstance(result, dict) else ():
         logging.warning("%s", problem)
     return result
+
+
+def define_max_pixels_flag() -> None:
+    """``--max_pixels``, the limit on an input image's declared pixels, for every command that reads images."""
+    flags.DEFINE_integer(LIMIT_OPTION.lstrip("-"), MAX_PIXELS, "Refuse (by name, undecoded) images declaring more.")
 
 
 def define_semantic_flags(required: bool = False) -> None:
@@ -103,8 +106,7 @@ def define_distributed_flags() -> None:
     """``--distributed`` and the arguments of ``jax.distributed.initialize``."""
     flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize(); each process takes its "
                       "share of the files.")
-    flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0 (else "
-                        "auto-detected).")
+    flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0 (else detected).")
     flags.DEFINE_integer("num_processes", None, "With --distributed: number of processes (else auto-detected).")
     flags.DEFINE_integer("process_id", None, "With --distributed: this process's index (else auto-detected).")
 

@@ -1,7 +1,7 @@
 r"""Detects GAN-SR artifacts in a folder of GAN-SR / MSE-SR result pairs (DeSRA, section 3.2 and appendix A.2).
 
     python -m experiments.detect --gan_dir A --mse_dir B --out_dir C [--gt_dir M] [--threshold 0.7] \
-        [--min_area 4000] [--batch_size 4] [--alpha error] \
+        [--min_area 4000] [--batch_size 4] [--alpha error] [--max_pixels N] \
         [--segformer DIR [--class_adjustment FILE] [--segment gan|mse] [--segformer_size 512]]
 
 Files are paired by their path relative to the folder, without the extension (``A/sub/x.png`` with
@@ -23,9 +23,10 @@ gallery (MSE-SR | GAN-SR | D | mask overlay [| segmentation with a legend of cla
 ``gallery/``. Every file appears atomically.
 
 A pair that cannot be processed (no partner, unreadable, alpha channel under ``--alpha error``, sizes that
-differ) is logged by file name, listed in ``summary.json`` and at the top of the gallery, and the rest of the
-set still runs. 16-bit images are accepted (scaled by 65535: no precision is lost). The exit status is 0 when
-at least one pair was processed, 1 otherwise.
+differ, over ``--max_pixels``) is logged by file name, listed in ``summary.json`` and at the top of the gallery,
+and the rest of the set still runs. Files inside ``C`` are never read as inputs, and outputs that would land on an
+input are refused before any work; batches hold at most as many pairs as there are. 16-bit images are accepted
+(scaled by 65535: no precision is lost). The exit status is 0 when at least one pair was processed, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from absl import app, flags, logging
 from desra_jax.detection.settings import DetectionSettings
 from desra_jax.metrics.detection import CONVENTIONS
 from desra_jax.tools import detect
-from experiments.command import define_detection_flags, run_command
+from experiments.command import define_detection_flags, define_max_pixels_flag, run_command
 
 flags.DEFINE_string("gan_dir", None, "Folder of GAN-SR results.", required=True)
 flags.DEFINE_string("mse_dir", None, "Folder of MSE-SR results, same relative names.", required=True)
@@ -46,6 +47,7 @@ flags.DEFINE_string("gt_dir", None, "Optional folder of ground-truth masks (PNG 
 flags.DEFINE_integer("batch_size", 4, "Pairs of equal size processed together on the device.")
 flags.DEFINE_enum("alpha", "error", ["error", "drop"], "Images with an alpha channel: skip or drop it.")
 define_detection_flags()
+define_max_pixels_flag()
 flags.DEFINE_enum("metric_convention", "released", list(CONVENTIONS), "Detection metrics with --gt_dir: 'released' "
                   "(the authors' scripts: overlap >= p, NaN IoU for an empty union, only 255 is artifact in PNG "
                   "labels) or 'paper' (> p, IoU 1, any nonzero label).")
@@ -57,7 +59,7 @@ def options() -> detect.DetectOptions:
     return detect.DetectOptions(Path(FLAGS.gan_dir), Path(FLAGS.mse_dir), Path(FLAGS.out_dir),
                                 Path(FLAGS.gt_dir) if FLAGS.gt_dir else None,
                                 DetectionSettings.from_values(FLAGS.flag_values_dict()), FLAGS.batch_size,
-                                FLAGS.alpha, FLAGS.metric_convention)
+                                FLAGS.alpha, FLAGS.metric_convention, FLAGS.max_pixels)
 
 
 def main(argv):

@@ -2,7 +2,7 @@ r"""Scores derained images against the clean ground truth: PSNR, SSIM and LPIPS,
 
     python -m experiments.evaluate --pred DIR --gt DIR --out DIR [--metrics psnr,ssim,lpips] [--color y|rgb] \
         [--crop_border 0] [--dataset NAME] [--lpips_weights alex.pth --lpips_backbone alexnet-owt-7be5be79.pth \
-        [--lpips_net alex|vgg]]
+        [--lpips_net alex|vgg]] [--max_pixels N]
 
 Pairing (``pair_files``): a file's pairing key is its path relative to the folder, without the extension, with
 the role marks of the released test sets removed. ``--gt`` may be the whole released folder: files marked as
@@ -42,12 +42,13 @@ run; the exit status is 0 when at least one pair was scored.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from absl import app, flags, logging
 
 from desra_jax.tools import evaluate
-from experiments.command import run_command
+from experiments.command import define_max_pixels_flag, run_command
 from desra_jax.tools.evaluate import METRICS, NO_WEIGHTS
 
 flags.DEFINE_string("pred", None, "Folder of derained images.", required=True)
@@ -60,16 +61,17 @@ flags.DEFINE_string("dataset", None, "Name in the summary table; default: the --
 flags.DEFINE_string("lpips_weights", None, "The lpips package's weights/v0.1/<net>.pth.")
 flags.DEFINE_string("lpips_backbone", None, "torchvision's alexnet-owt-*.pth or vgg16-*.pth.")
 flags.DEFINE_enum("lpips_net", "alex", ["alex", "vgg"], "LPIPS backbone (the package's default: alex).")
+define_max_pixels_flag()
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     if "lpips" in FLAGS.metrics and not (FLAGS.lpips_weights and FLAGS.lpips_backbone):
         logging.warning("LPIPS needs --lpips_weights and --lpips_backbone; its column will read %r", NO_WEIGHTS)
-    options = evaluate.EvaluateOptions(Path(FLAGS.pred), Path(FLAGS.gt), Path(FLAGS.out), tuple(FLAGS.metrics),
-                                       FLAGS.color, FLAGS.crop_border, FLAGS.dataset, FLAGS.lpips_weights,
-                                       FLAGS.lpips_backbone, FLAGS.lpips_net)
-    summary = run_command(argv, lambda: evaluate.run(options), (OSError, ValueError))
+    options = functools.partial(evaluate.EvaluateOptions, Path(FLAGS.pred), Path(FLAGS.gt), Path(FLAGS.out),
+                                tuple(FLAGS.metrics), FLAGS.color, FLAGS.crop_border, FLAGS.dataset,
+                                FLAGS.lpips_weights, FLAGS.lpips_backbone, FLAGS.lpips_net, FLAGS.max_pixels)
+    summary = run_command(argv, lambda: evaluate.run(options()), (OSError, ValueError))
     if summary is None:  # unknown metrics, unreadable LPIPS weights, an unusable output folder
         return 1
     out_dir = Path(FLAGS.out)

@@ -4,7 +4,8 @@ time with an MSE-SR partner (DeSRA detection, then eq. 10). The flags are those 
 
     python -m experiments.upscale --input FILE_OR_DIR --output DIR --model realesrgan-x4plus \
         [--outscale 4] [--suffix out] [--ext auto|png|jpg] [--tile 256] [--tile_pad 16] [--bucket 16] \
-        [--dtype float32|bfloat16|float16] [--alpha realesrgan|bicubic|drop|error] [--batch_size 4]
+        [--dtype float32|bfloat16|float16] [--alpha realesrgan|bicubic|drop|error] [--batch_size 4] \
+        [--max_pixels N] [--max_output_pixels N] [--overwrite]
     python -m experiments.upscale --input DIR --output DIR --model realesrgan-x4plus --mse_model spanx4_ch48 \
         [--threshold 0.7] [--min_area 4000] [--feather 0] [--report] \
         [--segformer DIR [--class_adjustment FILE] [--segment gan|mse] [--segformer_size 512]]
@@ -38,7 +39,10 @@ detection gallery (``DIR/index.html``: MSE-SR | GAN-SR | D | mask overlay), its 
 ``summary.csv``. Both models must have one scale.
 
 Every file appears atomically (a killed run leaves no half image); a rerun skips the inputs whose result exists
-and says how many. A file that cannot be read or upscaled is reported by name and the others still run. With
+and says how many. ``DIR/.upscale-options.json`` records the options that shape the results; a rerun with others
+is refused naming them, unless ``--overwrite`` (every result made again). Outputs that would land on an input or
+on each other are refused before any work. An image over ``--max_pixels`` or a result over ``--max_output_pixels``
+and a file that cannot be read or upscaled are reported by name and the others still run. With
 ``--distributed`` (one process per host, as ``experiments.main``) each process takes every P-th of the sorted
 files. Exit status: 0 when every input was upscaled or had been; 1 when some could not be (the others are
 written) or nothing could run (a bad model, option or output folder).
@@ -52,7 +56,8 @@ from absl import app, flags
 
 from desra_jax.detection.settings import DetectionSettings
 from desra_jax.tools import upscale
-from experiments.command import define_detection_flags, define_distributed_flags, initialize_distributed, run_command
+from experiments.command import (define_detection_flags, define_distributed_flags, define_max_pixels_flag,
+                                 initialize_distributed, run_command)
 
 flags.DEFINE_string("input", None, "Input image or folder (read recursively).", required=True)
 flags.DEFINE_string("output", None, "Output folder.", required=True)
@@ -72,6 +77,9 @@ flags.DEFINE_enum("alpha", "realesrgan", list(upscale.ALPHA_POLICIES), "The upsa
 flags.DEFINE_integer("batch_size", 4, "Images of one size, and tiles per device call, processed together.")
 flags.DEFINE_float("feather", 0.0, "With --mse_model: Gaussian sigma (pixels) of the blend outside the mask.")
 flags.DEFINE_bool("report", False, "With --mse_model: also write the detection gallery and summaries.")
+flags.DEFINE_integer("max_output_pixels", upscale.MAX_OUTPUT_PIXELS, "Refuse inputs whose result would be larger.")
+flags.DEFINE_bool("overwrite", False, "Make every result again, also those made with other options.")
+define_max_pixels_flag()
 define_detection_flags()  # used with --mse_model
 define_distributed_flags()
 FLAGS = flags.FLAGS
@@ -83,7 +91,7 @@ def options(process_index: int, process_count: int) -> upscale.UpscaleOptions:
         Path(FLAGS.input), Path(FLAGS.output), FLAGS.model, FLAGS.mse_model, FLAGS.outscale, FLAGS.suffix, FLAGS.ext,
         FLAGS.tile, FLAGS.tile_pad, FLAGS.bucket, FLAGS.dtype, FLAGS.alpha, FLAGS.batch_size,
         DetectionSettings.from_values(FLAGS.flag_values_dict()), FLAGS.feather, FLAGS.report, process_index,
-        process_count)
+        process_count, FLAGS.max_pixels, FLAGS.max_output_pixels, FLAGS.overwrite)
 
 
 def main(argv):

@@ -12,6 +12,7 @@ import torch
 from desra_jax.convert import load_rrdbnet
 from desra_jax.data.image_io import write_image
 from desra_jax.models.directory import remove_stale_partials, save_model
+from desra_jax.tools.upscale import OPTIONS_RECORD
 from tests.conftest import photo_crop
 from tests.faults import (
     assert_same_model,
@@ -148,7 +149,7 @@ def test_upscale_killed_while_writing_a_result_reruns_to_the_same_bytes(tmp_path
     run_killed(upscale(tmp_path / "killed"), "write:1_out.png")
     staged = leftovers(tmp_path / "killed")
     assert len(staged) == 1 and staged[0].startswith(".1_out.png.")  # the complete, unrenamed second result
-    assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == sorted(["0_out.png", *staged])
+    assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == sorted(["0_out.png", OPTIONS_RECORD, *staged])
     rerun = run_to_end(upscale(tmp_path / "killed"))
     assert "skipped 1 finished file(s)" in rerun.stdout and "wrote 2 of 3 image(s)" in rerun.stdout
     assert_same_results(tmp_path / "straight", tmp_path / "killed")

@@ -57,7 +57,7 @@ def test_each_format_declares_its_size_and_is_refused_over_the_limit(tmp_path, p
     with pytest.raises(ValueError) as raised:
         read_image(path, max_pixels=559)
     assert str(raised.value) == (f"{path}: declares 28 x 20 = 560 pixels, more than the limit of 559 (raise it with "
-                                 "max_pixels)")
+                                 "--max_pixels)")
 
 
 def test_giant_images_are_refused_unread_in_bounded_memory(tmp_path):
@@ -77,9 +77,9 @@ def test_giant_images_are_refused_unread_in_bounded_memory(tmp_path):
                 errors.append(str(error))
         print(json.dumps(errors))
     """))
-    assert refusals == [f"{bomb}: {GIANT_ERROR} (raise it with max_pixels)",
+    assert refusals == [f"{bomb}: {GIANT_ERROR} (raise it with --max_pixels)",
                         (f"{sparse}: {SPARSE_ERROR} ({max_file_bytes(MAX_PIXELS):,} bytes); not read (raise the "
-                         "limit with max_pixels)")]
+                         "limit with --max_pixels)")]
     assert bomb.stat().st_size < 1 << 20 and peak < PEAK_BOUND, peak
 
 

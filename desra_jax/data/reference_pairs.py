@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from desra_jax.data.image_header import MAX_PIXELS
 from desra_jax.data.image_io import read_image
 from desra_jax.data.matching import pair_by_name
 
@@ -66,10 +67,11 @@ def _ground_truth_key(relative: str) -> str | None:
     return None if role == "rainy" else key
 
 
-def load_reference_pair(pair: ReferencePair) -> tuple[np.ndarray, np.ndarray]:
+def load_reference_pair(pair: ReferencePair, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
     """(prediction, ground truth) as float32 RGB (H, W, 3); a Rain800 side-by-side ground truth (twice as wide)
-    gives its left, clean half. ValueError naming both files when the sizes differ otherwise."""
-    pred, gt = read_image(pair.pred), read_image(pair.gt)
+    gives its left, clean half. ValueError naming both files when the sizes differ otherwise, or a file declares
+    more than ``max_pixels`` (`read_image`)."""
+    pred, gt = read_image(pair.pred, max_pixels=max_pixels), read_image(pair.gt, max_pixels=max_pixels)
     if gt.shape[0] == pred.shape[0] and gt.shape[1] == 2 * pred.shape[1]:
         gt = gt[:, : pred.shape[1]]
     if pred.shape != gt.shape:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from absl import logging
 
+from desra_jax.checks import check_number
 from desra_jax.data.ade20k import ADE20K_ADJUSTMENT_TSV
 from desra_jax.data.matching import stack_padded
 from desra_jax.detection.adjustment import load_class_adjustment
@@ -65,6 +66,8 @@ class DetectionSettings:
         object.__setattr__(self, "indicator", INDICATOR_ALIASES.get(self.indicator, self.indicator))
         if self.indicator not in INDICATORS:
             raise ValueError(f"indicator: expected one of {INDICATORS}, got {self.indicator!r}")
+        check_number("--threshold", self.threshold, 0, 1)
+        check_number("--min_area", self.min_area, 0, whole=True)
 
     @classmethod
     def from_values(cls, values: Mapping) -> DetectionSettings:

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import jax
 
+from desra_jax.checks import check_number
+from desra_jax.data.image_header import MAX_PIXELS
 from desra_jax.data.matching import batches_by_size, stack_padded
 from desra_jax.data.result_pairs import load_result_pair, pair_results
 from desra_jax.files import output_folder
 from desra_jax.detection import calibrate_class_adjustment, indicator_d, save_class_adjustment
+from desra_jax.detection.adjustment import ADJUSTMENT_BINS
 from desra_jax.detection.calibration import DEFAULT_NUM_BINS, DEFAULT_PERCENTILE
 from desra_jax.detection.semantic_model import Segmenter
 from desra_jax.detection.settings import SemanticSettings
@@ -48,7 +51,8 @@ class CalibrateOptions:
     """What ``experiments.calibrate`` does: calibrate A_k (eq. 15: at least ``percentile`` % of a class's pixels
     have D >= A_k, from histograms of ``num_bins`` bins) on the pairs of ``gan_dir`` and ``mse_dir``
     (`pair_results`) segmented as ``semantics`` says (its ``class_adjustment`` is not read), ``batch_size`` pairs
-    of one size at a time, alpha channels as ``alpha`` says; write the table to ``out``."""
+    of one size at a time, alpha channels as ``alpha`` says, images over ``max_pixels`` refused by name; write the
+    table to ``out``. ValueError naming the option (as the command's flag) when one is out of its range."""
 
     gan_dir: Path
     mse_dir: Path
@@ -58,6 +62,16 @@ class CalibrateOptions:
     alpha: str = "error"
     num_bins: int = DEFAULT_NUM_BINS
     percentile: float = DEFAULT_PERCENTILE
+    max_pixels: int = MAX_PIXELS
+
+    def __post_init__(self):
+        check_number("--batch_size", self.batch_size, 1, whole=True)
+        check_number("--num_bins", self.num_bins, ADJUSTMENT_BINS, whole=True)
+        if self.num_bins % ADJUSTMENT_BINS:
+            raise ValueError(f"--num_bins: expected a multiple of {ADJUSTMENT_BINS} (the authors' bins), got "
+                             f"{self.num_bins}")
+        check_number("--percentile", self.percentile, 0, 100, above=True)
+        check_number("--max_pixels", self.max_pixels, 1, whole=True)
 
 
 def run(options: CalibrateOptions) -> dict:
@@ -74,10 +88,11 @@ def run(options: CalibrateOptions) -> dict:
     segmenter = options.semantics.segmenter()
     pairs, problems = pair_results(Path(options.gan_dir), Path(options.mse_dir))
     used: list[str] = []
-    load = functools.partial(load_result_pair, alpha=options.alpha)
-    batches = batches_by_size(pairs, options.batch_size, load, problems, desc="calibrate")
+    load = functools.partial(load_result_pair, alpha=options.alpha, max_pixels=options.max_pixels)
+    batch_size = max(1, min(options.batch_size, len(pairs)))  # memory follows the data, not the flag
+    batches = batches_by_size(pairs, batch_size, load, problems, desc="calibrate")
     adjustment = calibrate_class_adjustment(
-        d_and_label_batches(batches, segmenter, options.batch_size, used, problems), segmenter.names,
+        d_and_label_batches(batches, segmenter, batch_size, used, problems), segmenter.names,
         options.num_bins, options.percentile)
     if used:
         save_class_adjustment(out, adjustment, {"gan_dir": str(options.gan_dir), "mse_dir": str(options.mse_dir),

@@ -8,13 +8,15 @@ import functools
 import math
 from pathlib import Path
 
+from desra_jax.checks import check_number
+from desra_jax.data.image_header import MAX_PIXELS
 from desra_jax.data.masks import read_mask
 from desra_jax.data.matching import batches_by_size
 from desra_jax.data.result_pairs import ResultPair, load_result_pair, pair_results
 from desra_jax.detection.settings import DetectionSettings, Detector
-from desra_jax.files import output_folder
+from desra_jax.files import check_collisions, output_folder, same_path
 from desra_jax.metrics.detection import evaluate_detection
-from desra_jax.report import write_detection, write_detection_summaries
+from desra_jax.report import detection_files, write_detection, write_detection_summaries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +24,8 @@ class DetectOptions:
     """What ``experiments.detect`` does: detect the pairs of ``gan_dir`` and ``mse_dir`` (`pair_results`) with
     ``detection``, ``batch_size`` pairs of one size at a time, alpha channels as ``alpha`` says ('error' or
     'drop'), and write into ``out_dir``; with ``gt_dir``, the metrics against its masks in ``metric_convention``
-    ('released' or 'paper', `desra_jax.metrics.detection`)."""
+    ('released' or 'paper', `desra_jax.metrics.detection`). Images that declare more than ``max_pixels`` are
+    refused by name. ValueError naming the option (as the command's flag) when one is out of its range."""
 
     gan_dir: Path
     mse_dir: Path
@@ -32,6 +35,13 @@ class DetectOptions:
     batch_size: int = 4
     alpha: str = "error"
     metric_convention: str = "released"
+    max_pixels: int = MAX_PIXELS
+
+    def __post_init__(self):
+        check_number("--batch_size", self.batch_size, 1, whole=True)
+        check_number("--max_pixels", self.max_pixels, 1, whole=True)
+        if self.alpha not in ("error", "drop"):
+            raise ValueError(f"--alpha: expected 'error' or 'drop', got {self.alpha!r}")
 
 
 def load_ground_truth(pair: ResultPair, gt_dir: Path | None, shape: tuple[int, int], problems: list[str],
@@ -60,12 +70,13 @@ def run(options: DetectOptions) -> dict:
     SegFormer or table that cannot be read, or an unusable output folder, raises ValueError naming the file."""
     out_dir = output_folder(options.out_dir)
     detector = Detector.from_settings(options.detection)
-    pairs, problems = pair_results(Path(options.gan_dir), Path(options.mse_dir), options.gt_dir)
+    pairs, problems = list_pairs(options, detector.segmenter is not None)
     records, gallery_rows, truths = [], {}, {}
-    load = functools.partial(load_result_pair, alpha=options.alpha)
-    for batch in batches_by_size(pairs, options.batch_size, load, problems, desc="detect"):
+    load = functools.partial(load_result_pair, alpha=options.alpha, max_pixels=options.max_pixels)
+    batch_size = max(1, min(options.batch_size, len(pairs)))  # memory follows the data, not the flag
+    for batch in batches_by_size(pairs, batch_size, load, problems, desc="detect"):
         try:
-            masks, ds, labels = detector.batch([b[1] for b in batch], [b[2] for b in batch], options.batch_size)
+            masks, ds, labels = detector.batch([b[1] for b in batch], [b[2] for b in batch], batch_size)
         except ValueError as error:  # a check of detection itself, e.g. images smaller than its windows
             problems += [f"{pair.gan}: {error}; skipped" for pair, _, _ in batch]
             continue
@@ -83,6 +94,21 @@ def run(options: DetectOptions) -> dict:
                "images": [{key: _finite_or_none(value) for key, value in record.items()} for record in records]}
     write_detection_summaries(out_dir, summary, gallery_rows)
     return summary
+
+
+def list_pairs(options: DetectOptions, segmentation: bool) -> tuple[list[ResultPair], list[str]]:
+    """`pair_results` without ``out_dir``'s files (the command's own results are never read back), after refusing
+    (ValueError naming both paths) an ``out_dir`` that is an input folder or outputs that would land on an input."""
+    for role, folder in (("--gan_dir", options.gan_dir), ("--mse_dir", options.mse_dir), ("--gt_dir", options.gt_dir)):
+        if folder is not None and same_path(folder) == same_path(options.out_dir):
+            raise ValueError(f"{options.out_dir}: is the input folder {role}; give another --out_dir (one inside it is "
+                             "fine: its files are never read as inputs)")
+    pairs, problems = pair_results(Path(options.gan_dir), Path(options.mse_dir), options.gt_dir,
+                                   exclude=Path(options.out_dir))
+    outputs = [(Path(options.out_dir) / relative, f"a detection file of {pair.gan}") for pair in pairs
+               for relative in detection_files(pair.name, True, segmentation)]
+    check_collisions(outputs, [path for pair in pairs for path in (pair.gan, pair.mse, pair.gt) if path])
+    return pairs, problems
 
 
 def _metrics(records: list[dict], truths: dict, convention: str) -> dict | None:

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from desra_jax.checks import check_number
+from desra_jax.data.image_header import MAX_PIXELS
 from desra_jax.data.reference_pairs import load_reference_pair, pair_references
 from desra_jax.files import output_folder, write_bytes_atomic, write_csv, write_json
 from desra_jax.metrics.image_quality import psnr, ssim
@@ -71,7 +73,9 @@ class EvaluateOptions:
     """What ``experiments.evaluate`` does: score the images of ``pred_dir`` against their references in ``gt_dir``
     (`pair_references`) with ``metrics`` (of `METRICS`) on ``color`` ('y' or 'rgb') less ``crop_border`` pixels
     per side; LPIPS (``lpips_net``) from ``lpips_weights`` and ``lpips_backbone``; ``dataset`` names the row of
-    the summary table (default: the ``gt_dir`` folder's name). Writes into ``out_dir``."""
+    the summary table (default: the ``gt_dir`` folder's name). Writes into ``out_dir``. Images that declare more
+    than ``max_pixels`` are refused by name. ValueError naming the option (as the command's flag) when one is out of
+    its range."""
 
     pred_dir: Path
     gt_dir: Path
@@ -83,6 +87,11 @@ class EvaluateOptions:
     lpips_weights: str | None = None
     lpips_backbone: str | None = None
     lpips_net: str = "alex"
+    max_pixels: int = MAX_PIXELS
+
+    def __post_init__(self):
+        check_number("--crop_border", self.crop_border, 0, whole=True)
+        check_number("--max_pixels", self.max_pixels, 1, whole=True)
 
 
 def run(options: EvaluateOptions) -> dict:
@@ -98,7 +107,7 @@ def run(options: EvaluateOptions) -> dict:
     records = []
     for pair in tqdm(pairs, desc="evaluate", unit="pair"):
         try:
-            pred, gt = load_reference_pair(pair)
+            pred, gt = load_reference_pair(pair, options.max_pixels)
         except ValueError as error:  # unreadable, or sizes that differ: the error names the files
             problems.append(f"{error}; skipped")
             continue

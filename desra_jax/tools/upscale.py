@@ -23,28 +23,38 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from desra_jax.checks import check_number
 from desra_jax.convert import load_sr_model
+from desra_jax.convert.ncnn_checks import MAX_FACTOR
 from desra_jax.convert.registry import model_scale
-from desra_jax.data.matching import batches_by_size, images_by_name
+from desra_jax.data.image_header import MAX_PIXELS
+from desra_jax.data.matching import batches_by_size, images_by_name, relative_name
 from desra_jax.data.image_io import WRITABLE_DEPTHS, ImageFormat, read_image, read_image_and_format, write_image
-from desra_jax.files import output_folder, write_json
+from desra_jax.files import check_collisions, check_options_record, output_folder, same_path, write_json
 from desra_jax.detection.settings import DetectionSettings, Detector
 from desra_jax.fusion.pseudo_gt import pseudo_gt
 from desra_jax.inference import Upscaler
-from desra_jax.report import detection_gallery_row, mask_record, write_detection, write_detection_summaries
+from desra_jax.report import (detection_files, detection_gallery_row, mask_record, write_detection,
+                               write_detection_summaries)
 
 ALPHA_POLICIES = ("realesrgan", "bicubic", "drop", "error")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 #: Sides shorter than a tile run padded to a multiple of this (at most 15 LR pixels more, at most tile / 16 sizes
 #: per side), so that a folder of small images of many sizes compiles a few times.
 DEFAULT_BUCKET = 16
+#: Default limit on a result's pixels (and on the network's output before ``outscale``): any image the reader
+#: accepts (`MAX_PIXELS`) upscaled x4, 2.9 G pixels (34 GB as float32 RGB); ``outscale`` 1000 of a 54 x 54 image
+#: is over it.
+MAX_OUTPUT_PIXELS = 16 * MAX_PIXELS
+#: The options record beside the results (`desra_jax.files.check_options_record`).
+OPTIONS_RECORD = ".upscale-options.json"
 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
     """One input file: ``name`` is its path relative to the input folder without the extension ('sub/x'),
     ``target`` the output file, ``fallback`` the PNG written instead when ``target``'s type cannot hold the result
-    (alpha or 16 bits in a JPEG), as Real-ESRGAN writes RGBA results as PNG."""
+    (alpha or 16 bits in a JPEG under ``--ext jpg``), as Real-ESRGAN writes RGBA results as PNG; else ``target``."""
 
     name: str
     source: Path
@@ -66,23 +76,39 @@ def output_name(name: str, source_suffix: str, suffix: str = "out", ext: str = "
 
 def list_jobs(input_path: str | os.PathLike, output: Path, suffix: str, ext: str,
               problems: list[str]) -> list[Job]:
-    """The jobs of a file or a folder (recursive, `images_by_name`), sorted by name. Files inside ``output``
-    (when it lies inside the input folder) are results, not inputs, and are left out."""
+    """The jobs of a file or a folder (recursive, every image file: ``pic.bmp`` and ``pic.tif`` are two jobs),
+    sorted by name. Files inside ``output`` (when it lies inside the input folder) are results, not inputs, and
+    are left out; an output folder that is the input folder is refused (ValueError): its results would be inputs."""
     input_path = Path(input_path)
     if input_path.is_file():
-        files = {input_path.stem: input_path}
+        files = {input_path.name: input_path}
     elif input_path.is_dir():
-        inside = output.resolve()
-        files = {name: path for name, path in images_by_name(input_path, problems).items()
-                 if inside not in path.resolve().parents}
+        if same_path(input_path) == same_path(output):
+            raise ValueError(f"{output}: is the input folder; give another output folder (one inside the input "
+                             "folder is fine: its files are never read as inputs)")
+        files = images_by_name(input_path, problems, key=str, exclude=output)
     else:
         problems.append(f"{input_path}: no such file or folder")
         files = {}
     jobs = []
-    for name, source in sorted(files.items()):
+    for relative, source in sorted(files.items(), key=lambda item: (relative_name(item[0]), item[0])):
+        name = relative_name(relative)
         target = output / output_name(name, source.suffix, suffix, ext)
-        jobs.append(Job(name, source, target, target.with_suffix(".png")))
+        jobs.append(Job(name, source, target, target.with_suffix(".png") if ext == "jpg" else target))
     return jobs
+
+
+def planned_outputs(jobs: list[Job], output: Path, detection: bool, report: bool,
+                    segmentation: bool) -> list[tuple[Path, str]]:
+    """(file, what writes it) for every image file the ``jobs`` may write into ``output``: results, their PNG
+    fallbacks and, with ``detection``, the DeSRA files of `write_detection` (for `check_collisions`)."""
+    planned = []
+    for job in jobs:
+        planned += [(path, f"the result of {job.source}") for path in dict.fromkeys((job.target, job.fallback))]
+        if detection:
+            planned += [(output / relative, f"a DeSRA file of {job.source}")
+                        for relative in detection_files(job.name, report, segmentation)]
+    return planned
 
 
 def load_upscaler(spec: str, dtype: str, tile: int, tile_pad: int, batch_size: int,
@@ -95,14 +121,30 @@ def load_upscaler(spec: str, dtype: str, tile: int, tile_pad: int, batch_size: i
     variables = dict(variables)
     params = variables.pop("params")
     scale = model_scale(module, {"params": params, **variables})
+    if not 0 < scale <= MAX_FACTOR:
+        raise ValueError(f"{path}: scales images by {scale:g}; an SR model this runs scales by at most {MAX_FACTOR}")
     upscaler = Upscaler(module.clone(dtype=DTYPES[dtype]), params, tile or 2**31, 2 * tile_pad, batch_size,
                         variables, tuple(jax.local_devices()), bucket or None)
     return upscaler, path, scale
 
 
-def load_job(job: Job, alpha: str) -> tuple[np.ndarray, np.ndarray | None, ImageFormat]:
-    """(RGB (H, W, 3), alpha (H, W) or None, the file's format) in [0, 1]; alpha is None under 'drop'."""
-    image, found = read_image_and_format(job.source, alpha="error" if alpha == "error" else "keep")
+def check_output_size(name: str | os.PathLike, shape: tuple[int, ...], factor: float, max_output_pixels: int) -> None:
+    """ValueError naming the file, the sizes and the option when an (H, W) image upscaled by ``factor`` (the
+    larger of the network's scale and ``outscale``) would have more than ``max_output_pixels`` pixels."""
+    height, width = shape[0] * factor, shape[1] * factor  # floats: an outscale of 1e300 is refused, not overflowed
+    if height * width > max_output_pixels:
+        raise ValueError(f"{name}: {shape[1]} x {shape[0]} upscaled x{factor:g} would be {width:.0f} x {height:.0f} = "
+                         f"{height * width:,.0f} pixels, more than the limit of {max_output_pixels:,} (raise it with "
+                         "--max_output_pixels)")
+
+
+def load_job(job: Job, alpha: str, max_pixels: int = MAX_PIXELS, factor: float = 1.0,
+             max_output_pixels: int = MAX_OUTPUT_PIXELS) -> tuple[np.ndarray, np.ndarray | None, ImageFormat]:
+    """(RGB (H, W, 3), alpha (H, W) or None, the file's format) in [0, 1]; alpha is None under 'drop'. ValueError
+    naming the file when it declares over ``max_pixels`` or its result upscaled by ``factor`` would exceed
+    ``max_output_pixels`` (`check_output_size`), before any work on it."""
+    image, found = read_image_and_format(job.source, "error" if alpha == "error" else "keep", max_pixels)
+    check_output_size(job.source, image.shape, factor, max_output_pixels)
     keep = found.alpha and alpha != "drop"
     return image[:, :, :3], image[:, :, 3] if keep else None, found
 
@@ -147,7 +189,9 @@ class UpscaleOptions:
     folder) into ``output`` with ``model``; with ``mse_model``, detect ``model``'s artifacts against it with
     ``detection`` and replace them (eq. 10, ``feather`` as in `pseudo_gt`), with ``report`` also writing the
     detection gallery and summaries. This process takes every ``process_count``-th file from the
-    ``process_index``-th. ValueError naming the option when one is not among its choices."""
+    ``process_index``-th. Images over ``max_pixels`` and results over ``max_output_pixels`` are refused by name;
+    ``overwrite`` makes every result again, also where the options record beside them differs. ValueError naming
+    the option (as the command's flag) when one is not among its choices or out of its range."""
 
     input: Path
     output: Path
@@ -167,6 +211,9 @@ class UpscaleOptions:
     report: bool = False
     process_index: int = 0
     process_count: int = 1
+    max_pixels: int = MAX_PIXELS
+    max_output_pixels: int = MAX_OUTPUT_PIXELS
+    overwrite: bool = False
 
     def __post_init__(self):
         if self.alpha not in ALPHA_POLICIES:
@@ -175,8 +222,12 @@ class UpscaleOptions:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
         if self.ext not in ("auto", "png", "jpg"):
             raise ValueError(f"ext must be auto, png or jpg, got {self.ext!r}")
-        if self.bucket < 0:
-            raise ValueError(f"bucket must be at least 0, got {self.bucket}")
+        if self.outscale is not None:
+            check_number("--outscale", self.outscale, 0, above=True)
+        for name in ("tile", "tile_pad", "bucket", "batch_size", "max_pixels", "max_output_pixels"):
+            least = 0 if name in ("tile", "tile_pad", "bucket") else 1
+            check_number(f"--{name}", getattr(self, name), least, whole=True)
+        check_number("--feather", self.feather, 0)
         if self.tile and self.tile <= 2 * self.tile_pad:
             raise ValueError(f"tile ({self.tile}) must exceed twice tile_pad ({self.tile_pad}): adjacent tiles "
                              "overlap by 2 * tile_pad")
@@ -184,18 +235,24 @@ class UpscaleOptions:
 
 def run(options: UpscaleOptions) -> dict:
     """Upscales every image of ``options.input`` into ``options.output``; returns the summary. Files whose result
-    exists are skipped. Raises ValueError (FileNotFoundError for a model spec) when nothing can run: a bad model,
-    output folder, or models of different scales."""
+    exists are skipped (unless ``overwrite``). Raises ValueError (FileNotFoundError for a model spec) when nothing
+    can run: a bad model, output folder, models of different scales, outputs that would land on an input or on
+    each other (`check_collisions`), or results of other options in the folder (`check_options_record`)."""
     output = output_folder(options.output)
     gan, mse, detector, summary = _load_models(options)
     problems = summary["problems"]
     all_jobs = list_jobs(options.input, output, options.suffix, options.ext, problems)
+    check_collisions(planned_outputs(all_jobs, output, mse is not None, options.report,
+                                     options.detection.semantics is not None), [job.source for job in all_jobs])
+    check_options_record(output / OPTIONS_RECORD, options_record(options, summary), options.overwrite)
     jobs = all_jobs[options.process_index::options.process_count]
     summary["images"] = len(jobs)
-    summary["skipped"] = [str(job.source) for job in jobs if job.finished()]
-    todo = [job for job in jobs if not job.finished()]
+    summary["skipped"] = [str(job.source) for job in jobs if job.finished() and not options.overwrite]
+    todo = [job for job in jobs if options.overwrite or not job.finished()]
     records, gallery_rows = {}, {}
-    load = functools.partial(load_job, alpha=options.alpha)
+    factor = max(summary["scale"], options.outscale or 0)
+    load = functools.partial(load_job, alpha=options.alpha, max_pixels=options.max_pixels, factor=factor,
+                             max_output_pixels=options.max_output_pixels)
     for batch in batches_by_size(todo, options.batch_size, load, problems, "upscale"):
         try:
             results = _upscale_batch(batch, gan, mse, detector, options.alpha, summary["scale"], options.feather)
@@ -213,6 +270,18 @@ def run(options: UpscaleOptions) -> dict:
         if options.report:
             _write_report(options, summary, all_jobs, records, gallery_rows, detector)
     return summary
+
+
+def options_record(options: UpscaleOptions, summary: dict) -> dict:
+    """The options that shape a result, as recorded beside the results (`OPTIONS_RECORD`): the models' files,
+    the scale, dtype, tiling, alpha and naming and, with an MSE-SR model, the detection settings and feather."""
+    record = {"model": os.path.abspath(summary["model"]), "outscale": options.outscale, "dtype": options.dtype,
+              "tile": options.tile, "tile_pad": options.tile_pad, "bucket": options.bucket, "alpha": options.alpha,
+              "ext": options.ext, "suffix": options.suffix, "mse_model": None}
+    if summary["mse_model"] is not None:
+        record.update(mse_model=os.path.abspath(summary["mse_model"]), feather=options.feather,
+                      detection=dataclasses.asdict(options.detection))
+    return record
 
 
 def _load_models(options: UpscaleOptions) -> tuple[Upscaler, Upscaler | None, Detector | None, dict]:
