@@ -42,6 +42,18 @@ def photo_crop(name: str, size: tuple[int, int], top: int = 0, left: int = 0) ->
     return crop[None]
 
 
+def write_derained_pairs(root, size: int) -> None:
+    """``root/gt/norain-00k.png`` and ``root/pred/rain-00k.png`` for k = 1, 2: two photograph crops (size, size),
+    the predictions with Gaussian noise of sigma 0.05 (seed 0)."""
+    from desra_jax.data.image_io import write_image
+
+    rng = np.random.default_rng(0)
+    for name, photo in (("rain-001", "astronaut"), ("rain-002", "coffee")):
+        clean = photo_crop(photo, (size, size), 60, 120)[0]
+        write_image(root / "gt" / f"no{name}.png", clean)
+        write_image(root / "pred" / f"{name}.png", np.clip(clean + 0.05 * rng.normal(size=clean.shape), 0, 1))
+
+
 @pytest.fixture
 def photo_batch():
     """Two crops of different photographs, (2, h, w, 3) float32 in [0, 1]: ``photo_batch(h, w)``."""

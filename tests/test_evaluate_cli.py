@@ -11,7 +11,7 @@ import torch
 from desra_jax.data.image_io import read_image, write_image
 from desra_jax.data.reference_pairs import load_reference_pair, pair_references, pairing_key
 from desra_jax.tools.evaluate import NO_WEIGHTS, EvaluateOptions, run
-from tests.conftest import photo_crop
+from tests.conftest import photo_crop, write_derained_pairs
 from references.lpips_torch import random_lpips, save_released_layout
 
 SIZE = 48
@@ -78,11 +78,7 @@ def test_rain800_side_by_side_ground_truth_gives_its_left_half(tmp_path):
 def scored_folders(tmp_path_factory):
     """pred/ and gt/ with two photographs (the predictions with noise) and one pair whose sizes differ."""
     root = tmp_path_factory.mktemp("evaluate")
-    rng = np.random.default_rng(0)
-    for name, photo in (("rain-001", "astronaut"), ("rain-002", "coffee")):
-        clean = photo_crop(photo, (SIZE, SIZE), 60, 120)[0]
-        write_image(root / "gt" / f"no{name}.png", clean)
-        write_image(root / "pred" / f"{name}.png", np.clip(clean + 0.05 * rng.normal(size=clean.shape), 0, 1))
+    write_derained_pairs(root, SIZE)
     write_dummy(root / "gt" / "norain-003.png")
     write_dummy(root / "pred" / "rain-003.png", width=SIZE + 2)
     return root

@@ -13,7 +13,7 @@ from desra_jax.convert import load_rrdbnet
 from desra_jax.data.image_io import write_image
 from desra_jax.models.directory import remove_stale_partials, save_model
 from desra_jax.tools.upscale import OPTIONS_RECORD
-from tests.conftest import photo_crop
+from tests.conftest import photo_crop, write_derained_pairs
 from tests.faults import (
     assert_same_model,
     assert_same_results,
@@ -65,11 +65,7 @@ SIZE = 24
 def derained(tmp_path_factory):
     """pred/ and gt/ folders of two photograph pairs, the predictions with noise, and one prediction without gt."""
     root = tmp_path_factory.mktemp("derained")
-    rng = np.random.default_rng(0)
-    for name, photo in (("rain-001", "astronaut"), ("rain-002", "coffee")):
-        clean = photo_crop(photo, (SIZE, SIZE), 60, 120)[0]
-        write_image(root / "gt" / f"no{name}.png", clean)
-        write_image(root / "pred" / f"{name}.png", np.clip(clean + 0.05 * rng.normal(size=clean.shape), 0, 1))
+    write_derained_pairs(root, SIZE)
     write_image(root / "pred" / "rain-003.png", photo_crop("chelsea", (SIZE, SIZE))[0])
     return root
 
