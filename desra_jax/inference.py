@@ -121,30 +121,28 @@ def upscale(
         batch_size = math.ceil(batch_size / len(devices)) * len(devices)
         variables = jax.device_put(variables, replicated(mesh))
         put = functools.partial(jax.device_put, device=batch_sharding(mesh))
-    outputs = []
+    places = [(n, row, col) for n in range(len(image)) for row in rows for col in cols]  # the order of `tiles`
+    result = None
     for first in range(0, len(tiles), batch_size):
         batch = tiles[first : first + batch_size]
         padded = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(batch), axis=0)])
-        outputs.append(np.asarray(_apply(model, variables, put(padded)), np.float32)[: len(batch)])
-    result = _stitch(np.concatenate(outputs), len(image), rows, cols, tiles.shape[1])
-    scale = result.shape[1] // image.shape[1]
+        outputs = np.asarray(_apply(model, variables, put(padded)), np.float32)[: len(batch)]
+        scale = outputs.shape[1] // tiles.shape[1]
+        if result is None:
+            result = np.empty((len(image), image.shape[1] * scale, image.shape[2] * scale, outputs.shape[-1]),
+                              np.float32)
+        for output, place in zip(outputs, places[first : first + batch_size]):
+            _keep(result, output, *place, scale)
     return result[:, : height * scale, : width * scale]
 
 
-def _stitch(outputs: np.ndarray, count: int, rows: list, cols: list, tile_height: int) -> np.ndarray:
-    """The ``count`` SR images whose tiles are ``outputs`` (image by image, row by row, as `tile_spans` cut
-    them), each tile contributing the part it keeps."""
-    scale = outputs.shape[1] // tile_height
-    result = np.empty((count, rows[-1][3] * scale, cols[-1][3] * scale, outputs.shape[-1]), np.float32)
-    index = 0
-    for n in range(count):
-        for r_start, _, r_keep, r_stop in rows:
-            for c_start, _, c_keep, c_stop in cols:
-                kept = outputs[index, (r_keep - r_start) * scale : (r_stop - r_start) * scale,
-                               (c_keep - c_start) * scale : (c_stop - c_start) * scale]
-                result[n, r_keep * scale : r_stop * scale, c_keep * scale : c_stop * scale] = kept
-                index += 1
-    return result
+def _keep(result: np.ndarray, output: np.ndarray, n: int, row: tuple, col: tuple, scale: int) -> None:
+    """Writes into image ``n`` of ``result`` the part of one tile's SR ``output`` that the tile keeps (``row``
+    and ``col`` are its `tile_spans`), as each batch arrives: the tiles' outputs are never all held at once."""
+    (r_start, _, r_keep, r_stop), (c_start, _, c_keep, c_stop) = row, col
+    kept = output[(r_keep - r_start) * scale : (r_stop - r_start) * scale,
+                  (c_keep - c_start) * scale : (c_stop - c_start) * scale]
+    result[n, r_keep * scale : r_stop * scale, c_keep * scale : c_stop * scale] = kept
 
 
 @dataclasses.dataclass
@@ -162,6 +160,7 @@ class Upscaler:
     bucket: int | None = None
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
-        return np.clip(upscale(self.module, self.params, lr, tile=self.tile, overlap=self.overlap,
-                               batch_size=self.batch_size, extra_variables=self.extra_variables,
-                               devices=self.devices, bucket=self.bucket), 0.0, 1.0)
+        result = upscale(self.module, self.params, lr, tile=self.tile, overlap=self.overlap,
+                         batch_size=self.batch_size, extra_variables=self.extra_variables, devices=self.devices,
+                         bucket=self.bucket)
+        return np.clip(result, 0.0, 1.0, out=result)  # in place: a 2048^2 photograph's x4 result is 805 MB

@@ -160,7 +160,7 @@ def finish(image: np.ndarray, alpha: np.ndarray | None, found: ImageFormat, lr_s
     if outscale is not None and outscale != scale:
         size = (int(lr_shape[1] * outscale), int(lr_shape[0] * outscale))
         image = cv2.resize(image, size, interpolation=cv2.INTER_LANCZOS4)
-    return np.clip(image, 0.0, 1.0)
+    return np.clip(image, 0.0, 1.0, out=image if image.flags.writeable else None)
 
 
 def upscale_alpha(alphas: list[np.ndarray], upscaled: np.ndarray, policy: str, scale: float) -> list[np.ndarray]:
