@@ -201,3 +201,23 @@ def test_folders_given_to_the_cpu_variant_are_used_not_the_bundled_sets(tmp_path
     folders = finetune.data_folders(config, str(tmp_path / "work"))
     assert folders == (str(tmp_path / "lr"), str(tmp_path / "held_out"), str(tmp_path / "hr"))
     assert not (tmp_path / "work").exists()  # no bundled set was made
+
+
+def test_a_folder_given_to_the_cpu_variant_replaces_its_set_and_held_out_hr_needs_its_lr(tmp_path):
+    from configs import validation
+
+    (tmp_path / "lr").mkdir()
+    (tmp_path / "hr").mkdir()
+    config = desra_finetune.get_config("cpu")
+    config.data.bundled.update(crop=64, fine_tune=("astronaut",), held_out=("chelsea",))
+    config.data.lr_dir = str(tmp_path / "lr")
+    fine_tune_lr, held_out_lr, held_out_hr = finetune.data_folders(config, str(tmp_path / "work"))
+    assert fine_tune_lr == str(tmp_path / "lr")  # the user's folder, the bundled held-out set beside it
+    assert os.listdir(held_out_lr) == ["chelsea.png"] and os.listdir(held_out_hr) == ["chelsea.png"]
+    validation.check(config, 1)
+    config.data.eval_hr_dir = str(tmp_path / "hr")  # HR images of LR images the user did not give
+    with pytest.raises(ValueError, match=r"config.data.eval_hr_dir=.*given without data.eval_lr_dir"):
+        validation.check(config, 1)
+    config.data.update(eval_hr_dir="", lr_dir=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match=r"config.data.lr_dir=.*no such folder"):
+        validation.check(config, 1)
