@@ -166,6 +166,7 @@ def test_held_out_fidelity_is_measured_against_the_hr_images(tmp_path):
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     from desra_jax.metrics.comparison import compare
+    from desra_jax.metrics.no_reference import mean_gradient
     from desra_jax.training.desra_sets import held_out_hr
 
     hr = photo_crop("coffee", (40, 48), 100, 200)[0]
@@ -183,6 +184,9 @@ def test_held_out_fidelity_is_measured_against_the_hr_images(tmp_path):
             y, x, data_range=255, channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False),
             abs=2e-3)
     assert summary["psnr_after"] > summary["psnr_before"] + 5 and "lpips_before" not in summary
+    # less noise is fewer luma steps: the gradient ratio outside the (empty) artifacts falls below 1
+    assert summary["sharpness_outside_artifacts"] == pytest.approx(mean_gradient(after) / mean_gradient(before))
+    assert summary["sharpness_outside_artifacts"] < 0.9
     unscored, _ = compare(([before], masks), ([after], masks), ["a"], hrs=[None])
     assert "psnr_before" not in unscored
 
