@@ -5,8 +5,8 @@ time with an MSE-SR partner (DeSRA detection, then eq. 10). The flags are those 
     python -m experiments.upscale --input FILE_OR_DIR --output DIR --model realesrgan-x4plus \
         [--outscale 4] [--suffix out] [--ext auto|png|jpg] [--tile 256] [--tile_pad 16] \
         [--dtype float32|bfloat16|float16] [--alpha realesrgan|bicubic|drop|error] [--batch_size 4]
-    python -m experiments.upscale --input DIR --output DIR --model realesrgan-x4plus --mse_model spanx4_ch48 \
-        [--threshold 0.7] [--min_area 4000] [--feather 0] [--report] \
+    python -m experiments.upscale --input DIR --output DIR --model realesrgan-x4plus --mse_model realesrnet-span-x4 \
+        [--threshold 0.7] [--min_area 4000] [--feather 0] [--report [--hr_dir DIR]] \
         [--segformer DIR [--class_adjustment FILE] [--segment gan|mse] [--segformer_size 512]]
 
 ``--model`` / ``--mse_model``: a model directory, a ``.pth`` / ``.safetensors`` file, an ncnn ``.param`` (its
@@ -31,8 +31,10 @@ images); adjacent tiles overlap by ``2 * --tile_pad`` LR pixels and each keeps t
 With ``--mse_model`` the artifacts of the ``--model`` results are detected against the MSE-SR results with the
 options of ``experiments.detect`` and replaced by them (eq. 10; ``--feather`` sigma in pixels softens the blend
 outward); the masks (at the network's scale) go to ``DIR/masks/<name>.png``, and ``--report`` adds the
-detection gallery (``DIR/index.html``: MSE-SR | GAN-SR | D | mask overlay), its images and ``summary.json`` /
-``summary.csv``. Both models must have one scale.
+gallery (``DIR/index.html``: LR | GAN-SR | MSE-SR | merged | HR with ``--hr_dir`` (same relative names; PSNR of
+GAN-SR and merged against it) | D | mask overlay), its images and ``summary.json`` / ``summary.csv``. A partner
+whose results are blockier than the GAN-SR results inside the masks (trained on another degradation) is warned
+about. Both models must have one scale.
 
 Every file appears atomically (a killed run leaves no half image); a rerun skips the inputs whose result exists
 and says how many. A file that cannot be read or upscaled is reported by name and the others still run. With
@@ -67,6 +69,8 @@ flags.DEFINE_enum("alpha", "realesrgan", list(upscale.ALPHA_POLICIES), "The upsa
 flags.DEFINE_integer("batch_size", 4, "Images of one size, and tiles per device call, processed together.")
 flags.DEFINE_float("feather", 0.0, "With --mse_model: Gaussian sigma (pixels) of the blend outside the mask.")
 flags.DEFINE_bool("report", False, "With --mse_model: also write the detection gallery and summaries.")
+flags.DEFINE_string("hr_dir", None, "With --report: HR images by the inputs' relative names, shown beside the "
+                    "results with the PSNR of GAN-SR and merged against them.")
 define_detection_flags()  # used with --mse_model
 define_distributed_flags()
 FLAGS = flags.FLAGS
@@ -78,7 +82,7 @@ def options(process_index: int, process_count: int) -> upscale.UpscaleOptions:
         Path(FLAGS.input), Path(FLAGS.output), FLAGS.model, FLAGS.mse_model, FLAGS.outscale, FLAGS.suffix, FLAGS.ext,
         FLAGS.tile, FLAGS.tile_pad, FLAGS.dtype, FLAGS.alpha, FLAGS.batch_size,
         DetectionSettings.from_values(FLAGS.flag_values_dict()), FLAGS.feather, FLAGS.report, process_index,
-        process_count)
+        process_count, Path(FLAGS.hr_dir) if FLAGS.hr_dir else None)
 
 
 def main(argv):

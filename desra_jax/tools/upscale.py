@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import jax
+from absl import logging
 import jax.numpy as jnp
 import numpy as np
 
@@ -28,10 +29,13 @@ from desra_jax.convert.registry import model_scale
 from desra_jax.data.matching import batches_by_size, images_by_name
 from desra_jax.data.image_io import WRITABLE_DEPTHS, ImageFormat, read_image, read_image_and_format, write_image
 from desra_jax.files import output_folder, write_json
+from desra_jax.detection.partner import MISMATCH_BLOCKINESS, partner_blockiness, partner_mismatch
 from desra_jax.detection.settings import DetectionSettings, Detector
 from desra_jax.fusion.pseudo_gt import pseudo_gt
 from desra_jax.inference import Upscaler
-from desra_jax.report import detection_gallery_row, mask_record, write_detection, write_detection_summaries
+from desra_jax.metrics.image_quality import psnr
+from desra_jax.report import (UPSCALE_COLUMNS, detection_gallery_row, mask_record, write_detection,
+                              write_detection_summaries, write_thumbnails)
 
 ALPHA_POLICIES = ("realesrgan", "bicubic", "drop", "error")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -141,7 +145,8 @@ class UpscaleOptions:
     """What ``experiments.upscale`` does (its docstring describes each option): upscale ``input`` (a file or a
     folder) into ``output`` with ``model``; with ``mse_model``, detect ``model``'s artifacts against it with
     ``detection`` and replace them (eq. 10, ``feather`` as in `pseudo_gt`), with ``report`` also writing the
-    detection gallery and summaries. This process takes every ``process_count``-th file from the
+    detection gallery and summaries, with ``hr_dir`` (HR images by the inputs' relative names) the HR beside each
+    and PSNR against it. This process takes every ``process_count``-th file from the
     ``process_index``-th. ValueError naming the option when one is not among its choices."""
 
     input: Path
@@ -161,6 +166,7 @@ class UpscaleOptions:
     report: bool = False
     process_index: int = 0
     process_count: int = 1
+    hr_dir: Path | None = None
 
     def __post_init__(self):
         if self.alpha not in ALPHA_POLICIES:
@@ -169,6 +175,9 @@ class UpscaleOptions:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
         if self.ext not in ("auto", "png", "jpg"):
             raise ValueError(f"ext must be auto, png or jpg, got {self.ext!r}")
+        if self.hr_dir is not None and not (self.report and self.mse_model):
+            raise ValueError(f"hr_dir {self.hr_dir}: the HR images go into the report of DeSRA at inference; "
+                             "give --mse_model and --report too")
         if self.tile and self.tile <= 2 * self.tile_pad:
             raise ValueError(f"tile ({self.tile}) must exceed twice tile_pad ({self.tile_pad}): adjacent tiles "
                              "overlap by 2 * tile_pad")
@@ -186,7 +195,8 @@ def run(options: UpscaleOptions) -> dict:
     summary["images"] = len(jobs)
     summary["skipped"] = [str(job.source) for job in jobs if job.finished()]
     todo = [job for job in jobs if not job.finished()]
-    records, gallery_rows = {}, {}
+    records, gallery_rows, blockiness_ratios = {}, {}, []
+    hr_files = images_by_name(options.hr_dir, problems) if options.report and options.hr_dir else {}
     load = functools.partial(load_job, alpha=options.alpha)
     for batch in batches_by_size(todo, options.batch_size, load, problems, "upscale"):
         try:
@@ -196,15 +206,56 @@ def run(options: UpscaleOptions) -> dict:
             continue
         for (job, rgb, _, found), (image, out_alpha, detected) in zip(batch, results):
             if detected is not None:
+                blockiness_ratios.append(partner_blockiness(*detected[:3], summary["scale"]))
                 records[job.name], gallery_rows[job.name] = write_detection(
                     output, job.name, {"input": str(job.source)}, detected, detector.class_names, options.report)
+                if options.report:
+                    _report_images(output, job.name, rgb, image, detected[0], hr_files.get(job.name),
+                                   records[job.name], gallery_rows[job.name], problems)
             final = finish(image, out_alpha, found, rgb.shape[:2], options.outscale, summary["scale"])
             summary["written"].append(str(write_result(job, final, found)))  # last: a result means a whole job
     if mse is not None:
         summary["replaced"] = {name: record["artifact_fraction"] for name, record in sorted(records.items())}
+        _check_partner(summary, blockiness_ratios, options.model, options.mse_model)
         if options.report:
             _write_report(options, summary, all_jobs, records, gallery_rows, detector)
     return summary
+
+
+def _report_images(output: Path, name: str, lr: np.ndarray, merged: np.ndarray, gan: np.ndarray,
+                   hr_path: Path | None, record: dict, row: dict, problems: list[str]) -> None:
+    """Adds the gallery's LR (nearest-upscaled), merged and HR thumbnails to ``row`` and PSNR against the HR
+    (RGB, crop border = the scale, BasicSR's convention) of the GAN-SR and the merged result to ``record``. An HR
+    image that cannot be read or is not of the result's size is a line in ``problems`` and left out."""
+    height, width = merged.shape[:2]
+    images = {"lr": cv2.resize(lr, (width, height), interpolation=cv2.INTER_NEAREST), "merged": merged}
+    if hr_path is not None:
+        try:
+            hr = read_image(hr_path, alpha="drop")
+        except ValueError as error:
+            hr = None
+            problems.append(f"{error}; no HR for {name}")
+        if hr is not None and hr.shape[:2] != (height, width):
+            problems.append(f"{hr_path}: HR image of {hr.shape[0]}x{hr.shape[1]}, expected {height}x{width} (the "
+                            f"network's result for {name}); no HR for it")
+        elif hr is not None:
+            images["hr"] = hr
+            border = round(height / lr.shape[0])
+            for key, sr in (("psnr_gan", gan), ("psnr_merged", merged)):
+                record[key] = float(psnr(jnp.asarray(sr[None]), jnp.asarray(hr[None]), crop_border=border)[0])
+    row.update(write_thumbnails(output, name, images))
+
+
+def _check_partner(summary: dict, ratios: list[float], gan_model: str, mse_model: str) -> None:
+    """Logs `partner_mismatch`'s warning when the MSE-SR results of this run are blockier than the GAN-SR ones
+    inside the masks (a partner trained on another degradation); the summary keeps the mean ratio and the
+    warning."""
+    finite = [r for r in ratios if np.isfinite(r)]
+    summary["partner_blockiness"] = float(np.mean(finite)) if finite else None
+    summary["warnings"] = []
+    if (warning := partner_mismatch(finite, gan_model, mse_model)) is not None:
+        logging.warning("%s", warning)
+        summary["warnings"].append(warning)
 
 
 def _load_models(options: UpscaleOptions) -> tuple[Upscaler, Upscaler | None, Detector | None, dict]:
@@ -268,11 +319,17 @@ def _write_report(options: UpscaleOptions, summary: dict, jobs: list[Job], recor
             records[job.name] = {"name": job.name, "input": str(job.source),
                                  **mask_record(read_image(mask_path)[:, :, 0] > 0.5)}
             gallery_rows[job.name] = detection_gallery_row(job.name, detector.segmenter is not None)
+            gallery_rows[job.name].update({key: f"gallery/{job.name}_{key}.png" for key in ("lr", "merged", "hr")
+                                           if (output / "gallery" / f"{job.name}_{key}.png").exists()})
         images.append(records[job.name])
     settings = {"model": summary["model"], "mse_model": summary["mse_model"],
                 "threshold": options.detection.threshold, "min_area": options.detection.min_area,
                 "semantics": detector.semantics_record()}
+    notes = [("MSE-SR blockiness in the masks / GAN-SR's", "n/a" if summary["partner_blockiness"] is None else
+              f"{summary['partner_blockiness']:.2f} (mean over this run's images; above "
+              f"{MISMATCH_BLOCKINESS:g}: the partner keeps JPEG blocks, see the warning)")]
+    notes += [("warning", warning) for warning in summary["warnings"]]
     report_summary = {"settings": settings, "pairs": len(jobs), "processed": len(images), "problems": problems,
-                      "metrics": None, "images": images}
+                      "metrics": None, "images": images, "notes": notes}
     write_detection_summaries(output, report_summary, gallery_rows,
-                              "DeSRA at inference: artifacts replaced by MSE-SR", counted="images")
+                              "DeSRA at inference: artifacts replaced by MSE-SR", "images", UPSCALE_COLUMNS)
