@@ -121,12 +121,12 @@ def detection_gallery_row(name: str, segmentation: bool = False) -> dict:
     return {key: f"gallery/{name}_{key}.png" for key in keys}
 
 
-def write_thumbnails(out_dir: Path, name: str, images: dict[str, np.ndarray]) -> dict[str, str]:
-    """Writes `thumbnail` of each image to ``gallery/<name>_<key>.png``; returns {key: that path relative to
+def write_thumbnails(out_dir: Path, name: str, images: dict[str, np.ndarray], folder: str = "gallery") -> dict:
+    """Writes `thumbnail` of each image to ``<folder>/<name>_<key>.png``; returns {key: that path relative to
     ``out_dir``}, the cells of a gallery row."""
     for key, image in images.items():
-        write_image(Path(out_dir) / "gallery" / f"{name}_{key}.png", thumbnail(image))
-    return {key: f"gallery/{name}_{key}.png" for key in images}
+        write_image(Path(out_dir) / folder / f"{name}_{key}.png", thumbnail(image))
+    return {key: f"{folder}/{name}_{key}.png" for key in images}
 
 
 def write_detection(out_dir: Path, name: str, sources: dict, images: tuple, class_names: Sequence[str] = (),
@@ -329,7 +329,7 @@ def write_finetune_report(out_dir: str, names: Sequence[str], before, after, mse
         if i < len(hrs) and hrs[i] is not None:
             cells["hr"] = hrs[i]
         caption = f"{name}: {100 * mask_before.mean():.2f} % -> {100 * mask_after.mean():.2f} % artifact"
-        rows.append({"name": name, "caption": caption, **write_thumbnails(Path(out_dir), name, cells)})
+        rows.append({"name": name, "caption": caption, **write_thumbnails(Path(out_dir), name, cells, "images")})
     columns = [c for c in FINETUNE_COLUMNS if any(c[0] in row for row in rows)]
     write_gallery(os.path.join(out_dir, "index.html"), out_dir, "DeSRA fine-tuning",
                   finetune_numbers(summary, rates_against), rows, [], columns)

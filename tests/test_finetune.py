@@ -114,8 +114,10 @@ def test_fine_tuning_removes_detected_artifacts_on_held_out_images(setting, tmp_
     assert summary["gt_removal_rate"] == summary["removal_rate"]
     saved = json.loads((workdir / f"eval_{config.train.num_steps:07d}.json").read_text())
     assert saved["summary"] == pytest.approx(summary) and len(saved["per_image"]) == len(HELD_OUT_CROPS)
-    assert "fine-tuned (detected artifacts)" in (workdir / "report" / "index.html").read_text()
-    assert len(os.listdir(workdir / "report" / "images")) == 3 * len(HELD_OUT_CROPS)
+    page = (workdir / "report" / "index.html").read_text()
+    assert "fine-tuned (detected artifacts)" in page and "LR input" in page
+    assert "one region left that grows gives 1.0" in page  # each figure says what it counts
+    assert len(os.listdir(workdir / "report" / "images")) == 4 * len(HELD_OUT_CROPS)  # LR, before, after, MSE-SR
     tuned, _ = load_model(workdir / "model")
     assert tuned == model and (workdir / "discriminator").is_dir()
 
