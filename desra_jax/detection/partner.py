@@ -34,11 +34,12 @@ def partner_blockiness(gan_sr: np.ndarray, mse_sr: np.ndarray, mask: np.ndarray,
     return blockiness(mse_sr, block, mask) / max(blockiness(gan_sr, block, mask), 1e-6)
 
 
-def partner_mismatch(ratios: Sequence[float], gan_model: str, mse_model: str,
+def partner_mismatch(ratios: Sequence[float | None], gan_model: str, mse_model: str,
                      threshold: float = MISMATCH_BLOCKINESS) -> str | None:
     """The warning for a partner from another input domain, or None: the mean of the images' `partner_blockiness`
-    ``ratios`` (nan ones left out) above ``threshold``. Names both models and says what to pair instead."""
-    ratios = [r for r in ratios if np.isfinite(r)]
+    ``ratios`` (None and nan ones left out) above ``threshold``. Names both models and says what to pair
+    instead."""
+    ratios = [r for r in ratios if r is not None and np.isfinite(r)]
     if not ratios or (mean := float(np.mean(ratios))) <= threshold:
         return None
     return (f"the MSE-SR partner {mse_model} looks trained on another degradation than the GAN-SR model "

@@ -17,7 +17,6 @@ import dataclasses
 import os
 from collections.abc import Callable
 
-import numpy as np
 from absl import logging
 
 from desra_jax.data.image_io import read_image
@@ -66,7 +65,7 @@ def run_desra(settings: FineTuning, data: DeSRAData, models: DeSRAModels, workdi
     lr_images = read_named_images(data.lr_dir, problems)
     records = make_pseudo_gt_set(lr_images, models, data.num_images, data.feather, workdir, problems)
     log_problems(problems)
-    if (warning := partner_mismatch([r.get("partner_blockiness", np.nan) for r in records], *models.names)):
+    if (warning := partner_mismatch([r.get("partner_blockiness") for r in records], *models.names)):
         logging.warning("%s", warning)  # the pseudo GT pastes the partner's blocks into the targets
     lr_by_name = dict(lr_images)
     pairs = [(r["name"], lr_by_name[r["name"]], read_image(os.path.join(workdir, "pseudo_gt", f"{r['name']}.png")))

@@ -74,9 +74,9 @@ def make_pseudo_gt_set(lr_images, models: DeSRAModels, num_images: int, feather:
     `problems`, and skipped.
 
     Returns the index records {name, artifact_fraction, partner_blockiness (`partner_blockiness`: the MSE-SR
-    result's 8x8 blockiness over the GAN-SR result's inside the mask)}; `pseudo_gt/index.json` holds them with
-    the problems ({"images", "problems"}) and is written after every image file, so its presence means the set is
-    complete (a rerun reads it back, and its problems into `problems`).
+    result's 8x8 blockiness over the GAN-SR result's inside the mask; None where it has no block grid)};
+    `pseudo_gt/index.json` holds them with the problems ({"images", "problems"}) and is written after every image
+    file, so its presence means the set is complete (a rerun reads it back, and its problems into `problems`).
     """
     index_path = os.path.join(out_dir, "pseudo_gt", "index.json")
     if os.path.isfile(index_path):
@@ -98,9 +98,9 @@ def make_pseudo_gt_set(lr_images, models: DeSRAModels, num_images: int, feather:
         if jax.process_index() == 0:
             write_image(os.path.join(out_dir, "pseudo_gt", f"{name}.png"), pseudo_target(gan_sr, mse_sr, mask, feather))
             write_image(os.path.join(out_dir, "masks", f"{name}.png"), mask)
-        scale = gan_sr.shape[0] // lr.shape[0]
+        ratio = partner_blockiness(gan_sr, mse_sr, mask, gan_sr.shape[0] // lr.shape[0])
         records.append({"name": name, "artifact_fraction": float(mask.mean()),
-                        "partner_blockiness": partner_blockiness(gan_sr, mse_sr, mask, scale)})
+                        "partner_blockiness": ratio if np.isfinite(ratio) else None})  # JSON has no nan
         logging.info("pseudo GT %d/%d: %s, %.2f %% artifact", len(records), num_images, name, 100 * mask.mean())
     problems += refused
     if not records:
