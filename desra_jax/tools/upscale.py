@@ -326,8 +326,8 @@ def _write_report(options: UpscaleOptions, summary: dict, jobs: list[Job], recor
                 "threshold": options.detection.threshold, "min_area": options.detection.min_area,
                 "semantics": detector.semantics_record()}
     notes = [("MSE-SR blockiness in the masks / GAN-SR's", "n/a" if summary["partner_blockiness"] is None else
-              f"{summary['partner_blockiness']:.2f} (mean over this run's images; above "
-              f"{MISMATCH_BLOCKINESS:g}: the partner keeps JPEG blocks, see the warning)")]
+              f"{summary['partner_blockiness']:.2f} (mean over this run's images; above {MISMATCH_BLOCKINESS:g} "
+              "the partner keeps JPEG blocks that the GAN-SR model removes: trained on another degradation)")]
     notes += [("warning", warning) for warning in summary["warnings"]]
     report_summary = {"settings": settings, "pairs": len(jobs), "processed": len(images), "problems": problems,
                       "metrics": None, "images": images, "notes": notes}
