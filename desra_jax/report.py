@@ -328,7 +328,7 @@ def write_finetune_report(out_dir: str, names: Sequence[str], before, after, mse
             cells["lr"] = cv2.resize(lrs[i], mse_sr.shape[1::-1], interpolation=cv2.INTER_NEAREST)
         if i < len(hrs) and hrs[i] is not None:
             cells["hr"] = hrs[i]
-        caption = f"{name}: {100 * mask_before.mean():.2f} % -> {100 * mask_after.mean():.2f} % artifact"
+        caption = f"{100 * mask_before.mean():.2f} % -> {100 * mask_after.mean():.2f} % artifact"  # after the name
         rows.append({"name": name, "caption": caption, **write_thumbnails(Path(out_dir), name, cells, "images")})
     columns = [c for c in FINETUNE_COLUMNS if any(c[0] in row for row in rows)]
     write_gallery(os.path.join(out_dir, "index.html"), out_dir, "DeSRA fine-tuning",
