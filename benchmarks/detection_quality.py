@@ -25,7 +25,8 @@ the bundled photographs, measured on the held-out chelsea and motorcycle against
 partner (`--partners`: SPAN, trained on bicubic LR, and realesrnet-span-x4, trained on x4plus's degradation) and
 prints them side by side: held-out artifact area before / after, removal and addition rates, new artifact pixels,
 PSNR / SSIM before and after, and the sharpness outside the artifacts (mean luma gradient after over before, where
-neither detection found anything: fine-tuning must keep x4plus's detail there, >= 0.9). Each run's workdir (its
+neither detection found anything: fine-tuning should keep x4plus's detail there, >= 0.9; :cpu reaches about
+0.6, see README). Each run's workdir (its
 report: <out>/loop/<partner>/report/index.html) is reused when finished. `--tables loop` runs only this table.
 """
 
