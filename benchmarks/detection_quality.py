@@ -19,6 +19,15 @@ released default (`desra_jax.tools.detect.run`: masks, indicator maps, index.htm
 look at.
 
     python -m benchmarks.detection_quality --real --out runs/detection_quality_real
+
+`--real` also runs DeSRA's whole loop (configs/desra_finetune.py:cpu: x4plus fine-tuned on pseudo GT made from
+the bundled photographs, measured on the held-out chelsea and motorcycle against their HR crops) once per MSE-SR
+partner (`--partners`: SPAN, trained on bicubic LR, and realesrnet-span-x4, trained on x4plus's degradation) and
+prints them side by side: held-out artifact area before / after, removal and addition rates, new artifact pixels,
+PSNR / SSIM before and after, and the sharpness outside the artifacts (mean luma gradient after over before, where
+neither detection found anything: fine-tuning should keep x4plus's detail there, >= 0.9; :cpu reaches about
+0.6, see README). Each run's workdir (its
+report: <out>/loop/<partner>/report/index.html) is reused when finished. `--tables loop` runs only this table.
 """
 
 from __future__ import annotations
@@ -133,6 +142,40 @@ def real_table(crop: int, degradations, seed: int, min_area: int, out: str) -> N
         print(f"gallery of the released default: {os.path.join(gallery, 'index.html')}")
 
 
+#: The loop table's columns: (summary key or (before, after) keys, heading, format).
+LOOP_COLUMNS = (
+    (("artifact_fraction_before", "artifact_fraction_after"), "area % before->after", "{:.2f}->{:.2f}", 100),
+    ("removal_rate", "removal", "{:.2f}", 1),
+    ("addition_rate", "addition", "{:.2f}", 1),
+    ("new_artifact_fraction", "new px %", "{:.3f}", 100),
+    (("psnr_before", "psnr_after"), "PSNR dB", "{:.2f}->{:.2f}", 1),
+    (("ssim_before", "ssim_after"), "SSIM", "{:.3f}->{:.3f}", 1),
+    ("sharpness_outside_artifacts", "sharpness out", "{:.3f}", 1),
+)
+
+
+def loop_table(partners, out: str) -> None:
+    """DeSRA's :cpu loop with each MSE-SR partner, side by side (module docstring)."""
+    from configs import desra_finetune
+    from experiments.finetune import run_finetune
+
+    rows = {}
+    for partner in partners:
+        config = desra_finetune.get_config("cpu")
+        config.mse_model = partner
+        rows[partner] = run_finetune(config, os.path.join(out, "loop", partner))
+    print("\nDeSRA loop (configs/desra_finetune.py:cpu, x4plus) on the held-out photographs, per MSE-SR partner; "
+          "rates against the detection before")
+    print(f"{'partner':<22}" + "".join(f"{heading:>22}" for _, heading, _, _ in LOOP_COLUMNS))
+    for partner, summary in rows.items():
+        cells = []
+        for keys, _, form, factor in LOOP_COLUMNS:
+            values = [summary[k] * factor for k in ((keys,) if isinstance(keys, str) else keys)]
+            cells.append(form.format(*values))
+        print(f"{partner:<22}" + "".join(f"{cell:>22}" for cell in cells))
+    print(f"reports: {os.path.join(out, 'loop', '<partner>', 'report', 'index.html')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="synthetic: 256x256 images, one seed, min_area 1000")
@@ -143,9 +186,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1, help="--real: the Real-ESRGAN degradation draw")
     parser.add_argument("--min_area", type=int, default=1000, help="--real: the morphology's min_area")
     parser.add_argument("--out", default="runs/detection_quality_real", help="--real: SR results and galleries")
+    parser.add_argument("--partners", nargs="+", default=["spanx4_ch48", "realesrnet-span-x4"],
+                        help="--real: the MSE-SR partners of the loop table")
+    parser.add_argument("--tables", nargs="+", choices=["detection", "loop"], default=["detection", "loop"],
+                        help="--real: which tables to make")
     args = parser.parse_args()
     if args.real:
-        real_table(args.crop, args.degradation, args.seed, args.min_area, args.out)
+        if "detection" in args.tables:
+            real_table(args.crop, args.degradation, args.seed, args.min_area, args.out)
+        if "loop" in args.tables:
+            loop_table(args.partners, args.out)
     else:
         synthetic_table(args.quick)
 

@@ -12,12 +12,14 @@ RealESRNet_x4plus.pth, `spanx4_ch48`, ...), `data.lr_dir` and `data.eval_lr_dir`
 RealESRGAN_x4plus_netD.pth) continues that discriminator, otherwise a fresh one is trained. `online=True` runs the
 continual loop of the paper's Discussion (section 6).
 
-`:cpu` runs the paper's whole loop on Real-ESRGAN x4plus (with SPAN spanx4_ch48 as its MSE-SR partner) on 2 CPU
-cores in about five minutes, on LR images made from the bundled photographs by one Real-ESRGAN degradation draw
-each (x4plus's own input domain): 64-px HR patches, batch 4, 50 steps at lr 1e-4 with EMA 0.9, min_area 1000
-(the released 4000 px is meant for megapixel results), no perceptual term (no ImageNet VGG19 weights ship), and a
-fresh U-Net discriminator trained alone for its first 10 steps (`train.discriminator_warmup`; set it to 0 with a
-pretrained `discriminator_from`).
+`:cpu` runs the paper's whole loop on Real-ESRGAN x4plus (with `realesrnet-span-x4`, the project's own
+Real-ESRNet-style partner of x4plus, as its MSE-SR model: SPAN, trained on bicubic LR, would paste the JPEG blocks
+of degraded input into the pseudo GT) on 2 CPU cores in about five minutes, on LR images made from the bundled
+photographs by one Real-ESRGAN degradation draw each (x4plus's own input domain): 64-px HR patches, batch 4, 50
+steps at lr 1e-4 with EMA 0.9, min_area 1000 (the released 4000 px is meant for megapixel results), no perceptual
+term (no ImageNet VGG19 weights ship), and a fresh U-Net discriminator trained alone for its first 10 steps
+(`train.discriminator_warmup`; set it to 0 with a pretrained `discriminator_from`). `data.lr_dir` or
+`data.eval_lr_dir`, when given, replace the bundled set of their kind.
 """
 
 import ml_collections
@@ -118,7 +120,7 @@ def _tiny(config: ml_collections.ConfigDict) -> None:
 
 def _cpu(config: ml_collections.ConfigDict) -> None:
     """Real-ESRGAN x4plus on the bundled photographs on 2 CPU cores (module docstring)."""
-    config.init_from, config.mse_model = "realesrgan-x4plus", "spanx4_ch48"
+    config.init_from, config.mse_model = "realesrgan-x4plus", "realesrnet-span-x4"
     config.data.bundled.degradation = "realesrgan"
     config.detection.min_area = 1000
     config.data.update(hr_patch=64, batch_size=4)

@@ -150,6 +150,15 @@ def check_finetune(config, num_devices: int) -> None:
                     + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
         smallest = 16 * config.scale
         require(config, bundled.crop >= smallest, "data.bundled.crop", f"expected at least {smallest}")
+        # A folder given beside the bundled sets replaces its set (experiments.finetune.data_folders); held-out
+        # labels or HR images without their held-out LR would be compared with the bundled photographs.
+        for key in ("data.lr_dir", "data.eval_lr_dir"):
+            path = value(config, key)
+            require(config, not path or os.path.exists(path), key, "no such folder")
+        for key in ("data.eval_mask_dir", "data.eval_hr_dir"):
+            require(config, not value(config, key) or bool(config.data.eval_lr_dir), key,
+                    "given without data.eval_lr_dir: it would be matched with the bundled held-out LR images; "
+                    "give data.eval_lr_dir too")
     else:
         for key in ("data.lr_dir", "data.eval_lr_dir"):
             path = value(config, key)

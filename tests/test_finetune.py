@@ -114,8 +114,10 @@ def test_fine_tuning_removes_detected_artifacts_on_held_out_images(setting, tmp_
     assert summary["gt_removal_rate"] == summary["removal_rate"]
     saved = json.loads((workdir / f"eval_{config.train.num_steps:07d}.json").read_text())
     assert saved["summary"] == pytest.approx(summary) and len(saved["per_image"]) == len(HELD_OUT_CROPS)
-    assert "fine-tuned (detected artifacts)" in (workdir / "report" / "index.html").read_text()
-    assert len(os.listdir(workdir / "report" / "images")) == 3 * len(HELD_OUT_CROPS)
+    page = (workdir / "report" / "index.html").read_text()
+    assert "fine-tuned (detected artifacts)" in page and "LR input" in page
+    assert "one region left that grows gives 1.0" in page  # each figure says what it counts
+    assert len(os.listdir(workdir / "report" / "images")) == 4 * len(HELD_OUT_CROPS)  # LR, before, after, MSE-SR
     tuned, _ = load_model(workdir / "model")
     assert tuned == model and (workdir / "discriminator").is_dir()
 
@@ -166,6 +168,7 @@ def test_held_out_fidelity_is_measured_against_the_hr_images(tmp_path):
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     from desra_jax.metrics.comparison import compare
+    from desra_jax.metrics.no_reference import mean_gradient
     from desra_jax.training.desra_sets import held_out_hr
 
     hr = photo_crop("coffee", (40, 48), 100, 200)[0]
@@ -183,6 +186,9 @@ def test_held_out_fidelity_is_measured_against_the_hr_images(tmp_path):
             y, x, data_range=255, channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False),
             abs=2e-3)
     assert summary["psnr_after"] > summary["psnr_before"] + 5 and "lpips_before" not in summary
+    # less noise is fewer luma steps: the gradient ratio outside the (empty) artifacts falls below 1
+    assert summary["sharpness_outside_artifacts"] == pytest.approx(mean_gradient(after) / mean_gradient(before))
+    assert summary["sharpness_outside_artifacts"] < 0.9
     unscored, _ = compare(([before], masks), ([after], masks), ["a"], hrs=[None])
     assert "psnr_before" not in unscored
 
@@ -201,3 +207,23 @@ def test_folders_given_to_the_cpu_variant_are_used_not_the_bundled_sets(tmp_path
     folders = finetune.data_folders(config, str(tmp_path / "work"))
     assert folders == (str(tmp_path / "lr"), str(tmp_path / "held_out"), str(tmp_path / "hr"))
     assert not (tmp_path / "work").exists()  # no bundled set was made
+
+
+def test_a_folder_given_to_the_cpu_variant_replaces_its_set_and_held_out_hr_needs_its_lr(tmp_path):
+    from configs import validation
+
+    (tmp_path / "lr").mkdir()
+    (tmp_path / "hr").mkdir()
+    config = desra_finetune.get_config("cpu")
+    config.data.bundled.update(crop=64, fine_tune=("astronaut",), held_out=("chelsea",))
+    config.data.lr_dir = str(tmp_path / "lr")
+    fine_tune_lr, held_out_lr, held_out_hr = finetune.data_folders(config, str(tmp_path / "work"))
+    assert fine_tune_lr == str(tmp_path / "lr")  # the user's folder, the bundled held-out set beside it
+    assert os.listdir(held_out_lr) == ["chelsea.png"] and os.listdir(held_out_hr) == ["chelsea.png"]
+    validation.check(config, 1)
+    config.data.eval_hr_dir = str(tmp_path / "hr")  # HR images of LR images the user did not give
+    with pytest.raises(ValueError, match=r"config.data.eval_hr_dir=.*given without data.eval_lr_dir"):
+        validation.check(config, 1)
+    config.data.update(eval_hr_dir="", lr_dir=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match=r"config.data.lr_dir=.*no such folder"):
+        validation.check(config, 1)

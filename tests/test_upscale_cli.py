@@ -173,9 +173,10 @@ def desra_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("desra")
     lr = photo_crop("astronaut", (32, 40), 20, 180)[0]
     write_image(root / "in" / "x.png", lr)
+    write_image(root / "hr" / "x.png", photo_crop("coffee", (128, 160), 50, 100)[0])  # any image of the SR size
     result = upscale_cli("--input", root / "in", "--output", root / "out", "--model", "realesr-animevideov3-x4",
                          "--mse_model", SPAN, "--threshold", 0.9, "--min_area", 30, "--report", "--tile", 0,
-                         "--bucket", 0)
+                         "--bucket", 0, "--hr_dir", root / "hr")
     return root, lr, result
 
 
@@ -194,7 +195,13 @@ def test_desra_output_is_gan_sr_outside_the_mask_and_mse_sr_inside(desra_run):
     assert f"x: {mask.mean():.2%} replaced by MSE-SR" in result.stdout
     summary = json.loads((root / "out" / "summary.json").read_text())
     assert summary["images"][0]["artifact_pixels"] == mask.sum()
-    assert (root / "out" / "index.html").read_text().count("<img ") == 4
+    # LR | GAN-SR | MSE-SR | merged | HR | D | overlay, and PSNR against the HR of GAN-SR and of the merged result
+    page = (root / "out" / "index.html").read_text()
+    assert page.count("<img ") == 7 and "merged (DeSRA at inference)" in page and "PSNR vs HR" in page
+    hr = read_lr(root / "hr" / "x.png")[4:-4, 4:-4]
+    for key, sr in (("psnr_gan", gan), ("psnr_merged", fused[..., ::-1] / 255.0)):
+        expected = 10 * np.log10(1 / np.mean((sr[4:-4, 4:-4] - hr) ** 2))
+        assert summary["images"][0][key] == pytest.approx(expected, abs=0.05)  # the file is 8-bit
 
 
 def test_models_of_different_scales_and_unknown_names_are_refused(tmp_path, desra_run):

@@ -10,6 +10,7 @@ import numpy as np
 
 from desra_jax.metrics.detection import mean_iou, removal_addition_rates
 from desra_jax.metrics.image_quality import psnr, ssim
+from desra_jax.metrics.no_reference import mean_gradient
 
 
 def fidelity(results: Sequence[np.ndarray], hrs: Sequence[np.ndarray], crop_border: int,
@@ -36,6 +37,17 @@ def _changes(sr_before, sr_after, masks_before) -> tuple[list[float], list[float
     return outside, inside
 
 
+def _sharpness_outside(sr_before, sr_after, masks_before, masks_after) -> float:
+    """Mean over images of the fine-tuned result's `mean_gradient` over the original's, where neither detection
+    found an artifact (nan when no image has such a pixel): below 1, fine-tuning blurred what it should keep."""
+    ratios = []
+    for before, after, mask_b, mask_a in zip(sr_before, sr_after, masks_before, masks_after):
+        outside = ~(mask_b | mask_a)
+        if outside.any():
+            ratios.append(mean_gradient(after, outside) / max(mean_gradient(before, outside), 1e-6))
+    return float(np.mean(ratios)) if ratios else float("nan")
+
+
 def _against_labels(masks_before, masks_after, labels) -> dict:
     """IoU of each detection against the labelled images' `labels`, and the rates with B = the labels."""
     labelled = [i for i, label in enumerate(labels) if label is not None]
@@ -60,10 +72,12 @@ def compare(before, after, names: Sequence[str], labels: Sequence[np.ndarray | N
     returned details says which. Both versions are kept under their own names (`detected_*`, and with labels
     `gt_*`, with the mean IoU of each detection against the labels). `change_outside_artifacts`: mean absolute
     change of the SR result where nothing was detected before, on the [0, 1] scale (and `change_in_artifacts`
-    where something was). `new_artifact_fraction`: the fraction of pixels detected after fine-tuning where
-    nothing was detected before, the area behind the addition rate (which counts a region as added for one such
-    pixel). When every image has its HR image in `hrs`, `<metric>_before` / `<metric>_after` are both models'
-    `fidelity` (`crop_border`, `lpips_fn`): fine-tuning should not cost fidelity (section 4.3).
+    where something was). `sharpness_outside_artifacts`: the mean luma gradient of the fine-tuned result over the
+    original's where neither detection found anything (detail kept: about 1; blur: below).
+    `new_artifact_fraction`: the fraction of pixels detected after fine-tuning where nothing was detected before,
+    the area behind the addition rate (which counts a region as added for one such pixel). When every image has
+    its HR image in `hrs`, `<metric>_before` / `<metric>_after` are both models' `fidelity` (`crop_border`,
+    `lpips_fn`): fine-tuning should not cost fidelity (section 4.3).
     Returns (summary, details {"rates_against", "per_image"}).
     """
     (sr_before, masks_before), (sr_after, masks_after) = before, after
@@ -79,6 +93,7 @@ def compare(before, after, names: Sequence[str], labels: Sequence[np.ndarray | N
         "detected_addition_rate": rates["addition_rate"],
         "change_outside_artifacts": float(np.mean(change)),
         "change_in_artifacts": float(np.mean(change_in)) if change_in else 0.0,
+        "sharpness_outside_artifacts": _sharpness_outside(sr_before, sr_after, masks_before, masks_after),
         **_against_labels(masks_before, masks_after, labels),
     }
     per_image = [

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 from pathlib import Path
 
@@ -29,13 +28,14 @@ from desra_jax.convert.ncnn_checks import MAX_FACTOR
 from desra_jax.convert.registry import model_scale
 from desra_jax.data.image_header import MAX_PIXELS
 from desra_jax.data.matching import batches_by_size, images_by_name, relative_name
-from desra_jax.data.image_io import WRITABLE_DEPTHS, ImageFormat, read_image, read_image_and_format, write_image
-from desra_jax.files import check_collisions, check_options_record, output_folder, same_path, write_json
+from desra_jax.data.image_io import WRITABLE_DEPTHS, ImageFormat, read_image_and_format, write_image
+from desra_jax.files import check_collisions, check_options_record, output_folder, same_path
+from desra_jax.detection.partner import partner_blockiness
 from desra_jax.detection.settings import DetectionSettings, Detector
 from desra_jax.fusion.pseudo_gt import pseudo_gt
 from desra_jax.inference import Upscaler
-from desra_jax.report import (detection_files, detection_gallery_row, mask_record, write_detection,
-                               write_detection_summaries)
+from desra_jax.report import detection_files, write_detection
+from desra_jax.tools.upscale_report import check_partner, report_images, write_report
 
 ALPHA_POLICIES = ("realesrgan", "bicubic", "drop", "error")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -188,10 +188,11 @@ class UpscaleOptions:
     """What ``experiments.upscale`` does (its docstring describes each option): upscale ``input`` (a file or a
     folder) into ``output`` with ``model``; with ``mse_model``, detect ``model``'s artifacts against it with
     ``detection`` and replace them (eq. 10, ``feather`` as in `pseudo_gt`), with ``report`` also writing the
-    detection gallery and summaries. This process takes every ``process_count``-th file from the
-    ``process_index``-th. Images over ``max_pixels`` and results over ``max_output_pixels`` are refused by name;
-    ``overwrite`` makes every result again, also where the options record beside them differs. ValueError naming
-    the option (as the command's flag) when one is not among its choices or out of its range."""
+    detection gallery and summaries, with ``hr_dir`` (HR images by the inputs' relative names) the HR beside each
+    and PSNR against it. This process takes every ``process_count``-th file from the ``process_index``-th. Images
+    over ``max_pixels`` and results over ``max_output_pixels`` are refused by name; ``overwrite`` makes every
+    result again, also where the options record beside them differs. ValueError naming the option (as the
+    command's flag) when one is not among its choices or out of its range."""
 
     input: Path
     output: Path
@@ -214,6 +215,7 @@ class UpscaleOptions:
     max_pixels: int = MAX_PIXELS
     max_output_pixels: int = MAX_OUTPUT_PIXELS
     overwrite: bool = False
+    hr_dir: Path | None = None
 
     def __post_init__(self):
         if self.alpha not in ALPHA_POLICIES:
@@ -228,6 +230,9 @@ class UpscaleOptions:
             least = 0 if name in ("tile", "tile_pad", "bucket") else 1
             check_number(f"--{name}", getattr(self, name), least, whole=True)
         check_number("--feather", self.feather, 0)
+        if self.hr_dir is not None and not (self.report and self.mse_model):
+            raise ValueError(f"--hr_dir {self.hr_dir}: the HR images go into the report of DeSRA at inference; "
+                             "give --mse_model and --report too")
         if self.tile and self.tile <= 2 * self.tile_pad:
             raise ValueError(f"tile ({self.tile}) must exceed twice tile_pad ({self.tile_pad}): adjacent tiles "
                              "overlap by 2 * tile_pad")
@@ -249,7 +254,8 @@ def run(options: UpscaleOptions) -> dict:
     summary["images"] = len(jobs)
     summary["skipped"] = [str(job.source) for job in jobs if job.finished() and not options.overwrite]
     todo = [job for job in jobs if options.overwrite or not job.finished()]
-    records, gallery_rows = {}, {}
+    records, gallery_rows, blockiness_ratios = {}, {}, []
+    hr_files = images_by_name(options.hr_dir, problems) if options.report and options.hr_dir else {}
     factor = max(summary["scale"], options.outscale or 0)
     load = functools.partial(load_job, alpha=options.alpha, max_pixels=options.max_pixels, factor=factor,
                              max_output_pixels=options.max_output_pixels)
@@ -261,14 +267,19 @@ def run(options: UpscaleOptions) -> dict:
             continue
         for (job, rgb, _, found), (image, out_alpha, detected) in zip(batch, results):
             if detected is not None:
+                blockiness_ratios.append(partner_blockiness(*detected[:3], summary["scale"]))
                 records[job.name], gallery_rows[job.name] = write_detection(
                     output, job.name, {"input": str(job.source)}, detected, detector.class_names, options.report)
+                if options.report:
+                    report_images(output, job.name, rgb, image, detected[0], hr_files.get(job.name),
+                                   records[job.name], gallery_rows[job.name], problems)
             final = finish(image, out_alpha, found, rgb.shape[:2], options.outscale, summary["scale"])
             summary["written"].append(str(write_result(job, final, found)))  # last: a result means a whole job
     if mse is not None:
         summary["replaced"] = {name: record["artifact_fraction"] for name, record in sorted(records.items())}
+        check_partner(summary, blockiness_ratios, options.model, options.mse_model)
         if options.report:
-            _write_report(options, summary, all_jobs, records, gallery_rows, detector)
+            write_report(options, summary, all_jobs, records, gallery_rows, detector)
     return summary
 
 
@@ -317,39 +328,3 @@ def _upscale_batch(batch, gan: Upscaler, mse: Upscaler | None, detector: Detecto
                       for i in range(len(rgbs))]
     return [(images[i], next(alpha_out) if item[2] is not None else None, detections[i])
             for i, item in enumerate(batch)]
-
-
-def _write_report(options: UpscaleOptions, summary: dict, jobs: list[Job], records: dict, gallery_rows: dict,
-                  detector: Detector) -> None:
-    """The detection summaries and gallery of all ``jobs`` (every process's); images detected in an earlier run
-    or by another process are read back from their masks. With several processes each writes its problems
-    (``.problems-<index>.json``) and process 0, after all have finished, the report."""
-    output, count = Path(options.output), options.process_count
-    if count > 1:
-        write_json(output / f".problems-{options.process_index}.json", summary["problems"])
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("upscale: all results written")
-        if options.process_index:
-            return
-    problems = summary["problems"]
-    if count > 1:  # the listing's problems, seen by every process, once
-        problems = list(dict.fromkeys(p for i in range(count)
-                                      for p in json.loads((output / f".problems-{i}.json").read_text())))
-    images = []
-    for job in jobs:
-        if job.name not in records:
-            mask_path = output / "masks" / f"{job.name}.png"
-            if not mask_path.exists():
-                continue
-            records[job.name] = {"name": job.name, "input": str(job.source),
-                                 **mask_record(read_image(mask_path)[:, :, 0] > 0.5)}
-            gallery_rows[job.name] = detection_gallery_row(job.name, detector.segmenter is not None)
-        images.append(records[job.name])
-    settings = {"model": summary["model"], "mse_model": summary["mse_model"],
-                "threshold": options.detection.threshold, "min_area": options.detection.min_area,
-                "semantics": detector.semantics_record()}
-    report_summary = {"settings": settings, "pairs": len(jobs), "processed": len(images), "problems": problems,
-                      "metrics": None, "images": images}
-    write_detection_summaries(output, report_summary, gallery_rows,
-                              "DeSRA at inference: artifacts replaced by MSE-SR", counted="images")

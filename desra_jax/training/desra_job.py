@@ -5,8 +5,10 @@
 2. fine-tune the GAN-SR model on (LR, pseudo-GT) patches (`finetune.fine_tune`);
 3. on held-out LR images, compare the artifacts detected before and after (`desra_sets.HeldOut`), and report.
 With `online` settings, the continual loop of the paper's Discussion repeats 1-2 as LR images arrive (`online`).
-An LR file that cannot be read, or that detection refuses, is logged by name, listed under `problems` in
-`eval_<step>.json` (and `pseudo_gt/index.json`) and skipped; the rest run.
+A partner whose results are blockier than the GAN-SR model's inside the masks (`detection.partner`: trained on
+another degradation) is warned about, naming both. An LR file that cannot be read, or that detection refuses, is
+logged by name, listed under `problems` in `eval_<step>.json` (and `pseudo_gt/index.json`) and skipped; the rest
+run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from absl import logging
 
 from desra_jax.data.image_io import read_image
+from desra_jax.detection.partner import partner_mismatch
 from desra_jax.training.desra_sets import DeSRAModels, HeldOut, make_pseudo_gt_set, read_named_images
 from desra_jax.training.finetune import FineTuning, fine_tune
 from desra_jax.training.online import Online, online_loop
@@ -62,6 +65,8 @@ def run_desra(settings: FineTuning, data: DeSRAData, models: DeSRAModels, workdi
     lr_images = read_named_images(data.lr_dir, problems)
     records = make_pseudo_gt_set(lr_images, models, data.num_images, data.feather, workdir, problems)
     log_problems(problems)
+    if (warning := partner_mismatch([r.get("partner_blockiness") for r in records], *models.names)):
+        logging.warning("%s", warning)  # the pseudo GT pastes the partner's blocks into the targets
     lr_by_name = dict(lr_images)
     pairs = [(r["name"], lr_by_name[r["name"]], read_image(os.path.join(workdir, "pseudo_gt", f"{r['name']}.png")))
              for r in records]

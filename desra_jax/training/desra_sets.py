@@ -18,6 +18,7 @@ from desra_jax.data.matching import images_by_name
 from desra_jax.data.image_io import read_image, write_image
 from desra_jax.files import write_json
 from desra_jax.data.masks import find_mask, read_mask
+from desra_jax.detection.partner import partner_blockiness
 from desra_jax.detection.settings import Detector
 from desra_jax.fusion import pseudo_gt
 from desra_jax.inference import Upscaler
@@ -26,11 +27,13 @@ from desra_jax.metrics.comparison import compare
 
 @dataclasses.dataclass(frozen=True)
 class DeSRAModels:
-    """The GAN-SR model to fine-tune, its MSE-SR partner (any MSE-SR model of the same scale) and the detector."""
+    """The GAN-SR model to fine-tune, its MSE-SR partner (any MSE-SR model of the same scale), the detector, and
+    the two models' names for messages."""
 
     gan: Upscaler
     mse: Upscaler
     detect: Detector
+    names: tuple[str, str] = ("the GAN-SR model", "the MSE-SR model")
 
     def detect_pair(self, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(GAN-SR result, MSE-SR result, artifact mask) of the LR image (h, w, 3) in [0, 1]: (H, W, 3), (H, W, 3)
@@ -70,9 +73,10 @@ def make_pseudo_gt_set(lr_images, models: DeSRAModels, num_images: int, feather:
     mask to `out_dir/masks/<name>.png`. An image that detection refuses (smaller than its windows) is a line in
     `problems`, and skipped.
 
-    Returns the index records {name, artifact_fraction}; `pseudo_gt/index.json` holds them with the problems
-    ({"images", "problems"}) and is written after every image file, so its presence means the set is complete (a
-    rerun reads it back, and its problems into `problems`).
+    Returns the index records {name, artifact_fraction, partner_blockiness (`partner_blockiness`: the MSE-SR
+    result's 8x8 blockiness over the GAN-SR result's inside the mask; None where it has no block grid)};
+    `pseudo_gt/index.json` holds them with the problems ({"images", "problems"}) and is written after every image
+    file, so its presence means the set is complete (a rerun reads it back, and its problems into `problems`).
     """
     index_path = os.path.join(out_dir, "pseudo_gt", "index.json")
     if os.path.isfile(index_path):
@@ -94,7 +98,9 @@ def make_pseudo_gt_set(lr_images, models: DeSRAModels, num_images: int, feather:
         if jax.process_index() == 0:
             write_image(os.path.join(out_dir, "pseudo_gt", f"{name}.png"), pseudo_target(gan_sr, mse_sr, mask, feather))
             write_image(os.path.join(out_dir, "masks", f"{name}.png"), mask)
-        records.append({"name": name, "artifact_fraction": float(mask.mean())})
+        ratio = partner_blockiness(gan_sr, mse_sr, mask, gan_sr.shape[0] // lr.shape[0])
+        records.append({"name": name, "artifact_fraction": float(mask.mean()),
+                        "partner_blockiness": ratio if np.isfinite(ratio) else None})  # JSON has no nan
         logging.info("pseudo GT %d/%d: %s, %.2f %% artifact", len(records), num_images, name, 100 * mask.mean())
     problems += refused
     if not records:

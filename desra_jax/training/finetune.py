@@ -1,7 +1,7 @@
 """DeSRA fine-tuning (sections 3.3 and 4.3 of the paper): `fine_tune` trains the GAN-SR model on (LR, pseudo-GT)
 patches with the shared loop (checkpoints, resume), evaluates it on the held-out set (`desra_sets.HeldOut`) and
-writes the report (`report.write_finetune_report`: before | after | MSE-SR). The sets are made in `desra_sets`,
-the continual form in `online`, and `run_desra` is the whole job.
+writes the report (`report.write_finetune_report`: LR | before | after | MSE-SR | HR). The sets are made in
+`desra_sets`, the continual form in `online`, and `run_desra` is the whole job.
 """
 
 from __future__ import annotations
@@ -69,9 +69,11 @@ def fine_tune(settings: FineTuning, workdir: str, gan: Upscaler, pairs: list[tup
                                       run_keys(settings.seed)[2], mesh, settings.schedule, name=settings.name,
                                       prefetch=settings.prefetch)
     if jax.process_index() == 0:
-        report.write_finetune_report(os.path.join(workdir, "report"), [item["name"] for item in held_out.items],
+        items = held_out.items
+        report.write_finetune_report(os.path.join(workdir, "report"), [item["name"] for item in items],
                                      held_out.before, last["after"], held_out.mse_results, summary,
-                                     last["rates_against"])
+                                     last["rates_against"], [item["lr"] for item in items],
+                                     [item.get("hr") for item in items])
     d_state = states["discriminator"]
     loop.save_final_models(workdir, {"model": (gan.module, states["generator"].ema_params, {}),
                                      "discriminator": (discriminator, d_state.params, d_state.model_state)})
