@@ -181,7 +181,8 @@ def torch_degraded(rng: np.random.Generator, hr: torch.Tensor, device: str):
                                                  DEGRADATION.usm_threshold)
         options = {**dataclasses.asdict(DEGRADATION), "sharpen_input": False}  # sharpened above
         lr = degradations_torch.degrade(rng, sharpened, options)
-    return lr.to(device), hr.to(device), sharpened.to(device)
+    # feed_data's lq.contiguous(): the JPEG step leaves a permuted layout behind, which slows the convolutions
+    return lr.contiguous().to(device), hr.to(device), sharpened.to(device)
 
 
 def compare(step: int, jax_metrics: dict, torch_metrics: dict, rtol: float, atol: float,
