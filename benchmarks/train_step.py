@@ -18,7 +18,9 @@ exactly as `gradient_penalty` draws them). The warm-up steps double as the sanit
 warm-up step must agree within a tolerance (strict for the first step, looser after Adam's first update, see
 `warm_up`). Timed steps alternate between the frameworks (JAX, PyTorch, JAX, ...), each waited for
 (`jax.block_until_ready`, `torch.cuda.synchronize`), and the median of each is reported, so that a machine busy
-with other work slows both alike.
+with other work slows both alike. Still, PyTorch's OpenMP threads suffer far more than XLA's from a CPU that other
+processes keep busy (measured on 2 shared cores: the quick MSE step 2.5 s in PyTorch on a busy machine, 66 ms on a
+quiet one, JAX 150 ms and 81 ms): compare CPU figures taken on a quiet machine (`uptime` below the core count).
 
 With `--degradation` each step first makes its LR from the HR batch with Real-ESRGAN's second-order degradation,
 as configs/realesrnet.py and configs/realesrgan.py train: in JAX `steps.Degradation` inside the jitted step
@@ -26,8 +28,9 @@ as configs/realesrnet.py and configs/realesrgan.py train: in JAX `steps.Degradat
 the BasicSR-equivalent twin references/degradations_torch.py (what tests/test_realesrgan_degradation.py checks
 ours against) the way Real-ESRGAN's `feed_data` runs it: USM-sharpen the GT once, degrade the sharpened GT, with
 the kernels drawn by numpy inside the timed step (Real-ESRGAN's data-loader workers draw them). The random draws
-of the two frameworks are not the same (JAX draws per image, the twin per batch as Real-ESRGAN): that is enough
-for timing, so the warm-up losses are shown side by side but not compared. Neither side runs Real-ESRGAN's
+of the two frameworks are not the same (JAX draws per image, the twin per batch as Real-ESRGAN); timing needs
+no exact agreement of the draws, so the warm-up losses are shown side by side but not compared. The HR patch is
+at least 96 then (`DEGRADATION_MIN_PATCH`; `--quick` uses 96). Neither side runs Real-ESRGAN's
 training-pair pool (`pair_pool_update`, `queue_size`). The twin runs on the CPU (its constants and draws live
 there) and its LR moves to the GPU when PyTorch has one, so on a GPU machine the PyTorch time includes a CPU
 degradation that Real-ESRGAN would run on the GPU.
@@ -301,7 +304,8 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help=f"small sizes: {QUICK_SIZES}")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per framework (default 5, quick 3)")
     parser.add_argument("--warmup", type=int, default=2,
-                        help="untimed steps per framework, the first compiles JAX; all are compared (at least 1)")
+                        help="untimed steps per framework, the first compiles JAX; all are compared, or with "
+                             "--degradation shown (at least 1)")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 on the GPU in both (default: full float32)")
     args = parser.parse_args(argv)
     if args.warmup < 1:
