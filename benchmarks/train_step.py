@@ -20,7 +20,8 @@ warm-up step must agree within a tolerance (strict for the first step, looser af
 (`jax.block_until_ready`, `torch.cuda.synchronize`), and the median of each is reported, so that a machine busy
 with other work slows both alike. Still, PyTorch's OpenMP threads suffer far more than XLA's from a CPU that other
 processes keep busy (measured on 2 shared cores: the quick MSE step 2.5 s in PyTorch on a busy machine, 66 ms on a
-quiet one, JAX 150 ms and 81 ms): compare CPU figures taken on a quiet machine (`uptime` below the core count).
+quiet one, JAX 150 ms and 81 ms): compare CPU figures taken on a quiet machine, the load average (printed first
+and last) below the core count.
 
 With `--degradation` each step first makes its LR from the HR batch with Real-ESRGAN's second-order degradation,
 as configs/realesrnet.py and configs/realesrgan.py train: in JAX `steps.Degradation` inside the jitted step
@@ -291,7 +292,8 @@ def configure(tf32: bool) -> tuple[str, str]:
     jax_device = jax.devices()[0]
     return device, (f"device: JAX {jax_device.device_kind} ({jax.default_backend()}), PyTorch {device}"
                     f"{f' ({torch.cuda.get_device_name()})' if device == 'cuda' else ''}; "
-                    f"{cores} CPU cores, torch threads {torch.get_num_threads()}, denormals flushed to zero; "
+                    f"{cores} CPU cores (load average {os.getloadavg()[0]:.2f}), torch threads "
+                    f"{torch.get_num_threads()}, denormals flushed to zero; "
                     f"{'TF32 allowed' if tf32 else 'float32 (no TF32)'}")
 
 
@@ -335,7 +337,8 @@ def main(argv=None) -> None:
     print(f"  {'step':<6}{'JAX ms':>10}{'PyTorch ms':>12}{'JAX / PyTorch':>15}")
     for name, (jax_s, torch_s) in results.items():
         print(f"  {name:<6}{jax_s * 1e3:>10.1f}{torch_s * 1e3:>12.1f}{jax_s / torch_s:>15.2f}")
-    print("  (JAX / PyTorch below 1: JAX faster)")
+    print(f"  (JAX / PyTorch below 1: JAX faster; load average now {os.getloadavg()[0]:.2f} over "
+          f"{len(os.sched_getaffinity(0))} cores: above it, the CPU figures are of a busy machine)")
     if not agree:
         raise SystemExit(1)
 
