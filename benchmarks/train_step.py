@@ -248,7 +248,7 @@ def benchmark(twins: Twins, sizes: Sizes, device: str, degrading: bool, warmup: 
     batch = jax.device_put({"hr": hr} if degrading else {"lr": lr, "hr": hr}, batch_sharding(mesh))
     total = warmup + steps
     keys = [jax.random.fold_in(jax.random.key(0), i) for i in range(total)]
-    # With the degradation the step hands gan_step the first half of its key (`steps._sr_step`).
+    # With the degradation the step hands gan_step the first key of jax.random.split(key) (`steps._sr_step`).
     eps = [torch.from_numpy(penalty_weights(jax.random.split(key)[0] if degrading else key, sizes.batch)).to(device)
            for key in keys]
     rng, hr_cpu = np.random.default_rng(0), nchw(hr, "cpu")
