@@ -102,11 +102,13 @@ def indicator_d(gan: torch.Tensor, mse: torch.Tensor, window: int = 11, sigma: f
 class TorchSRStep:
     """One Real-ESRNet (``vgg`` None) or Real-ESRGAN step on NCHW (lr, gt, target): L1 to ``target`` (the
     USM-sharpened GT), and with a VGG19 and a discriminator, perceptual L1 over ``layer_weights`` and the vanilla
-    GAN loss 0.1, then the discriminator's BCE on GT (real) and the detached SR (fake)."""
+    GAN loss 0.1, then the discriminator's BCE on GT (real) and the detached SR (fake). The generator's Adam runs
+    at ``learning_rate`` (Real-ESRGAN's 1e-4; ESRGAN's MSE pretraining, configs/mse.py, 2e-4)."""
 
-    def __init__(self, generator, device, discriminator=None, vgg19=None, layer_weights=None, gan_weight=0.1):
+    def __init__(self, generator, device, discriminator=None, vgg19=None, layer_weights=None, gan_weight=0.1,
+                 learning_rate=1e-4):
         self.generator = generator.to(device).train()
-        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=1e-4, betas=(0.9, 0.99))
+        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), lr=learning_rate, betas=(0.9, 0.99))
         self.ema = [p.detach().clone() for p in self.generator.parameters()]
         self.discriminator = discriminator
         if discriminator is not None:

@@ -61,18 +61,21 @@ class TorchGanStep:
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.vgg((images - self.mean) / self.std)
 
-    def __call__(self, lr: torch.Tensor, hr: torch.Tensor, eps: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One step on NCHW `lr`, `hr`; `eps` (N, 1, 1, 1) are the penalty's interpolation weights."""
+    def __call__(self, lr: torch.Tensor, hr: torch.Tensor, eps: torch.Tensor,
+                 target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One step on NCHW `lr`, `hr`; `eps` (N, 1, 1, 1) are the penalty's interpolation weights. `target`, as
+        `gan_step`'s batch['target'], is what the pixel and perceptual losses compare with (default `hr`)."""
+        target = hr if target is None else target
         # Generator update, the discriminator fixed (BasicSR freezes its parameters).
         self.discriminator.requires_grad_(False)
         self.g_optimizer.zero_grad(set_to_none=True)
         sr = self.generator(lr)
         with torch.no_grad():
-            hr_features = self.features(hr)
+            target_features = self.features(target)
             real_logits = self.discriminator(hr)
         metrics = {
-            "l_pix": self.losses.pixel_weight * (sr - hr).abs().mean(),
-            "l_percep": self.losses.perceptual_weight * (self.features(sr) - hr_features).abs().mean(),
+            "l_pix": self.losses.pixel_weight * (sr - target).abs().mean(),
+            "l_percep": self.losses.perceptual_weight * (self.features(sr) - target_features).abs().mean(),
             "l_fft": self.losses.fft_weight * torch_fft_loss(sr, hr),
             "l_g_gan": self.losses.gan_weight * relativistic_average_loss(real_logits, self.discriminator(sr), -1.0),
         }
