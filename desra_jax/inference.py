@@ -18,6 +18,10 @@ as Real-ESRGAN's `pre_pad`) up to a multiple of `bucket` (at most the tile) and 
 sizes in one bucket share a compilation. The padding is beyond the bottom and right borders only: output pixels
 further than the network's receptive radius from those borders are unchanged; nearer, the network sees mirrored
 content instead of its zero padding.
+
+A device call's buffers grow with the tiles it holds (the 23-block RRDBNet needs 512 MiB for one 256-pixel tile
+at x4), so a call takes at most `batch_size` tiles and no more than fit `max_batch_bytes` of XLA's buffers
+(`tile_bytes` measures one tile's from the compiled program); at least one.
 """
 
 from __future__ import annotations
@@ -72,9 +76,39 @@ def pad_to_buckets(image: np.ndarray, tile: int, bucket: int | None) -> np.ndarr
     return np.pad(image, padding, mode="symmetric") if height > image.shape[1] or width > image.shape[2] else image
 
 
+#: XLA's buffers of one device call (per device) that `upscale` fills with tiles before it uses another call.
+MAX_BATCH_BYTES = 512 * 2**20
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _apply(model: nn.Module, variables, tiles):
     return model.apply(variables, tiles)
+
+
+_TILE_BYTES: dict = {}
+
+
+def tile_bytes(model: nn.Module, variables, tile_shape: tuple[int, int, int]) -> int | None:
+    """Bytes of XLA's buffers (temporaries and output) that one LR tile of (h, w, C) takes in a device call of
+    ``model``, as the compiled call of one tile reports them; measured once per model and tile shape. None where
+    the backend does not report memory."""
+    key = (model, tuple(tile_shape))
+    if key not in _TILE_BYTES:
+        tile = jax.ShapeDtypeStruct((1, *tile_shape), np.float32)
+        stats = _apply.lower(model, variables, tile).compile().memory_analysis()
+        _TILE_BYTES[key] = None if stats is None else stats.temp_size_in_bytes + stats.output_size_in_bytes
+    return _TILE_BYTES[key]
+
+
+def tiles_per_call(model: nn.Module, variables, tile_shape: tuple[int, int, int], tiles: int, batch_size: int,
+                   devices: int, max_batch_bytes: int) -> int:
+    """Tiles in each device call: at most ``batch_size`` and ``tiles``, at most as many per device as fit
+    ``max_batch_bytes`` (`tile_bytes`; at least one), and a multiple of the ``devices`` the call is split over."""
+    per_device = math.ceil(min(batch_size, tiles) / devices)
+    if per_device > 1:
+        each = tile_bytes(model, variables, tile_shape)
+        per_device = min(per_device, max(1, max_batch_bytes // each)) if each else per_device
+    return per_device * devices
 
 
 def upscale(
@@ -88,14 +122,16 @@ def upscale(
     extra_variables: dict | None = None,
     devices=None,
     bucket: int | None = None,
+    max_batch_bytes: int = MAX_BATCH_BYTES,
 ) -> np.ndarray:
     """Super-resolves (H, W, C) or (N, H, W, C) LR images in [0, 1] with `model` (an SR network whose
     `apply(variables, x)` maps (B, h, w, C) to (B, h * s, w * s, C')); returns float32 numpy of the output size.
 
     tile: LR tile side (images smaller than a tile run whole); overlap: LR pixels shared by adjacent tiles (see
     the module docstring for why there are no seams); batch_size: tiles per device call, at most the number of
-    tiles (the last batch is padded with copies so all calls have one shape); extra_variables: further flax
-    collections (e.g. batch_stats) besides params; devices: the devices each batch is split across (e.g.
+    tiles and as many as fit ``max_batch_bytes`` of XLA's buffers per device (`tiles_per_call`; the last batch
+    is padded with copies so all calls have one shape); extra_variables: further flax collections (e.g.
+    batch_stats) besides params; devices: the devices each batch is split across (e.g.
     ``jax.local_devices()``; None: the default device), which rounds the batch up to a multiple of their count;
     bucket: sides shorter than a tile are padded to a multiple of it (`pad_to_buckets`, see the module
     docstring), None: they run at their size. Outputs are not clipped.
@@ -103,7 +139,8 @@ def upscale(
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 3:
         return upscale(model, params, image[None], tile=tile, overlap=overlap, batch_size=batch_size,
-                       extra_variables=extra_variables, devices=devices, bucket=bucket)[0]
+                       extra_variables=extra_variables, devices=devices, bucket=bucket,
+                       max_batch_bytes=max_batch_bytes)[0]
     if image.ndim != 4:
         raise ValueError(f"image: expected (H, W, C) or (N, H, W, C), got shape {image.shape}")
     if batch_size < 1:
@@ -114,11 +151,11 @@ def upscale(
     rows, cols = (tile_spans(side, tile, overlap, bucket) for side in image.shape[1:3])
     tiles = np.stack([image[n, r[0] : r[1], c[0] : c[1]] for n in range(len(image)) for r in rows for c in cols])
     # a lone tile is not padded to a whole batch of copies: that would multiply the work of small images
-    batch_size = min(batch_size, len(tiles))
+    batch_size = tiles_per_call(model, variables, tiles.shape[1:], len(tiles), batch_size, len(devices or [None]),
+                                max_batch_bytes)
     put = np.asarray
     if devices:
         mesh = data_mesh(list(devices))
-        batch_size = math.ceil(batch_size / len(devices)) * len(devices)
         variables = jax.device_put(variables, replicated(mesh))
         put = functools.partial(jax.device_put, device=batch_sharding(mesh))
     places = [(n, row, col) for n in range(len(image)) for row in rows for col in cols]  # the order of `tiles`
@@ -158,9 +195,10 @@ class Upscaler:
     extra_variables: dict | None = None
     devices: tuple | None = None
     bucket: int | None = None
+    max_batch_bytes: int = MAX_BATCH_BYTES
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         result = upscale(self.module, self.params, lr, tile=self.tile, overlap=self.overlap,
                          batch_size=self.batch_size, extra_variables=self.extra_variables, devices=self.devices,
-                         bucket=self.bucket)
+                         bucket=self.bucket, max_batch_bytes=self.max_batch_bytes)
         return np.clip(result, 0.0, 1.0, out=result)  # in place: a 2048^2 photograph's x4 result is 805 MB

@@ -5,7 +5,7 @@ time with an MSE-SR partner (DeSRA detection, then eq. 10). The flags are those 
     python -m experiments.upscale --input FILE_OR_DIR --output DIR --model realesrgan-x4plus \
         [--outscale 4] [--suffix out] [--ext auto|png|jpg] [--tile 256] [--tile_pad 16] [--bucket 16] \
         [--dtype float32|bfloat16|float16] [--alpha realesrgan|bicubic|drop|error] [--batch_size 4] \
-        [--max_pixels N] [--max_output_pixels N] [--overwrite]
+        [--max_batch_mib 512] [--max_pixels N] [--max_output_pixels N] [--overwrite]
     python -m experiments.upscale --input DIR --output DIR --model realesrgan-x4plus --mse_model realesrnet-span-x4 \
         [--threshold 0.7] [--min_area 4000] [--feather 0] [--report [--hr_dir DIR]] \
         [--segformer DIR [--class_adjustment FILE] [--segment gan|mse] [--segformer_size 512]]
@@ -24,7 +24,8 @@ scale resizes the network's result with Lanczos, as Real-ESRGAN does.
 
 ``--tile``: LR tile side (0: whole images); adjacent tiles overlap by ``2 * --tile_pad`` LR pixels and each keeps
 the part nearest its centre, so every kept pixel has ``--tile_pad`` pixels of real context on every side
-(`desra_jax.inference.upscale`). Tiles are batched (``--batch_size``) across all local devices. A side shorter
+(`desra_jax.inference.upscale`). Tiles are batched (``--batch_size``) across all local devices, as many per device
+as fit ``--max_batch_mib`` of buffers (one 256-pixel tile of x4plus takes 512 MiB, so it runs alone). A side shorter
 than a tile is mirrored beyond the bottom or right border up to a multiple of ``--bucket`` (as Real-ESRGAN's
 ``--pre_pad``), so images of many sizes share a few compilations, kept in the compilation cache between runs.
 ``--dtype``: the networks' computation (parameters stay float32; Real-ESRGAN computes in float16 by default).
@@ -73,6 +74,8 @@ flags.DEFINE_integer("bucket", upscale.DEFAULT_BUCKET, "Pad sides shorter than a
 flags.DEFINE_enum("dtype", "float32", list(upscale.DTYPES), "The networks' computation dtype.")
 flags.DEFINE_enum("alpha", "realesrgan", list(upscale.ALPHA_POLICIES), "The upsampler for alpha channels.")
 flags.DEFINE_integer("batch_size", 4, "Images of one size, and tiles per device call, processed together.")
+flags.DEFINE_integer("max_batch_mib", upscale.MAX_BATCH_BYTES // 2**20, "A device call holds fewer tiles than "
+                     "--batch_size when their buffers would take more MiB than this (at least one tile).")
 flags.DEFINE_float("feather", 0.0, "With --mse_model: Gaussian sigma (pixels) of the blend outside the mask.")
 flags.DEFINE_bool("report", False, "With --mse_model: also write the detection gallery and summaries.")
 flags.DEFINE_integer("max_output_pixels", upscale.MAX_OUTPUT_PIXELS, "Refuse inputs whose result would be larger.")
@@ -88,7 +91,7 @@ def options(process_index: int, process_count: int) -> upscale.UpscaleOptions:
     """The flags as the tool's options (ValueError for an option that is not among its choices)."""
     return upscale.UpscaleOptions(
         Path(FLAGS.input), Path(FLAGS.output), FLAGS.model, FLAGS.mse_model, FLAGS.outscale, FLAGS.suffix, FLAGS.ext,
-        FLAGS.tile, FLAGS.tile_pad, FLAGS.bucket, FLAGS.dtype, FLAGS.alpha, FLAGS.batch_size,
+        FLAGS.tile, FLAGS.tile_pad, FLAGS.bucket, FLAGS.dtype, FLAGS.alpha, FLAGS.batch_size, FLAGS.max_batch_mib,
         DetectionSettings.from_values(FLAGS.flag_values_dict()), FLAGS.feather, FLAGS.report, process_index,
         process_count, FLAGS.max_pixels, FLAGS.max_output_pixels, FLAGS.overwrite,
         Path(FLAGS.hr_dir) if FLAGS.hr_dir else None)

@@ -24,7 +24,7 @@ REFUSED = [
     *[("upscale", "outscale", value) for value in (0.0, -1.0, math.inf, math.nan)],
     ("upscale", "tile", -5), ("upscale", "tile_pad", -1), ("upscale", "feather", -3.0),
     ("upscale", "threshold", math.nan), ("upscale", "threshold", 1.5), ("upscale", "min_area", -1),
-    ("upscale", "max_pixels", 0), ("upscale", "max_output_pixels", 0),
+    ("upscale", "max_pixels", 0), ("upscale", "max_output_pixels", 0), ("upscale", "max_batch_mib", 0),
     ("detect", "threshold", math.nan), ("detect", "threshold", -0.1), ("detect", "min_area", -1),
     ("detect", "batch_size", 0), ("detect", "max_pixels", -1),
     ("calibrate", "num_bins", 0), ("calibrate", "num_bins", -20), ("calibrate", "num_bins", 30),

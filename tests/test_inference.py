@@ -70,6 +70,24 @@ def test_an_image_smaller_than_a_tile_runs_whole_and_batches_keep_images_apart(t
     np.testing.assert_allclose(upscale(model, params, lr, tile=64, overlap=8, batch_size=1), whole, atol=2e-5)
 
 
+def test_a_call_holds_as_many_tiles_as_fit_its_memory_and_the_result_does_not_change(tiny_generator):
+    """`tile_bytes` is one tile's share of the compiled call, which grows in proportion to the tiles it holds."""
+    model, params = tiny_generator
+    variables = {"params": params}
+    each = inference.tile_bytes(model, variables, (48, 48, 3))
+    three = inference._apply.lower(model, variables, jax.ShapeDtypeStruct((3, 48, 48, 3), np.float32)).compile()
+    stats = three.memory_analysis()
+    assert 2.7 * each <= stats.temp_size_in_bytes + stats.output_size_in_bytes <= 3.3 * each
+    assert inference.tiles_per_call(model, variables, (48, 48, 3), 9, 8, 1, int(2.5 * each)) == 2
+    assert inference.tiles_per_call(model, variables, (48, 48, 3), 9, 8, 1, 0) == 1  # one tile, whatever it takes
+    assert inference.tiles_per_call(model, variables, (48, 48, 3), 9, 8, 2, int(2.5 * each)) == 4  # 2 per device
+    assert inference.tiles_per_call(model, variables, (48, 48, 3), 3, 8, 1, 10 * each) == 3  # no more than there are
+    lr = photo_crop("coffee", (120, 120), 100, 100)[0]
+    roomy = upscale(model, params, lr, tile=48, overlap=16, batch_size=8, max_batch_bytes=2**40)
+    np.testing.assert_allclose(upscale(model, params, lr, tile=48, overlap=16, batch_size=8, max_batch_bytes=1),
+                               roomy, rtol=0, atol=1e-6)
+
+
 def test_upscale_names_a_bad_shape(tiny_generator):
     model, params = tiny_generator
     with pytest.raises(ValueError, match=r"\(H, W, C\)"):

@@ -75,12 +75,22 @@ def pair_by_name(folders: Sequence[tuple[str, str | Path]], problems: list[str],
     return [(name, tuple(names[name] for names in found)) for name in sorted(shared)]
 
 
+#: Pixels (of the first arrays) that `batches_by_size` holds loaded at once, besides the image just loaded.
+MAX_HELD_PIXELS = 4 * 2**20
+
+
 def batches_by_size(items: Sequence, batch_size: int, load: Callable[[object], tuple[np.ndarray, ...]],
-                    problems: list[str], desc: str) -> Iterator[list[tuple]]:
+                    problems: list[str], desc: str, max_held_pixels: int = MAX_HELD_PIXELS) -> Iterator[list[tuple]]:
     """Lists of up to ``batch_size`` (item, *load(item)), each list of one image size (that of the first array);
-    a full list comes as soon as it is complete, the incomplete ones at the end. An item whose ``load`` raises
-    ValueError becomes a line in ``problems``. Shows a progress bar named ``desc``."""
+    a full list comes as soon as it is complete, the incomplete ones at the end, or earlier, largest first, when
+    the loaded images together have more than ``max_held_pixels`` pixels (so a folder of large photographs of
+    many sizes is never all in memory; one image above it comes alone). An item whose ``load`` raises ValueError
+    becomes a line in ``problems``. Shows a progress bar named ``desc``."""
     pending = defaultdict(list)
+
+    def pixels(shape: tuple[int, ...]) -> int:
+        return len(pending[shape]) * shape[0] * shape[1]
+
     for item in tqdm(items, desc=desc, unit="image"):
         try:
             arrays = load(item)
@@ -91,6 +101,8 @@ def batches_by_size(items: Sequence, batch_size: int, load: Callable[[object], t
         pending[shape].append((item, *arrays))
         if len(pending[shape]) == batch_size:
             yield pending.pop(shape)
+        while pending and sum(map(pixels, pending)) > max_held_pixels:
+            yield pending.pop(max(pending, key=pixels))
     yield from pending.values()
 
 

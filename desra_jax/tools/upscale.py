@@ -33,7 +33,7 @@ from desra_jax.files import check_collisions, check_options_record, output_folde
 from desra_jax.detection.partner import partner_blockiness
 from desra_jax.detection.settings import DetectionSettings, Detector
 from desra_jax.fusion.pseudo_gt import pseudo_gt
-from desra_jax.inference import Upscaler
+from desra_jax.inference import MAX_BATCH_BYTES, Upscaler
 from desra_jax.report import detection_files, write_detection
 from desra_jax.tools.upscale_report import check_partner, report_images, write_report
 
@@ -111,12 +111,13 @@ def planned_outputs(jobs: list[Job], output: Path, detection: bool, report: bool
     return planned
 
 
-def load_upscaler(spec: str, dtype: str, tile: int, tile_pad: int, batch_size: int,
-                  bucket: int | None = None) -> tuple[Upscaler, str, float]:
+def load_upscaler(spec: str, dtype: str, tile: int, tile_pad: int, batch_size: int, bucket: int | None = None,
+                  max_batch_mib: int = MAX_BATCH_BYTES // 2**20) -> tuple[Upscaler, str, float]:
     """(`Upscaler` on every local device, the file the spec named, the model's scale) of a model spec
     (`load_sr_model`). ``tile`` 0: whole images; ``tile_pad``: LR context kept on each side of a tile's cut,
     so adjacent tiles overlap by 2 * tile_pad; ``bucket``: sides shorter than a tile are padded to a multiple of
-    it (`desra_jax.inference.pad_to_buckets`; None or 0: they run at their size)."""
+    it (`desra_jax.inference.pad_to_buckets`; None or 0: they run at their size); ``max_batch_mib``: XLA's
+    buffers of one device call, which may hold fewer tiles than ``batch_size`` (`desra_jax.inference.upscale`)."""
     module, variables, path = load_sr_model(spec)
     variables = dict(variables)
     params = variables.pop("params")
@@ -124,7 +125,7 @@ def load_upscaler(spec: str, dtype: str, tile: int, tile_pad: int, batch_size: i
     if not 0 < scale <= MAX_FACTOR:
         raise ValueError(f"{path}: scales images by {scale:g}; an SR model this runs scales by at most {MAX_FACTOR}")
     upscaler = Upscaler(module.clone(dtype=DTYPES[dtype]), params, tile or 2**31, 2 * tile_pad, batch_size,
-                        variables, tuple(jax.local_devices()), bucket or None)
+                        variables, tuple(jax.local_devices()), bucket or None, max_batch_mib * 2**20)
     return upscaler, path, scale
 
 
@@ -207,6 +208,7 @@ class UpscaleOptions:
     dtype: str = "float32"
     alpha: str = "realesrgan"
     batch_size: int = 4
+    max_batch_mib: int = MAX_BATCH_BYTES // 2**20
     detection: DetectionSettings = DetectionSettings()
     feather: float = 0.0
     report: bool = False
@@ -226,7 +228,7 @@ class UpscaleOptions:
             raise ValueError(f"ext must be auto, png or jpg, got {self.ext!r}")
         if self.outscale is not None:
             check_number("--outscale", self.outscale, 0, above=True)
-        for name in ("tile", "tile_pad", "bucket", "batch_size", "max_pixels", "max_output_pixels"):
+        for name in ("tile", "tile_pad", "bucket", "batch_size", "max_batch_mib", "max_pixels", "max_output_pixels"):
             least = 0 if name in ("tile", "tile_pad", "bucket") else 1
             check_number(f"--{name}", getattr(self, name), least, whole=True)
         check_number("--feather", self.feather, 0)
@@ -298,7 +300,8 @@ def options_record(options: UpscaleOptions, summary: dict) -> dict:
 def _load_models(options: UpscaleOptions) -> tuple[Upscaler, Upscaler | None, Detector | None, dict]:
     """(GAN-SR upscaler, MSE-SR upscaler or None, detector or None, the summary begun: models and scale)."""
     load = functools.partial(load_upscaler, dtype=options.dtype, tile=options.tile, tile_pad=options.tile_pad,
-                             batch_size=options.batch_size, bucket=options.bucket)
+                             batch_size=options.batch_size, bucket=options.bucket,
+                             max_batch_mib=options.max_batch_mib)
     gan, gan_path, scale = load(options.model)
     summary = {"model": gan_path, "scale": scale, "mse_model": None, "written": [], "skipped": [], "problems": []}
     if options.mse_model is None:
