@@ -8,7 +8,8 @@ Flags: `--config` (an ml_collections config file; `:variant` after the path, `--
 any key) and `--workdir` (default ./runs/<config name>[_<variant>]). Rerunning the same command resumes.
 Launched as one process per host on a pod, pass `--distributed` to call jax.distributed.initialize(): on TPU pods
 and SLURM/MPI clusters it finds the coordinator itself; elsewhere give `--coordinator_address`, `--num_processes`
-and `--process_id` (on CPU hosts also set JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo).
+and `--process_id` (on CPU hosts also set JAX_CPU_COLLECTIVES_IMPLEMENTATION=gloo). The log holds warnings and the
+project's own progress; `--verbosity 0` adds the libraries' INFO lines (orbax's per-checkpoint ones, JAX's).
 """
 
 import os
@@ -64,6 +65,7 @@ def main(argv):
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     from desra_jax.compilation import enable_compilation_cache
     from desra_jax.training.loop import TrainingInterrupted
+    from experiments.command import quiet_libraries  # after jax.distributed: it imports the detection modules
 
     config = FLAGS.config
     if FLAGS.online:
@@ -73,6 +75,7 @@ def main(argv):
         config.online = True
 
     logging.set_verbosity(logging.INFO)
+    quiet_libraries()
     enable_compilation_cache()
     workdir = FLAGS.workdir or default_workdir(config)
     logging.info("config %s, workdir %s, %d devices on %d processes", FLAGS["config"].config_filename, workdir,

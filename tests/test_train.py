@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +53,10 @@ def test_ragp_fft_tiny_runs_from_scratch_and_beats_bicubic_after_pretraining(tmp
     workdir = tmp_path / "run"
     result = run_main("--config=configs/ragp_fft.py:tiny", f"--workdir={workdir}")
     assert result.returncode == 0, result.stderr[-3000:]
+    # The log holds the project's own lines and warnings: no INFO line from orbax (about 25 per checkpoint) or JAX.
+    ours = {path.name for folder in ("desra_jax", "experiments") for path in (REPO / folder).rglob("*.py")}
+    sources = {match[1] for match in re.finditer(r"^I\d{4} [\d:.]+ +\d+ (\S+):\d+\]", result.stderr, re.M)}
+    assert sources and sources <= ours, sources - ours
 
     # The MSE phase ran first in the same workdir, and its EMA model beats bicubic on the validation photographs.
     # Measured (configs/mse.py:tiny, config.seed 0-4): +0.20 to +0.37 dB PSNR-Y, +0.013 to +0.017 SSIM-Y; the PSNR
