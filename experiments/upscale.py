@@ -22,29 +22,27 @@ model as a gray image (``realesrgan``, Real-ESRGAN's default) or bicubically (``
 (``drop``), or the file is refused (``error``). ``--outscale``: the final scale (default: the network's); another
 scale resizes the network's result with Lanczos, as Real-ESRGAN does.
 
-``--tile``: LR tile side (0: whole images); adjacent tiles overlap by ``2 * --tile_pad`` LR pixels and each keeps
-the part nearest its centre, so every kept pixel has ``--tile_pad`` pixels of real context on every side
-(`desra_jax.inference.upscale`). Tiles are batched (``--batch_size``) across all local devices, as many per device
-as fit ``--max_batch_mib`` of buffers (one 256-pixel tile of x4plus takes 512 MiB, so it runs alone). A side shorter
-than a tile is mirrored beyond the bottom or right border up to a multiple of ``--bucket`` (as Real-ESRGAN's
-``--pre_pad``), so images of many sizes share a few compilations, kept in the compilation cache between runs.
-``--dtype``: the networks' computation (parameters stay float32; Real-ESRGAN computes in float16 by default).
+``--tile``: LR tile side (0: whole images); adjacent tiles overlap by ``2 * --tile_pad`` LR pixels and each keeps the
+part nearest its centre, so every kept pixel has ``--tile_pad`` pixels of real context on every side
+(`desra_jax.inference.upscale`). Tiles are batched (``--batch_size``) across all local devices, as many per device as
+fit ``--max_batch_mib`` of buffers (a 256-px x4plus tile takes 512 MiB). A side shorter than a tile is mirrored beyond
+the bottom or right border up to a multiple of ``--bucket`` (as Real-ESRGAN's ``--pre_pad``), so images of many sizes
+share a few compilations, kept in the compilation cache between runs. ``--dtype``: the networks' computation
+(parameters stay float32; Real-ESRGAN computes in float16 by default).
 
-With ``--mse_model`` the artifacts of the ``--model`` results are detected against the MSE-SR results with the
-options of ``experiments.detect`` and replaced by them (eq. 10; ``--feather`` sigma in pixels softens the blend
-outward); the masks (at the network's scale) go to ``DIR/masks/<name>.png``, and ``--report`` adds the
-gallery (``DIR/index.html``: LR | GAN-SR | MSE-SR | merged | HR with ``--hr_dir`` (same relative names; PSNR of
-GAN-SR and merged against it) | D | mask overlay), its images and ``summary.json`` / ``summary.csv``. A partner
-whose results are blockier than the GAN-SR results inside the masks (trained on another degradation) is warned
-about. Both models must have one scale.
+With ``--mse_model`` the artifacts of the ``--model`` results are detected against the MSE-SR results with the options
+of ``experiments.detect`` and replaced by them (eq. 10; ``--feather`` sigma in pixels softens the blend outward); the
+masks (at the network's scale) go to ``DIR/masks/<name>.png``, and ``--report`` adds the gallery (``DIR/index.html``:
+LR | GAN-SR | MSE-SR | merged | HR with ``--hr_dir`` (same relative names; PSNR of GAN-SR and merged against it) | D |
+mask overlay), its images and ``summary.json`` / ``summary.csv``. A partner whose results are blockier than the GAN-SR
+results inside the masks (trained on another degradation) is warned about. Both models must have one scale.
 
-Every file appears atomically (a killed run leaves no half image); a rerun skips the inputs whose result exists
-and says how many. ``DIR/.upscale-options.json`` records the options that shape the results; a rerun with others
-is refused naming them, unless ``--overwrite`` (every result made again). Outputs that would land on an input or
-on each other are refused before any work. An image over ``--max_pixels`` or a result over ``--max_output_pixels``
-and a file that cannot be read or upscaled are reported by name and the others still run. With
-``--distributed`` (one process per host, as ``experiments.main``) each process takes every P-th of the sorted
-files. Exit status: 0 when every input was upscaled or had been; 1 when some could not be (the others are
+Every file appears atomically (a killed run leaves no half image); a rerun skips the inputs whose result exists and
+says how many. ``DIR/.upscale-options.json`` records the options that shape the results; a rerun with others is refused
+naming them, unless ``--overwrite``. Outputs that would land on an input or on each other are refused before any work.
+An image over ``--max_pixels`` or a result over ``--max_output_pixels`` and a file that cannot be read or upscaled are
+reported by name and the others still run. With ``--distributed`` (one process per host) each process takes every P-th
+of the sorted files. Exit status: 0 when every input was upscaled or had been; 1 when some could not be (the others are
 written) or nothing could run (a bad model, option or output folder).
 """
 
@@ -74,8 +72,7 @@ flags.DEFINE_integer("bucket", upscale.DEFAULT_BUCKET, "Pad sides shorter than a
 flags.DEFINE_enum("dtype", "float32", list(upscale.DTYPES), "The networks' computation dtype.")
 flags.DEFINE_enum("alpha", "realesrgan", list(upscale.ALPHA_POLICIES), "The upsampler for alpha channels.")
 flags.DEFINE_integer("batch_size", 4, "Images of one size, and tiles per device call, processed together.")
-flags.DEFINE_integer("max_batch_mib", upscale.MAX_BATCH_BYTES // 2**20, "A device call holds fewer tiles than "
-                     "--batch_size when their buffers would take more MiB than this (at least one tile).")
+flags.DEFINE_integer("max_batch_mib", upscale.MAX_BATCH_MIB, "Tiles per device call: at most what fits these MiB.")
 flags.DEFINE_float("feather", 0.0, "With --mse_model: Gaussian sigma (pixels) of the blend outside the mask.")
 flags.DEFINE_bool("report", False, "With --mse_model: also write the detection gallery and summaries.")
 flags.DEFINE_integer("max_output_pixels", upscale.MAX_OUTPUT_PIXELS, "Refuse inputs whose result would be larger.")

@@ -42,6 +42,8 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float
 #: Sides shorter than a tile run padded to a multiple of this (at most 15 LR pixels more, at most tile / 16 sizes
 #: per side), so that a folder of small images of many sizes compiles a few times.
 DEFAULT_BUCKET = 16
+#: `--max_batch_mib`: XLA's buffers of one device call of tiles (`desra_jax.inference.MAX_BATCH_BYTES`).
+MAX_BATCH_MIB = MAX_BATCH_BYTES // 2**20
 #: Default limit on a result's pixels (and on the network's output before ``outscale``): any image the reader
 #: accepts (`MAX_PIXELS`) upscaled x4, 2.9 G pixels (34 GB as float32 RGB); ``outscale`` 1000 of a 54 x 54 image
 #: is over it.
@@ -112,7 +114,7 @@ def planned_outputs(jobs: list[Job], output: Path, detection: bool, report: bool
 
 
 def load_upscaler(spec: str, dtype: str, tile: int, tile_pad: int, batch_size: int, bucket: int | None = None,
-                  max_batch_mib: int = MAX_BATCH_BYTES // 2**20) -> tuple[Upscaler, str, float]:
+                  max_batch_mib: int = MAX_BATCH_MIB) -> tuple[Upscaler, str, float]:
     """(`Upscaler` on every local device, the file the spec named, the model's scale) of a model spec
     (`load_sr_model`). ``tile`` 0: whole images; ``tile_pad``: LR context kept on each side of a tile's cut,
     so adjacent tiles overlap by 2 * tile_pad; ``bucket``: sides shorter than a tile are padded to a multiple of
@@ -208,7 +210,7 @@ class UpscaleOptions:
     dtype: str = "float32"
     alpha: str = "realesrgan"
     batch_size: int = 4
-    max_batch_mib: int = MAX_BATCH_BYTES // 2**20
+    max_batch_mib: int = MAX_BATCH_MIB
     detection: DetectionSettings = DetectionSettings()
     feather: float = 0.0
     report: bool = False
