@@ -8,16 +8,14 @@ overlap). Every kept pixel therefore has at least `overlap // 2` LR pixels of re
 that is not the image border, and tiles at the image border end at the image border, as the whole image does:
 when the network's receptive radius is at most `overlap // 2`, tiling gives the whole-image result exactly;
 beyond it (the 23-block RRDBNet's radius is larger) the difference decays with the overlap. This is
-Real-ESRGAN's `tile` / `tile_pad` scheme with the tiles spread evenly instead of a fixed stride, and shrunk to
-the smallest side that the fewest tiles need (`tile_spans`), so that the overlaps add little work.
+Real-ESRGAN's `tile` / `tile_pad` scheme with the tiles spread evenly instead of a fixed stride.
 
-JAX compiles once per input shape. A side at least a tile long runs as tiles of the side `tile`, or with `bucket`
-of a multiple of it (at most tile / bucket sides); a side shorter than a tile runs whole, so without more a folder
-of small photographs of many sizes compiles once per size. With `bucket`, such a side is first padded (mirrored,
-as Real-ESRGAN's `pre_pad`) up to a multiple of `bucket` (at most the tile) and the output cropped back, so all
-sizes in one bucket share a compilation. The padding is beyond the bottom and right borders only: output pixels
-further than the network's receptive radius from those borders are unchanged; nearer, the network sees mirrored
-content instead of its zero padding.
+JAX compiles once per input shape. Images at least a tile wide and high all run as tiles of one shape; a side
+shorter than a tile runs whole, so without more a folder of small photographs of many sizes compiles once per
+size. With `bucket`, such a side is first padded (mirrored, as Real-ESRGAN's `pre_pad`) up to a multiple of
+`bucket` (at most the tile) and the output cropped back, so all sizes in one bucket share a compilation. The
+padding is beyond the bottom and right borders only: output pixels further than the network's receptive radius
+from those borders are unchanged; nearer, the network sees mirrored content instead of its zero padding.
 
 A device call's buffers grow with the tiles it holds (the 23-block RRDBNet needs 512 MiB for one 256-pixel tile
 at x4), so a call takes at most `batch_size` tiles and no more than fit `max_batch_bytes` of XLA's buffers
@@ -37,28 +35,19 @@ import numpy as np
 from desra_jax.sharding import batch_sharding, data_mesh, replicated
 
 
-def tile_spans(length: int, tile: int, overlap: int, multiple: int | None = None) -> list[tuple[int, int, int, int]]:
-    """Tiles along one axis: (start, stop, keep_start, keep_stop), all of one side of at most `tile`.
+def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Tiles along one axis: (start, stop, keep_start, keep_stop) with stop - start = min(tile, length).
 
     The tiles cover [0, length), adjacent ones overlap by at least `overlap`, and the kept parts
-    [keep_start, keep_stop) partition [0, length), cut in the middle of each overlap. The fewest tiles of side
-    `tile` that can do this are used; with `multiple`, each shrunk to the smallest multiple of it that still
-    does (a 512-pixel side in tiles of 256 overlapping by 32 takes three tiles of 192, not of 256: 25 % more
-    pixels than the side instead of 50 %). Without, they keep the side `tile` (a network that needs sides of
-    some multiple, as pixel-unshuffle does, gets them from `tile`).
+    [keep_start, keep_stop) partition [0, length), cut in the middle of each overlap.
     """
     if tile <= overlap:
         raise ValueError(f"tile: expected more than overlap ({overlap}) pixels, got {tile}")
-    if tile >= length:
-        return [(0, length, 0, length)]
-    count = math.ceil((length - tile) / (tile - overlap)) + 1
-    side = min(tile, -(-(length + (count - 1) * overlap) // count)) if multiple else tile
-    while side < tile and side - math.ceil((length - side) / (count - 1)) < overlap:
-        side += 1  # the starts are whole pixels: the widest step must keep the overlap
-    side = min(tile, -(-side // (multiple or 1)) * (multiple or 1))
-    starts = np.round(np.linspace(0, length - side, count)).astype(int).tolist()
-    cuts = [0] + [(right + left + side) // 2 for left, right in zip(starts, starts[1:])] + [length]
-    return [(start, start + side, cuts[i], cuts[i + 1]) for i, start in enumerate(starts)]
+    tile = min(tile, length)
+    count = 1 if tile == length else math.ceil((length - tile) / (tile - overlap)) + 1
+    starts = np.round(np.linspace(0, length - tile, count)).astype(int).tolist()
+    cuts = [0] + [(right + left + tile) // 2 for left, right in zip(starts, starts[1:])] + [length]
+    return [(start, start + tile, cuts[i], cuts[i + 1]) for i, start in enumerate(starts)]
 
 
 def bucket_length(length: int, tile: int, bucket: int | None) -> int:
@@ -148,7 +137,7 @@ def upscale(
     height, width = image.shape[1:3]
     image = pad_to_buckets(image, tile, bucket)
     variables = {"params": params, **(extra_variables or {})}
-    rows, cols = (tile_spans(side, tile, overlap, bucket) for side in image.shape[1:3])
+    rows, cols = (tile_spans(side, tile, overlap) for side in image.shape[1:3])
     tiles = np.stack([image[n, r[0] : r[1], c[0] : c[1]] for n in range(len(image)) for r in rows for c in cols])
     # a lone tile is not padded to a whole batch of copies: that would multiply the work of small images
     batch_size = tiles_per_call(model, variables, tiles.shape[1:], len(tiles), batch_size, len(devices or [None]),

@@ -10,24 +10,17 @@ from desra_jax.models import RRDBNet, SRVGGNetCompact
 from tests.conftest import photo_crop
 
 
-@pytest.mark.parametrize("multiple", [None, 1, 16])
 @pytest.mark.parametrize("length,tile,overlap", [(100, 32, 8), (97, 40, 30), (64, 64, 8), (20, 64, 8), (33, 32, 2),
                                                  (512, 256, 32), (1000, 256, 32), (2048, 256, 32), (260, 256, 32)])
-def test_tile_spans_partition_the_axis_with_the_overlap(length, tile, overlap, multiple):
-    spans = tile_spans(length, tile, overlap, multiple)
+def test_tile_spans_partition_the_axis_with_the_overlap(length, tile, overlap):
+    spans = tile_spans(length, tile, overlap)
     assert spans[0][0] == 0 and spans[-1][1] == length
-    assert len({stop - start for start, stop, _, _ in spans}) == 1 and spans[0][1] <= tile  # one shape
+    assert all(stop - start == min(tile, length) for start, stop, _, _ in spans)
     kept = np.concatenate([np.arange(keep, keep_stop) for _, _, keep, keep_stop in spans])
     np.testing.assert_array_equal(kept, np.arange(length))
     for (start, stop, _, cut), (next_start, _, _, _) in zip(spans, spans[1:]):
         assert stop - next_start >= overlap  # adjacent tiles share at least `overlap` pixels
         assert min(cut - next_start, stop - cut) >= overlap // 2  # kept pixels have that context
-
-
-def test_tile_spans_shrink_the_fewest_tiles_to_what_they_need():
-    assert [(start, stop) for start, stop, _, _ in tile_spans(512, 256, 32, 1)] == [(0, 192), (160, 352), (320, 512)]
-    assert {stop - start for start, stop, _, _ in tile_spans(1000, 256, 32, 16)} == {240}  # 226 rounded up
-    assert {stop - start for start, stop, _, _ in tile_spans(2048, 256, 32, 16)} == {256}  # nothing to shrink
 
 
 def test_tile_spans_refuse_an_overlap_as_large_as_the_tile():
